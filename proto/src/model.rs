@@ -1,0 +1,296 @@
+//! Validated model types, built from protobuf with `TryFrom`.
+//!
+//! Identifiers are 16 bytes so that storage keys have a fixed width; they print as 32 lowercase
+//! hex digits. Message bodies are checked against a size limit and, for text kinds, UTF-8.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::errors::{ModelError, Result};
+use crate::v1;
+
+/// The default largest message body, in bytes (64 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+macro_rules! id16 {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+        pub struct $name(pub [u8; 16]);
+
+        impl $name {
+            pub const LEN: usize = 16;
+
+            pub fn from_u128(v: u128) -> Self {
+                Self(v.to_be_bytes())
+            }
+
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+        }
+
+        impl TryFrom<&[u8]> for $name {
+            type Error = ModelError;
+
+            fn try_from(b: &[u8]) -> Result<Self> {
+                let arr: [u8; 16] = b.try_into().map_err(|_| {
+                    ModelError::invalid($field, format!("must be 16 bytes, got {}", b.len()))
+                })?;
+                Ok(Self(arr))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ModelError;
+
+            fn from_str(s: &str) -> Result<Self> {
+                let s = s.replace('-', "");
+                if s.len() != 32 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(ModelError::invalid($field, "must be 32 hex digits"));
+                }
+                let v = u128::from_str_radix(&s, 16)
+                    .map_err(|e| ModelError::invalid($field, e.to_string()))?;
+                Ok(Self::from_u128(v))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:032x}", u128::from_be_bytes(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self)
+            }
+        }
+    };
+}
+
+id16!(
+    /// A conversation (direct, group or channel).
+    ConvId, "conv_id"
+);
+id16!(
+    /// A user account.
+    UserId, "user_id"
+);
+id16!(
+    /// One logged-in device of a user.
+    DeviceId, "device"
+);
+id16!(
+    /// The idempotency key a client attaches to every send.
+    ClientMsgId, "client_msg_id"
+);
+
+/// Stable error codes; see `ErrorCode` in `messaging.proto` for what each means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    NotMember,
+    MessageTooLarge,
+    UnknownConversation,
+    ConversationExists,
+    InvalidMembers,
+    DirectImmutable,
+    NotOwner,
+    InvalidArgument,
+    NotLeader,
+    Unavailable,
+    ResourceExhausted,
+    Unauthenticated,
+    CorruptData,
+    TooManyMembers,
+}
+
+impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::NotMember,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::UnknownConversation,
+        ErrorCode::ConversationExists,
+        ErrorCode::InvalidMembers,
+        ErrorCode::DirectImmutable,
+        ErrorCode::NotOwner,
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotLeader,
+        ErrorCode::Unavailable,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::Unauthenticated,
+        ErrorCode::CorruptData,
+        ErrorCode::TooManyMembers,
+    ];
+
+    /// The protobuf enum value, whose name is the stable string clients match on.
+    pub fn to_proto(self) -> v1::ErrorCode {
+        match self {
+            ErrorCode::NotMember => v1::ErrorCode::NotMember,
+            ErrorCode::MessageTooLarge => v1::ErrorCode::MessageTooLarge,
+            ErrorCode::UnknownConversation => v1::ErrorCode::UnknownConversation,
+            ErrorCode::ConversationExists => v1::ErrorCode::ConversationExists,
+            ErrorCode::InvalidMembers => v1::ErrorCode::InvalidMembers,
+            ErrorCode::DirectImmutable => v1::ErrorCode::DirectImmutable,
+            ErrorCode::NotOwner => v1::ErrorCode::NotOwner,
+            ErrorCode::InvalidArgument => v1::ErrorCode::InvalidArgument,
+            ErrorCode::NotLeader => v1::ErrorCode::NotLeader,
+            ErrorCode::Unavailable => v1::ErrorCode::Unavailable,
+            ErrorCode::ResourceExhausted => v1::ErrorCode::ResourceExhausted,
+            ErrorCode::Unauthenticated => v1::ErrorCode::Unauthenticated,
+            ErrorCode::CorruptData => v1::ErrorCode::CorruptData,
+            ErrorCode::TooManyMembers => v1::ErrorCode::TooManyMembers,
+        }
+    }
+
+    /// The stable name, e.g. `NOT_MEMBER`.
+    pub fn as_str(self) -> &'static str {
+        self.to_proto().as_str_name()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a conversation, fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationKind {
+    Direct,
+    Group,
+    Channel,
+}
+
+impl TryFrom<i32> for ConversationKind {
+    type Error = ModelError;
+
+    fn try_from(v: i32) -> Result<Self> {
+        match v1::ConversationKind::try_from(v) {
+            Ok(v1::ConversationKind::Direct) => Ok(Self::Direct),
+            Ok(v1::ConversationKind::Group) => Ok(Self::Group),
+            Ok(v1::ConversationKind::Channel) => Ok(Self::Channel),
+            _ => Err(ModelError::invalid("kind", format!("unknown conversation kind {v}"))),
+        }
+    }
+}
+
+impl From<ConversationKind> for v1::ConversationKind {
+    fn from(k: ConversationKind) -> Self {
+        match k {
+            ConversationKind::Direct => Self::Direct,
+            ConversationKind::Group => Self::Group,
+            ConversationKind::Channel => Self::Channel,
+        }
+    }
+}
+
+/// What a message body holds, which decides how it is validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    Text,
+    LinkCard,
+    Sealed,
+    System,
+}
+
+impl MessageKind {
+    /// Text-like kinds must be valid UTF-8; sealed bodies are opaque ciphertext.
+    pub fn requires_utf8(self) -> bool {
+        !matches!(self, MessageKind::Sealed)
+    }
+}
+
+impl TryFrom<i32> for MessageKind {
+    type Error = ModelError;
+
+    fn try_from(v: i32) -> Result<Self> {
+        match v1::MessageKind::try_from(v) {
+            Ok(v1::MessageKind::Text) => Ok(Self::Text),
+            Ok(v1::MessageKind::LinkCard) => Ok(Self::LinkCard),
+            Ok(v1::MessageKind::Sealed) => Ok(Self::Sealed),
+            Ok(v1::MessageKind::System) => Ok(Self::System),
+            _ => Err(ModelError::invalid("kind", format!("unknown message kind {v}"))),
+        }
+    }
+}
+
+impl From<MessageKind> for v1::MessageKind {
+    fn from(k: MessageKind) -> Self {
+        match k {
+            MessageKind::Text => Self::Text,
+            MessageKind::LinkCard => Self::LinkCard,
+            MessageKind::Sealed => Self::Sealed,
+            MessageKind::System => Self::System,
+        }
+    }
+}
+
+/// Checks a body against the size limit and, for text kinds, UTF-8.
+pub fn validate_body(kind: MessageKind, body: &[u8], max_bytes: usize) -> Result<()> {
+    if body.len() > max_bytes {
+        return Err(ModelError {
+            code: ErrorCode::MessageTooLarge,
+            field: "body",
+            reason: format!("{} bytes is over the limit of {max_bytes}", body.len()),
+        });
+    }
+    if kind.requires_utf8() && std::str::from_utf8(body).is_err() {
+        return Err(ModelError::invalid("body", "text is not valid UTF-8"));
+    }
+    Ok(())
+}
+
+/// One stored message, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub conv_id: ConvId,
+    pub seq: u64,
+    pub sender: UserId,
+    pub device: DeviceId,
+    pub client_msg_id: ClientMsgId,
+    pub kind: MessageKind,
+    pub body: Vec<u8>,
+    pub sent_at_ms: u64,
+}
+
+impl TryFrom<v1::Message> for Message {
+    type Error = ModelError;
+
+    fn try_from(m: v1::Message) -> Result<Self> {
+        let kind = MessageKind::try_from(m.kind)?;
+        validate_body(kind, &m.body, DEFAULT_MAX_BODY_BYTES)?;
+        Ok(Self {
+            conv_id: ConvId::try_from(m.conv_id.as_slice())?,
+            seq: m.seq,
+            sender: UserId::try_from(m.sender.as_slice())?,
+            device: DeviceId::try_from(m.device.as_slice())?,
+            client_msg_id: ClientMsgId::try_from(m.client_msg_id.as_slice())?,
+            kind,
+            body: m.body,
+            sent_at_ms: m.sent_at_ms,
+        })
+    }
+}
+
+impl From<Message> for v1::Message {
+    fn from(m: Message) -> Self {
+        Self {
+            conv_id: m.conv_id.0.to_vec(),
+            seq: m.seq,
+            sender: m.sender.0.to_vec(),
+            device: m.device.0.to_vec(),
+            client_msg_id: m.client_msg_id.0.to_vec(),
+            kind: v1::MessageKind::from(m.kind) as i32,
+            body: m.body,
+            sent_at_ms: m.sent_at_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

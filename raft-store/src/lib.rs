@@ -1,0 +1,82 @@
+//! Durable storage for many Raft groups sharing one RocksDB instance per node.
+//!
+//! A node hosts hundreds or thousands of Raft groups (multi-raft). Giving each its own RocksDB
+//! would mean one write-ahead log, one fsync stream and one set of background threads per
+//! group; instead every group lives in the same four column families under an 8-byte
+//! big-endian group-id key prefix (see [`keys`]), and all log appends go through one writer
+//! thread that merges concurrent appends of every group into one write batch and one fsync
+//! ([`group_commit`]).
+//!
+//! This crate provides, per group:
+//! - [`LogStore`]: openraft's [`RaftLogStorage`](openraft::storage::RaftLogStorage): log
+//!   entries, vote, committed index, truncate and purge;
+//! - [`StateMachineStore`]: openraft's [`RaftStateMachine`](openraft::storage::RaftStateMachine)
+//!   running the messaging state machine of [`messaging`], with snapshots.
+//!
+//! Invariant: an append is reported durable to openraft only after the RocksDB write-ahead log
+//! holding it has been fsynced. A failed write poisons the writer, and nothing is acknowledged
+//! after it (fail-stop).
+//!
+//! This crate must not depend on networking (tonic, the node, the gateway): it is the storage
+//! layer only.
+
+pub mod codec;
+pub mod errors;
+pub mod group_commit;
+pub mod keys;
+pub mod log_store;
+pub mod messaging;
+pub mod snapshot;
+pub mod state_machine;
+pub mod store;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub use errors::{Result, StoreError};
+pub use log_store::LogStore;
+pub use messaging::{Command, CommandResult, SmConfig};
+pub use state_machine::StateMachineStore;
+pub use store::{Store, StoreOptions, WriterStats};
+
+/// Identifies one Raft group on a node. The meta group and every shard group have one.
+pub type GroupId = u64;
+
+/// Identifies a node in the cluster.
+pub type NodeId = u64;
+
+/// What the cluster knows about a node: where to reach it and which datacenter it is in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Address of the node's Raft transport, `host:port`.
+    pub addr: String,
+    /// Datacenter (zone) label; placement never puts a majority of a group in one.
+    pub dc: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.addr, self.dc)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration shared by every group on every node.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A log entry of [`TypeConfig`].
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log id of [`TypeConfig`].
+pub type LogId = openraft::LogId<NodeId>;
+/// The openraft storage error of [`TypeConfig`].
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,52 @@
+//! The messaging state machine: what a committed command does to a shard's state.
+//!
+//! Commands ([`Command`]) create conversations, change membership, append messages and move
+//! read cursors. Applying them is deterministic: it reads only the shard's own state and the
+//! command (timestamps come inside the command, set by the proposer), so every replica that
+//! applies the same log reaches the same state.
+//!
+//! Rules, checked before anything is written so that a rejected command changes nothing:
+//! - a conversation's messages get dense sequence numbers 1, 2, 3, …;
+//! - a repeated `client_msg_id` from the same sender in the same conversation returns the
+//!   original seq and stores nothing (idempotent sends, DESIGN.md invariant 4);
+//! - only members append; in a channel only the owner appends; bodies obey the size limit and
+//!   text bodies are UTF-8;
+//! - direct conversations have exactly two members, fixed at creation.
+//!
+//! State layout in the `sm` column family, after the group prefix:
+//!
+//! | tag | rest of key | value |
+//! | --- | --- | --- |
+//! | `00` | — | applied log id and last membership |
+//! | `01` | conv | [`ConvRecord`](layout::ConvRecord): kind, owner, member count, last seq |
+//! | `02` | conv · user | [`Role`](layout::Role) |
+//! | `03` | conv · seq | [`Message`](bongsu_proto::model::Message) |
+//! | `04` | conv · sender · client_msg_id | seq (dedup) |
+//! | `05` | user · conv | read cursor (seq) |
+
+pub(crate) mod apply;
+mod command;
+pub mod layout;
+mod read;
+
+pub use apply::apply_command;
+pub use command::{AppendMessage, Command, CommandResult, Rejection};
+pub use read::{ConversationInfo, MessagingView};
+
+/// Limits the state machine enforces. They decide what is accepted, so every replica of a
+/// group must apply with the same values: nodes take them from the cluster configuration
+/// chosen at init, never from local flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmConfig {
+    pub max_body_bytes: usize,
+    pub max_group_members: u32,
+}
+
+impl Default for SmConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: bongsu_proto::model::DEFAULT_MAX_BODY_BYTES, max_group_members: 3000 }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! Reads of a shard's messaging state, straight from RocksDB.
+
+use std::sync::Arc;
+
+use bongsu_proto::model::{ConvId, ConversationKind, Message, UserId};
+
+use super::layout::{self, prefix_end, ConvRecord, Role};
+use crate::codec::decode;
+use crate::errors::{Result, StoreError};
+use crate::keys::{display_key, CF_SM};
+use crate::store::Store;
+use crate::GroupId;
+
+/// A conversation as readers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationInfo {
+    pub conv_id: ConvId,
+    pub kind: ConversationKind,
+    pub owner: UserId,
+    pub member_count: u32,
+    pub last_seq: u64,
+    pub created_at_ms: u64,
+}
+
+/// Read access to one group's messaging state.
+#[derive(Clone)]
+pub struct MessagingView {
+    store: Arc<Store>,
+    group: GroupId,
+}
+
+impl MessagingView {
+    pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Self {
+        Self { store, group }
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
+        self.store.get(self.group, CF_SM, key)?.map(|v| decode(self.group, key, what, &v)).transpose()
+    }
+
+    pub fn conversation(&self, conv: &ConvId) -> Result<Option<ConversationInfo>> {
+        let rec: Option<ConvRecord> = self.get(&layout::conv_key(self.group, conv), "conversation")?;
+        Ok(rec.map(|r| ConversationInfo {
+            conv_id: *conv,
+            kind: r.kind,
+            owner: r.owner,
+            member_count: r.member_count,
+            last_seq: r.last_seq,
+            created_at_ms: r.created_at_ms,
+        }))
+    }
+
+    /// The seq of the newest message, 0 for an empty conversation; one point read.
+    pub fn last_seq(&self, conv: &ConvId) -> Result<Option<u64>> {
+        Ok(self.conversation(conv)?.map(|c| c.last_seq))
+    }
+
+    pub fn role(&self, conv: &ConvId, user: &UserId) -> Result<Option<Role>> {
+        self.get(&layout::member_key(self.group, conv, user), "member")
+    }
+
+    /// Every member and role, in user-id order.
+    pub fn members(&self, conv: &ConvId) -> Result<Vec<(UserId, Role)>> {
+        let from = layout::member_prefix(self.group, conv);
+        let to = prefix_end(&from);
+        let mut out = Vec::new();
+        for item in self.store.scan(self.group, CF_SM, &from, &to, false) {
+            let (k, v) = item?;
+            let user = k
+                .get(from.len()..)
+                .and_then(|b| UserId::try_from(b).ok())
+                .ok_or_else(|| corrupt(self.group, &k, "member key"))?;
+            out.push((user, decode(self.group, &k, "member", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Messages with `seq >= from`, in seq order, at most `limit`.
+    pub fn read_from(&self, conv: &ConvId, from: u64, limit: usize) -> Result<Vec<Message>> {
+        let start = layout::message_key(self.group, conv, from);
+        let end = prefix_end(&layout::message_key(self.group, conv, 0)[..start.len() - 8]);
+        self.scan_messages(&start, &end, false, limit)
+    }
+
+    /// Messages with `seq < before`, newest `limit` of them, returned in seq order.
+    pub fn read_before(&self, conv: &ConvId, before: u64, limit: usize) -> Result<Vec<Message>> {
+        let start = layout::message_key(self.group, conv, 0);
+        let end = layout::message_key(self.group, conv, before);
+        let mut out = self.scan_messages(&start, &end, true, limit)?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn scan_messages(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        for item in self.store.scan(self.group, CF_SM, from, to, reverse).take(limit) {
+            let (k, v) = item?;
+            let m: Message = decode(self.group, &k, "message", &v)?;
+            let seq_in_key = k.get(k.len().saturating_sub(8)..).and_then(|b| <[u8; 8]>::try_from(b).ok());
+            if seq_in_key.map(u64::from_be_bytes) != Some(m.seq) {
+                return Err(corrupt(self.group, &k, "message seq"));
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// The user's read cursor in a conversation (0 if never moved).
+    pub fn cursor(&self, user: &UserId, conv: &ConvId) -> Result<u64> {
+        Ok(self.get(&layout::cursor_key(self.group, user, conv), "cursor")?.unwrap_or(0))
+    }
+}
+
+fn corrupt(group: GroupId, key: &[u8], what: &'static str) -> StoreError {
+    StoreError::Corrupt { group, key: display_key(key), what, reason: "key does not match its value".into() }
+}

@@ -1,0 +1,199 @@
+//! One group's state machine: openraft's `RaftStateMachine` over the messaging commands, with
+//! snapshots.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, SnapshotMeta, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode, encode};
+use crate::errors::Result;
+use crate::group_commit::Op;
+use crate::keys::{self, CF_SM, CF_SNAP};
+use crate::messaging::apply::{apply_in, Overlay};
+use crate::messaging::layout::{applied_key, TAG_APPLIED};
+use crate::messaging::{CommandResult, MessagingView, SmConfig};
+use crate::snapshot::{SnapshotData, StoredSnapshot, FORMAT_VERSION};
+use crate::store::Store;
+use crate::{Entry, GroupId, LogId, NodeId, NodeInfo, StorageError, TypeConfig};
+
+/// The last applied log id and membership, written in the same batch as the state they
+/// describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership<NodeId, NodeInfo>,
+}
+
+/// The state machine of one group in the node's shared store. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    store: Arc<Store>,
+    group: GroupId,
+    cfg: SmConfig,
+}
+
+impl StateMachineStore {
+    pub(crate) fn new(store: Arc<Store>, group: GroupId, cfg: SmConfig) -> Self {
+        Self { store, group, cfg }
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Read access to the messaging state.
+    pub fn view(&self) -> MessagingView {
+        MessagingView::new(self.store.clone(), self.group)
+    }
+
+    pub fn applied(&self) -> Result<AppliedState> {
+        let key = applied_key(self.group);
+        Ok(match self.store.get(self.group, CF_SM, &key)? {
+            None => AppliedState::default(),
+            Some(v) => decode(self.group, &key, "applied state", &v)?,
+        })
+    }
+
+    /// Applies entries: one overlay for the whole batch, one atomic RocksDB write at the end.
+    pub async fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<CommandResult>> {
+        let mut applied = self.applied()?;
+        let mut tx = Overlay::new(&self.store, self.group);
+        let mut results = Vec::new();
+        for e in entries {
+            applied.last_applied = Some(e.log_id);
+            let r = match &e.payload {
+                EntryPayload::Blank => CommandResult::Empty,
+                EntryPayload::Normal(cmd) => apply_in(&mut tx, &self.cfg, cmd)?,
+                EntryPayload::Membership(m) => {
+                    applied.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                    CommandResult::Empty
+                }
+            };
+            results.push(r);
+        }
+        if results.is_empty() {
+            return Ok(results);
+        }
+        tx.put(applied_key(self.group), &applied);
+        // The state is rebuilt from the log after a crash (the applied id is in the same batch),
+        // so it needs no fsync of its own; it lands in the write-ahead log after the entries.
+        self.store.writer().write(self.group, tx.into_ops(), false).await?;
+        Ok(results)
+    }
+
+    /// Collects the group's whole state at the current applied point.
+    fn collect_snapshot(&self) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)> {
+        let applied = self.applied()?;
+        let from = keys::sm_key(self.group, &[]);
+        let to = keys::group_end(self.group);
+        let mut entries = Vec::new();
+        for item in self.store.scan(self.group, CF_SM, &from, &to, false) {
+            let (k, v) = item?;
+            let rest = &k[8..];
+            if rest.first() == Some(&TAG_APPLIED) {
+                continue;
+            }
+            entries.push((rest.to_vec(), v.to_vec()));
+        }
+        let data = SnapshotData { format: FORMAT_VERSION, entries }.to_bytes();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{}-{nanos}", self.group, id.leader_id.term, id.index),
+            None => format!("{}-none-{nanos}", self.group),
+        };
+        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
+        Ok((meta, data))
+    }
+
+    async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<()> {
+        let op = Op::Put { cf: CF_SNAP, key: keys::group_prefix(self.group).to_vec(), value: encode(snap) };
+        self.store.writer().write(self.group, vec![op], true).await
+    }
+
+    pub fn current_snapshot(&self) -> Result<Option<StoredSnapshot>> {
+        let key = keys::group_prefix(self.group);
+        self.store.get(self.group, CF_SNAP, &key)?.map(|v| decode(self.group, &key, "snapshot", &v)).transpose()
+    }
+
+    /// Replaces the group's state with a snapshot's, atomically.
+    pub async fn install(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, bytes: Vec<u8>) -> Result<()> {
+        let data = SnapshotData::from_bytes(self.group, &bytes)?;
+        let mut ops = vec![Op::DeleteRange { cf: CF_SM, from: keys::sm_key(self.group, &[]), to: keys::group_end(self.group) }];
+        for (k, v) in data.entries {
+            ops.push(Op::Put { cf: CF_SM, key: keys::sm_key(self.group, &[&k]), value: v });
+        }
+        let applied = AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        ops.push(Op::Put { cf: CF_SM, key: applied_key(self.group), value: encode(&applied) });
+        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
+        ops.push(Op::Put { cf: CF_SNAP, key: keys::group_prefix(self.group).to_vec(), value: encode(&stored) });
+        self.store.writer().write(self.group, ops, true).await
+    }
+}
+
+fn sm_err(e: crate::StoreError) -> StorageError {
+    e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Read)
+}
+
+/// Builds a snapshot from state collected when openraft asked for the builder, so the state
+/// machine may go on applying while the snapshot is saved.
+pub struct SnapshotBuilder {
+    sm: StateMachineStore,
+    collected: Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let collected = std::mem::replace(&mut self.collected, Ok((SnapshotMeta::default(), Vec::new())));
+        let (meta, data) = collected.map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.sm
+            .save_snapshot(&stored)
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, NodeInfo>), StorageError> {
+        let a = self.applied().map_err(sm_err)?;
+        Ok((a.last_applied, a.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.apply_entries(entries).await.map_err(|e| e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { sm: self.clone(), collected: self.collect_snapshot() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        self.install(meta, snapshot.into_inner())
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let s = self.current_snapshot().map_err(sm_err)?;
+        Ok(s.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

@@ -1,0 +1,132 @@
+//! The node's one RocksDB instance and its group-commit writer, from which every group's log
+//! store and state machine are made.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, DB};
+
+use crate::errors::{Result, StoreError};
+use crate::group_commit::{cf_handle, BatchLimits, GroupCommitWriter};
+pub use crate::group_commit::WriterStats;
+use crate::keys::{self, CF_RAFT};
+use crate::log_store::LogStore;
+use crate::messaging::SmConfig;
+use crate::state_machine::StateMachineStore;
+use crate::GroupId;
+
+/// How the store is opened.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub batch_limits: BatchLimits,
+}
+
+/// One RocksDB shared by every Raft group of a node.
+pub struct Store {
+    db: Arc<DB>,
+    writer: GroupCommitWriter,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Arc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        // After a crash, replay the write-ahead log up to the first torn record and stop there:
+        // everything acknowledged was fsynced before it, so it is all before that point.
+        o.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        o.set_max_background_jobs(2);
+        o.set_keep_log_file_num(4);
+        o.set_max_total_wal_size(256 << 20);
+        let cfs = keys::ALL_CFS.map(|name| {
+            let mut c = Options::default();
+            c.set_write_buffer_size(32 << 20);
+            ColumnFamilyDescriptor::new(name, c)
+        });
+        let db = DB::open_cf_descriptors(&o, &path, cfs)
+            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let db = Arc::new(db);
+        let writer = GroupCommitWriter::start(db.clone(), opts.batch_limits);
+        Ok(Arc::new(Self { db, writer, path }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log storage of one group.
+    pub fn log_store(self: &Arc<Self>, group: GroupId) -> LogStore {
+        LogStore::new(self.clone(), group)
+    }
+
+    /// The state machine of one group.
+    pub fn state_machine(self: &Arc<Self>, group: GroupId, cfg: SmConfig) -> StateMachineStore {
+        StateMachineStore::new(self.clone(), group, cfg)
+    }
+
+    /// Every group that has Raft state (a vote or log) on this node, in order.
+    pub fn groups(&self) -> Result<Vec<GroupId>> {
+        let mut out: Vec<GroupId> = Vec::new();
+        for cf in [CF_RAFT, keys::CF_LOG] {
+            let mut from = Vec::new();
+            loop {
+                let mut it = self.db.iterator_cf(cf_handle(&self.db, cf), IteratorMode::From(&from, Direction::Forward));
+                let Some(item) = it.next() else { break };
+                let (k, _) = item.map_err(|source| StoreError::RocksDb { group: 0, op: "scan groups", source })?;
+                let Some(g) = k.get(..8).and_then(|p| <[u8; 8]>::try_from(p).ok()).map(u64::from_be_bytes) else {
+                    return Err(StoreError::Corrupt {
+                        group: 0,
+                        key: keys::display_key(&k),
+                        what: "group prefix",
+                        reason: "key shorter than 8 bytes".into(),
+                    });
+                };
+                out.push(g);
+                from = keys::group_end(g);
+                if from.len() != 8 {
+                    break;
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// What the group-commit writer has done so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+
+    pub(crate) fn writer(&self) -> &GroupCommitWriter {
+        &self.writer
+    }
+
+    pub(crate) fn get(&self, group: GroupId, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(cf_handle(&self.db, cf), key)
+            .map_err(|source| StoreError::RocksDb { group, op: "get", source })
+    }
+
+    /// Iterates `[from, to)` of a column family, in key order or reversed.
+    pub(crate) fn scan(
+        &self,
+        group: GroupId,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(from.to_vec());
+        ro.set_iterate_upper_bound(to.to_vec());
+        let mode = if reverse { IteratorMode::End } else { IteratorMode::Start };
+        self.db
+            .iterator_cf_opt(cf_handle(&self.db, cf), ro, mode)
+            .map(move |r| r.map_err(|source| StoreError::RocksDb { group, op: "scan", source }))
+    }
+}
