@@ -86,7 +86,7 @@ impl StateMachineStore {
     }
 
     /// Collects the group's whole state at the current applied point.
-    fn collect_snapshot(&self) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)> {
+    pub(crate) fn collect_snapshot(&self) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)> {
         let applied = self.applied()?;
         let from = keys::sm_key(self.group, &[]);
         let to = keys::group_end(self.group);

@@ -1,0 +1,7 @@
+//! Storage tests against a real RocksDB on disk: openraft's conformance suite, isolation of
+//! groups sharing one RocksDB, corruption handling and reopening.
+
+mod conformance;
+mod corruption;
+mod isolation;
+mod support;
