@@ -174,7 +174,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.committed().map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))?)
+        self.committed().map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>

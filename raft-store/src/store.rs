@@ -15,6 +15,9 @@ use crate::messaging::SmConfig;
 use crate::state_machine::StateMachineStore;
 use crate::GroupId;
 
+/// A key and value read from RocksDB.
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// How the store is opened.
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
@@ -41,6 +44,12 @@ impl Store {
         o.set_max_background_jobs(2);
         o.set_keep_log_file_num(4);
         o.set_max_total_wal_size(256 << 20);
+        // Reuse finished WAL files instead of growing new ones: an fdatasync of an overwritten
+        // block does not also have to commit a file-size change, which makes every group
+        // commit cheaper. RocksDB writes recyclable records with the log number in each
+        // header, so point-in-time recovery never mistakes an old file's tail for new data
+        // (the crash test covers this).
+        o.set_recycle_log_file_num(4);
         let cfs = keys::ALL_CFS.map(|name| {
             let mut c = Options::default();
             c.set_write_buffer_size(32 << 20);
@@ -120,7 +129,7 @@ impl Store {
         from: &[u8],
         to: &[u8],
         reverse: bool,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    ) -> impl Iterator<Item = Result<KeyValue>> + '_ {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(from.to_vec());
         ro.set_iterate_upper_bound(to.to_vec());
