@@ -8,11 +8,26 @@
 pub mod errors;
 pub mod model;
 
-/// Code generated from `proto/bongsu/v1/*.proto`.
-pub mod v1 {
-    #![allow(clippy::all, missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/bongsu.v1.rs"));
+/// Code generated from the `.proto` files, nested by package as prost expects.
+pub mod pb {
+    pub mod bongsu {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            include!(concat!(env!("OUT_DIR"), "/bongsu.v1.rs"));
+        }
+        pub mod internal {
+            pub mod v1 {
+                #![allow(clippy::all, missing_docs)]
+                include!(concat!(env!("OUT_DIR"), "/bongsu.internal.v1.rs"));
+            }
+        }
+    }
 }
+
+/// The public API (`bongsu.v1`).
+pub use pb::bongsu::v1;
+/// Internal APIs between nodes, and between gateways, tools and nodes (`bongsu.internal.v1`).
+pub use pb::bongsu::internal::v1 as internal;
 
 pub use errors::{ModelError, Result};
 pub use model::ErrorCode;

@@ -105,11 +105,15 @@ pub enum ErrorCode {
     Unauthenticated,
     CorruptData,
     TooManyMembers,
+    AlreadyInitialized,
+    StaleEpoch,
+    UnknownNode,
+    FailedPrecondition,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NotMember,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownConversation,
@@ -124,6 +128,10 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::CorruptData,
         ErrorCode::TooManyMembers,
+        ErrorCode::AlreadyInitialized,
+        ErrorCode::StaleEpoch,
+        ErrorCode::UnknownNode,
+        ErrorCode::FailedPrecondition,
     ];
 
     /// The protobuf enum value, whose name is the stable string clients match on.
@@ -143,6 +151,10 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => v1::ErrorCode::Unauthenticated,
             ErrorCode::CorruptData => v1::ErrorCode::CorruptData,
             ErrorCode::TooManyMembers => v1::ErrorCode::TooManyMembers,
+            ErrorCode::AlreadyInitialized => v1::ErrorCode::AlreadyInitialized,
+            ErrorCode::StaleEpoch => v1::ErrorCode::StaleEpoch,
+            ErrorCode::UnknownNode => v1::ErrorCode::UnknownNode,
+            ErrorCode::FailedPrecondition => v1::ErrorCode::FailedPrecondition,
         }
     }
 

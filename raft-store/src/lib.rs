@@ -26,6 +26,8 @@ pub mod group_commit;
 pub mod keys;
 pub mod log_store;
 pub mod messaging;
+pub mod meta;
+mod overlay;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
@@ -54,6 +56,9 @@ pub struct NodeInfo {
     pub addr: String,
     /// Datacenter (zone) label; placement never puts a majority of a group in one.
     pub dc: String,
+    /// Address of the node's admin API, so that requests can be forwarded to a group's leader
+    /// before the node registry knows the node.
+    pub admin_addr: String,
 }
 
 impl fmt::Display for NodeInfo {

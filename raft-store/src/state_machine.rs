@@ -13,7 +13,8 @@ use crate::codec::{decode, encode};
 use crate::errors::Result;
 use crate::group_commit::Op;
 use crate::keys::{self, CF_SM, CF_SNAP};
-use crate::messaging::apply::{apply_in, Overlay};
+use crate::messaging::apply::apply_in;
+use crate::overlay::Overlay;
 use crate::messaging::layout::{applied_key, TAG_APPLIED};
 use crate::messaging::{CommandResult, MessagingView, SmConfig};
 use crate::snapshot::{SnapshotData, StoredSnapshot, FORMAT_VERSION};
@@ -67,7 +68,7 @@ impl StateMachineStore {
             applied.last_applied = Some(e.log_id);
             let r = match &e.payload {
                 EntryPayload::Blank => CommandResult::Empty,
-                EntryPayload::Normal(cmd) => apply_in(&mut tx, &self.cfg, cmd)?,
+                EntryPayload::Normal(cmd) => apply_in(&mut tx, &self.cfg, cmd, e.log_id.index)?,
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(e.log_id), m.clone());
                     CommandResult::Empty

@@ -1,78 +1,39 @@
 //! Applying one command to a shard's state, through a write overlay so that a batch of
 //! entries sees its own earlier writes and lands in RocksDB as one atomic batch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bongsu_proto::model::{validate_body, ConvId, ConversationKind, Message, UserId};
 use bongsu_proto::ErrorCode;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::command::{AppendMessage, Command, CommandResult};
 use super::layout::{self, ConvRecord, Role};
 use super::SmConfig;
-use crate::codec::{decode, encode};
 use crate::errors::Result;
 use crate::group_commit::Op;
-use crate::keys::CF_SM;
+use crate::overlay::Overlay;
 use crate::store::Store;
 use crate::GroupId;
 
-/// Pending writes of one apply batch over the stored state.
-pub(crate) struct Overlay<'a> {
-    store: &'a Store,
-    group: GroupId,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-}
-
-impl<'a> Overlay<'a> {
-    pub(crate) fn new(store: &'a Store, group: GroupId) -> Self {
-        Self { store, group, writes: BTreeMap::new() }
-    }
-
-    fn get<T: DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
-        let raw = match self.writes.get(key) {
-            Some(v) => v.clone(),
-            None => self.store.get(self.group, CF_SM, key)?,
-        };
-        raw.map(|v| decode(self.group, key, what, &v)).transpose()
-    }
-
-    pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.writes.insert(key, Some(encode(value)));
-    }
-
-    fn delete(&mut self, key: Vec<u8>) {
-        self.writes.insert(key, None);
-    }
-
-    pub(crate) fn into_ops(self) -> Vec<Op> {
-        self.writes
-            .into_iter()
-            .map(|(key, v)| match v {
-                Some(value) => Op::Put { cf: CF_SM, key, value },
-                None => Op::Delete { cf: CF_SM, key },
-            })
-            .collect()
-    }
-}
-
 /// Applies one command. `Err` only for storage failures (unreadable state); a command that
 /// breaks a rule gives `Ok(CommandResult::Rejected)` and writes nothing.
-pub fn apply_command(store: &Store, group: GroupId, cfg: &SmConfig, cmd: &Command) -> Result<(CommandResult, Vec<Op>)> {
+pub fn apply_command(store: &Store, group: GroupId, cfg: &SmConfig, cmd: &Command, log_index: u64) -> Result<(CommandResult, Vec<Op>)> {
     let mut tx = Overlay::new(store, group);
-    let r = apply_in(&mut tx, cfg, cmd)?;
+    let r = apply_in(&mut tx, cfg, cmd, log_index)?;
     Ok((r, tx.into_ops()))
 }
 
-pub(crate) fn apply_in(tx: &mut Overlay<'_>, cfg: &SmConfig, cmd: &Command) -> Result<CommandResult> {
+/// `log_index` is the Raft index of the entry carrying `cmd`; appends record it so that
+/// subscribers can resume after an index.
+pub(crate) fn apply_in(tx: &mut Overlay<'_>, cfg: &SmConfig, cmd: &Command, log_index: u64) -> Result<CommandResult> {
     match cmd {
         Command::CreateConversation { conv_id, kind, creator, members, at_ms } => {
             create(tx, cfg, conv_id, *kind, creator, members, *at_ms)
         }
         Command::ChangeMembers { conv_id, actor, add, remove, .. } => change_members(tx, cfg, conv_id, actor, add, remove),
-        Command::Append(m) => append(tx, cfg, m),
+        Command::Append(m) => append(tx, cfg, m, log_index),
         Command::MoveCursor { user, conv_id, seq } => move_cursor(tx, user, conv_id, *seq),
+        Command::Meta(m) => crate::meta::apply(tx, m),
     }
 }
 
@@ -85,7 +46,7 @@ fn create(
     members: &[UserId],
     at_ms: u64,
 ) -> Result<CommandResult> {
-    let g = tx.group;
+    let g = tx.group();
     if let Some(existing) = tx.get::<ConvRecord>(&layout::conv_key(g, conv_id), "conversation")? {
         if existing.kind == kind && existing.owner == *creator {
             return Ok(CommandResult::Created { conv_id: *conv_id, existed: true });
@@ -131,7 +92,7 @@ fn change_members(
     add: &[UserId],
     remove: &[UserId],
 ) -> Result<CommandResult> {
-    let g = tx.group;
+    let g = tx.group();
     let Some(mut rec) = tx.get::<ConvRecord>(&layout::conv_key(g, conv_id), "conversation")? else {
         return Ok(CommandResult::reject(ErrorCode::UnknownConversation, format!("no conversation {conv_id}")));
     };
@@ -192,8 +153,8 @@ fn change_members(
     Ok(CommandResult::MembersChanged { member_count: rec.member_count })
 }
 
-fn append(tx: &mut Overlay<'_>, cfg: &SmConfig, m: &AppendMessage) -> Result<CommandResult> {
-    let g = tx.group;
+fn append(tx: &mut Overlay<'_>, cfg: &SmConfig, m: &AppendMessage, log_index: u64) -> Result<CommandResult> {
+    let g = tx.group();
     let conv = &m.conv_id;
     let Some(mut rec) = tx.get::<ConvRecord>(&layout::conv_key(g, conv), "conversation")? else {
         return Ok(CommandResult::reject(ErrorCode::UnknownConversation, format!("no conversation {conv}")));
@@ -226,11 +187,12 @@ fn append(tx: &mut Overlay<'_>, cfg: &SmConfig, m: &AppendMessage) -> Result<Com
     tx.put(layout::message_key(g, conv, seq), &msg);
     tx.put(dedup_key, &seq);
     tx.put(layout::conv_key(g, conv), &rec);
+    tx.put(layout::event_key(g, log_index), &(*conv, seq));
     Ok(CommandResult::Appended { seq, duplicate: false })
 }
 
 fn move_cursor(tx: &mut Overlay<'_>, user: &UserId, conv: &ConvId, seq: u64) -> Result<CommandResult> {
-    let key = layout::cursor_key(tx.group, user, conv);
+    let key = layout::cursor_key(tx.group(), user, conv);
     let current: u64 = tx.get(&key, "cursor")?.unwrap_or(0);
     if seq <= current {
         return Ok(CommandResult::CursorMoved { seq: current });

@@ -18,6 +18,8 @@ pub enum Command {
     Append(AppendMessage),
     /// Move `user`'s read cursor in a conversation forward to `seq` (never backward).
     MoveCursor { user: UserId, conv_id: ConvId, seq: u64 },
+    /// A change to the cluster's own state; only the meta group applies these.
+    Meta(crate::meta::MetaCommand),
 }
 
 /// The message part of [`Command::Append`].
@@ -53,6 +55,7 @@ impl fmt::Debug for Command {
                 m.body.len()
             ),
             Command::MoveCursor { user, conv_id, seq } => write!(f, "MoveCursor({user} in {conv_id} to {seq})"),
+            Command::Meta(m) => write!(f, "Meta({m:?})"),
         }
     }
 }
@@ -72,6 +75,8 @@ pub enum CommandResult {
     Appended { seq: u64, duplicate: bool },
     /// The cursor after the command (unchanged if the command tried to move it back).
     CursorMoved { seq: u64 },
+    /// The meta group's shard map after the command.
+    MapChanged { version: u64 },
     /// The command broke a rule and changed nothing.
     Rejected(Rejection),
     /// Raft's own entries (blank, membership) have no messaging result.

@@ -12,6 +12,7 @@ pub const TAG_MEMBER: u8 = 0x02;
 pub const TAG_MESSAGE: u8 = 0x03;
 pub const TAG_DEDUP: u8 = 0x04;
 pub const TAG_CURSOR: u8 = 0x05;
+pub const TAG_EVENT: u8 = 0x06;
 
 /// A conversation's header, read on every append.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,11 @@ pub fn dedup_key(g: GroupId, conv: &ConvId, sender: &UserId, cmid: &ClientMsgId)
 
 pub fn cursor_key(g: GroupId, user: &UserId, conv: &ConvId) -> Vec<u8> {
     sm_key(g, &[&[TAG_CURSOR], &user.0, &conv.0])
+}
+
+/// The message a log entry appended, by log index, for subscribers that resume by index.
+pub fn event_key(g: GroupId, log_index: u64) -> Vec<u8> {
+    sm_key(g, &[&[TAG_EVENT], &log_index.to_be_bytes()])
 }
 
 /// The exclusive end of every key that starts with `prefix`.

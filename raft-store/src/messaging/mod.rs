@@ -23,6 +23,7 @@
 //! | `03` | conv · seq | [`Message`](bongsu_proto::model::Message) |
 //! | `04` | conv · sender · client_msg_id | seq (dedup) |
 //! | `05` | user · conv | read cursor (seq) |
+//! | `06` | log index | (conv, seq) of the message that entry appended, for subscribers |
 
 pub(crate) mod apply;
 mod command;

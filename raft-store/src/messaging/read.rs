@@ -105,6 +105,28 @@ impl MessagingView {
         Ok(out)
     }
 
+    /// Messages appended by log entries with index > `after_index`, in log order, at most
+    /// `limit`, each with its log index: what a subscriber resuming after `after_index` needs.
+    pub fn events_after(&self, after_index: u64, limit: usize) -> Result<Vec<(u64, Message)>> {
+        let from = layout::event_key(self.group, after_index.saturating_add(1));
+        let to = prefix_end(&layout::event_key(self.group, 0)[..9]);
+        let mut out = Vec::new();
+        for item in self.store.scan(self.group, CF_SM, &from, &to, false).take(limit) {
+            let (k, v) = item?;
+            let index = k.get(9..17).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+            let index = index.ok_or_else(|| corrupt(self.group, &k, "event key"))?;
+            let (conv, seq): (ConvId, u64) = decode(self.group, &k, "event", &v)?;
+            let msg = self
+                .read_from(&conv, seq, 1)?
+                .into_iter()
+                .next()
+                .filter(|m| m.seq == seq)
+                .ok_or_else(|| corrupt(self.group, &k, "event without its message"))?;
+            out.push((index, msg));
+        }
+        Ok(out)
+    }
+
     /// The user's read cursor in a conversation (0 if never moved).
     pub fn cursor(&self, user: &UserId, conv: &ConvId) -> Result<u64> {
         Ok(self.get(&layout::cursor_key(self.group, user, conv), "cursor")?.unwrap_or(0))

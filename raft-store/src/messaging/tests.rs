@@ -117,6 +117,14 @@ async fn appends_get_dense_seqs_and_read_back_in_order() {
     assert!(v.read_from(&conv(1), 11, 10).unwrap().is_empty());
     assert_eq!(v.read_from(&conv(2), 1, 100).unwrap().len(), 10);
     assert_eq!(v.last_seq(&conv(9)).unwrap(), None);
+
+    // Subscribers resume by log index: entries 1-2 created conversations, 3.. appended.
+    let events = v.events_after(0, 100).unwrap();
+    assert_eq!(events.len(), 20);
+    assert_eq!(events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (3..=22).collect::<Vec<_>>());
+    assert_eq!((events[2].1.conv_id, events[2].1.seq), (conv(1), 2));
+    let resumed = v.events_after(10, 3).unwrap();
+    assert_eq!(resumed.iter().map(|(i, m)| (*i, m.seq)).collect::<Vec<_>>(), vec![(11, 5), (12, 5), (13, 6)]);
 }
 
 #[tokio::test]
@@ -135,6 +143,9 @@ async fn repeated_client_msg_id_returns_the_original_seq_and_stores_nothing() {
     // The key is (sender, client_msg_id): another sender's same id is another message.
     assert_eq!(h.run(send(1, BOB, 77, "bob's 77")).await, appended(4));
     assert_eq!(h.sm.view().read_from(&conv(1), 1, 10).unwrap()[0].body, b"first");
+    // Only first appends are events: a subscriber never sees a retry twice.
+    let seqs: Vec<u64> = h.sm.view().events_after(0, 100).unwrap().iter().map(|(_, m)| m.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
 
 #[tokio::test]

@@ -1,0 +1,88 @@
+//! The node's error type, and its one conversion to `tonic::Status`.
+
+use bongsu_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid configuration: {field}: {reason}")]
+    Config { field: &'static str, reason: String },
+
+    #[error(transparent)]
+    Store(#[from] bongsu_raft_store::StoreError),
+
+    /// A request broke a rule; the code is what the client sees.
+    #[error("{code}: {reason}")]
+    Rejected { code: ErrorCode, reason: String },
+
+    /// This node does not lead the group; `leader` is who does, if known.
+    #[error("NOT_LEADER: group {group} is led by {leader:?}")]
+    NotLeader { group: u64, leader: Option<(u64, String)> },
+
+    #[error("UNAVAILABLE: {0}")]
+    Unavailable(String),
+
+    #[error("raft: {0}")]
+    Raft(String),
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+impl NodeError {
+    pub fn rejected(code: ErrorCode, reason: impl Into<String>) -> Self {
+        NodeError::Rejected { code, reason: reason.into() }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            NodeError::Config { .. } => ErrorCode::InvalidArgument,
+            NodeError::Store(bongsu_raft_store::StoreError::Corrupt { .. }) => ErrorCode::CorruptData,
+            NodeError::Rejected { code, .. } => *code,
+            NodeError::NotLeader { .. } => ErrorCode::NotLeader,
+            NodeError::Store(_) | NodeError::Unavailable(_) | NodeError::Raft(_) | NodeError::Io(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// The metadata key carrying the stable error code on every failed call.
+pub const CODE_KEY: &str = "bongsu-code";
+/// The metadata keys carrying the leader hint on `NOT_LEADER`.
+pub const LEADER_ID_KEY: &str = "bongsu-leader-id";
+pub const LEADER_ADDR_KEY: &str = "bongsu-leader-addr";
+
+impl From<NodeError> for tonic::Status {
+    fn from(e: NodeError) -> Self {
+        let code = e.code();
+        let grpc = match code {
+            ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
+            ErrorCode::UnknownConversation | ErrorCode::UnknownNode => tonic::Code::NotFound,
+            ErrorCode::ConversationExists | ErrorCode::AlreadyInitialized => tonic::Code::AlreadyExists,
+            ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::CorruptData => tonic::Code::DataLoss,
+            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::MessageTooLarge
+            | ErrorCode::InvalidArgument
+            | ErrorCode::InvalidMembers
+            | ErrorCode::DirectImmutable
+            | ErrorCode::TooManyMembers => tonic::Code::InvalidArgument,
+        };
+        let mut status = tonic::Status::new(grpc, e.to_string());
+        let md = status.metadata_mut();
+        if let Ok(v) = code.as_str().parse() {
+            md.insert(CODE_KEY, v);
+        }
+        if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {
+            if let Ok(v) = id.to_string().parse() {
+                md.insert(LEADER_ID_KEY, v);
+            }
+            if let Ok(v) = addr.parse() {
+                md.insert(LEADER_ADDR_KEY, v);
+            }
+        }
+        status
+    }
+}

@@ -1,0 +1,12 @@
+//! A bongsu node: hosts the meta group and many shard groups (multi-raft) on one RocksDB.
+//!
+//! The node carries every group's Raft traffic to a peer over one gRPC stream, keeps node
+//! liveness with one ping per peer, serves the internal API gateways use, and the admin API
+//! operators use. It must not depend on the gateway.
+
+pub mod config;
+pub mod errors;
+pub mod placement;
+pub mod transport;
+
+pub use errors::{NodeError, Result};

@@ -1,0 +1,132 @@
+//! The receiving side: hands each RPC of a batch to its group and streams replies back.
+
+use std::sync::Arc;
+
+use bongsu_proto::internal::raft_transport_server::RaftTransport;
+use bongsu_proto::internal::{raft_reply, PingReply, PingRequest, RaftBatch, RaftKind, RaftMessage, RaftReply, RaftReplyBatch};
+use bongsu_raft_store::{NodeId, TypeConfig};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::Raft;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// What the transport server needs from the node.
+pub trait RaftHost: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    fn dc(&self) -> &str;
+    fn raft(&self, group: u64) -> Option<Raft<TypeConfig>>;
+    /// Called for every frame and ping from a peer: it is alive.
+    fn heard_from(&self, node: NodeId);
+}
+
+pub struct RaftService<H> {
+    host: Arc<H>,
+}
+
+impl<H: RaftHost> RaftService<H> {
+    pub fn new(host: Arc<H>) -> Self {
+        Self { host }
+    }
+}
+
+async fn handle<H: RaftHost>(host: &H, m: RaftMessage) -> RaftReply {
+    let result = match host.raft(m.group) {
+        None => raft_reply::Result::Unreachable(format!("group {} is not hosted on node {}", m.group, host.node_id())),
+        Some(raft) => match dispatch(&raft, m.kind, &m.payload).await {
+            Ok(bytes) => raft_reply::Result::Payload(bytes),
+            Err(e) => raft_reply::Result::Unreachable(e),
+        },
+    };
+    RaftReply { id: m.id, result: Some(result) }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(payload).map_err(|e| format!("undecodable raft payload: {e}"))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(v).map_err(|e| format!("unencodable raft reply: {e}"))
+}
+
+async fn dispatch(raft: &Raft<TypeConfig>, kind: i32, payload: &[u8]) -> Result<Vec<u8>, String> {
+    match RaftKind::try_from(kind) {
+        Ok(RaftKind::AppendEntries) => {
+            let req: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+            encode(&raft.append_entries(req).await)
+        }
+        Ok(RaftKind::Vote) => {
+            let req: VoteRequest<NodeId> = decode(payload)?;
+            encode(&raft.vote(req).await)
+        }
+        Ok(RaftKind::InstallSnapshot) => {
+            let req: InstallSnapshotRequest<TypeConfig> = decode(payload)?;
+            encode(&raft.install_snapshot(req).await)
+        }
+        _ => Err(format!("unknown raft message kind {kind}")),
+    }
+}
+
+#[tonic::async_trait]
+impl<H: RaftHost> RaftTransport for RaftService<H> {
+    type ExchangeStream = ReceiverStream<Result<RaftReplyBatch, Status>>;
+
+    async fn exchange(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Self::ExchangeStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (out_tx, out_rx) = mpsc::channel(64);
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<RaftReply>();
+        // Batch replies the same way requests are batched.
+        tokio::spawn(async move {
+            while let Some(first) = reply_rx.recv().await {
+                let mut replies = vec![first];
+                while let Ok(r) = reply_rx.try_recv() {
+                    replies.push(r);
+                }
+                if out_tx.send(Ok(RaftReplyBatch { replies })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let host = self.host.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) | Err(_) => return,
+                };
+                if batch.to_node != host.node_id() {
+                    // A peer with a stale address book: answer nothing it could mistake for ours.
+                    for m in batch.messages {
+                        let _ = reply_tx.send(RaftReply {
+                            id: m.id,
+                            result: Some(raft_reply::Result::Unreachable(format!(
+                                "this is node {}, not node {}",
+                                host.node_id(),
+                                batch.to_node
+                            ))),
+                        });
+                    }
+                    continue;
+                }
+                host.heard_from(batch.from_node);
+                for m in batch.messages {
+                    let host = host.clone();
+                    let reply_tx = reply_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = reply_tx.send(handle(host.as_ref(), m).await);
+                    });
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+
+    async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let req = req.into_inner();
+        if req.to_node != 0 && req.to_node != self.host.node_id() {
+            return Err(Status::failed_precondition(format!("this is node {}, not {}", self.host.node_id(), req.to_node)));
+        }
+        self.host.heard_from(req.from_node);
+        Ok(Response::new(PingReply { node_id: self.host.node_id(), dc: self.host.dc().to_string() }))
+    }
+}

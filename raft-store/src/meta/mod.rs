@@ -1,0 +1,103 @@
+//! The meta group's state machine: cluster configuration, node registry and shard map.
+//!
+//! The meta group is a Raft group like the shards, with voters in at least three datacenters,
+//! so the cluster's own bookkeeping survives the loss of any one of them (DESIGN.md invariant
+//! 2). This module only records decisions; which node should host what (placement and
+//! rebalancing) is decided by the node and proposed here as commands.
+//!
+//! Every change bumps the shard-map version, which gateways and nodes watch.
+//! `SetReplicas` is a compare-and-set on the shard's epoch, so two rebalancer steps planned
+//! from the same map cannot both land.
+
+mod apply;
+mod view;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use apply::apply;
+pub use view::{MetaSnapshot, MetaView};
+
+use crate::NodeId;
+
+/// The group id of the meta group on every node. Shard `s` is group `s + 1`.
+pub const META_GROUP: crate::GroupId = 0;
+
+/// The group id of a shard.
+pub fn shard_group(shard: u32) -> crate::GroupId {
+    shard as u64 + 1
+}
+
+/// The shard of a group id, `None` for the meta group.
+pub fn group_shard(group: crate::GroupId) -> Option<u32> {
+    group.checked_sub(1).and_then(|s| u32::try_from(s).ok())
+}
+
+/// Chosen at init, fixed for the cluster's life: every replica applies with these values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub shards: u32,
+    pub replicas: u32,
+    pub max_body_bytes: u32,
+    pub max_group_members: u32,
+    pub created_at_ms: u64,
+}
+
+impl ClusterConfig {
+    pub fn sm_config(&self) -> crate::SmConfig {
+        crate::SmConfig { max_body_bytes: self.max_body_bytes as usize, max_group_members: self.max_group_members }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    Active,
+    /// Leaders and then replicas are being moved off; nothing new is placed here.
+    Draining,
+    Removed,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
+/// A node as registered in the meta group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: NodeId,
+    pub dc: String,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub admin_addr: String,
+    pub state: NodeState,
+}
+
+/// Where one shard's replicas live. `voters[0]` is where its leader should be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub shard: u32,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Bumped by every change of this shard's replicas.
+    pub epoch: u64,
+}
+
+/// A change to the meta state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Sets the configuration, the first nodes and the initial shard map, once.
+    Init { config: ClusterConfig, nodes: Vec<NodeRecord>, shards: Vec<ShardRecord> },
+    /// Adds a node, or updates the addresses of a known one (keeping its state).
+    RegisterNode(NodeRecord),
+    SetNodeState { node_id: NodeId, state: NodeState },
+    /// Replaces a shard's replicas if its epoch is still `expected_epoch`.
+    SetReplicas { shard: u32, voters: Vec<NodeId>, learners: Vec<NodeId>, expected_epoch: u64 },
+}
+
+#[cfg(test)]
+mod tests;

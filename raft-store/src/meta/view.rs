@@ -1,0 +1,76 @@
+//! Reads of the meta state.
+
+use std::sync::Arc;
+
+use super::apply::{config_key, version_key, TAG_NODE, TAG_SHARD};
+use super::{ClusterConfig, NodeRecord, ShardRecord};
+use crate::codec::decode;
+use crate::errors::Result;
+use crate::keys::{sm_key, CF_SM};
+use crate::messaging::layout::prefix_end;
+use crate::store::Store;
+use crate::GroupId;
+
+/// Everything in the meta state at one applied point.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaSnapshot {
+    pub version: u64,
+    pub config: Option<ClusterConfig>,
+    pub nodes: Vec<NodeRecord>,
+    pub shards: Vec<ShardRecord>,
+}
+
+impl MetaSnapshot {
+    pub fn node(&self, id: u64) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.node_id == id)
+    }
+}
+
+#[derive(Clone)]
+pub struct MetaView {
+    store: Arc<Store>,
+    group: GroupId,
+}
+
+impl MetaView {
+    pub fn new(store: Arc<Store>, group: GroupId) -> Self {
+        Self { store, group }
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
+        self.store.get(self.group, CF_SM, key)?.map(|v| decode(self.group, key, what, &v)).transpose()
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(&self, tag: u8, what: &'static str) -> Result<Vec<T>> {
+        let from = sm_key(self.group, &[&[tag]]);
+        let to = prefix_end(&from);
+        self.store
+            .scan(self.group, CF_SM, &from, &to, false)
+            .map(|item| {
+                let (k, v) = item?;
+                decode(self.group, &k, what, &v)
+            })
+            .collect()
+    }
+
+    pub fn version(&self) -> Result<u64> {
+        Ok(self.get(&version_key(self.group), "map version")?.unwrap_or(0))
+    }
+
+    /// The whole meta state at one version. Every change bumps the version in the same atomic
+    /// batch, so reading it before and after the scan tells whether an apply raced the scan.
+    pub fn snapshot(&self) -> Result<MetaSnapshot> {
+        loop {
+            let version = self.version()?;
+            let snap = MetaSnapshot {
+                version,
+                config: self.get(&config_key(self.group), "cluster config")?,
+                nodes: self.list(TAG_NODE, "node")?,
+                shards: self.list(TAG_SHARD, "shard")?,
+            };
+            if self.version()? == version {
+                return Ok(snap);
+            }
+        }
+    }
+}
