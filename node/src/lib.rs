@@ -4,9 +4,14 @@
 //! liveness with one ping per peer, serves the internal API gateways use, and the admin API
 //! operators use. It must not depend on the gateway.
 
+pub mod admin;
+pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod errors;
+pub mod node;
 pub mod placement;
+pub mod server;
 pub mod transport;
 
 pub use errors::{NodeError, Result};

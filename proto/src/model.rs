@@ -88,6 +88,19 @@ id16!(
     ClientMsgId, "client_msg_id"
 );
 
+/// The shard that owns an id (a conversation, or a user's own state), out of `shards`.
+///
+/// FNV-1a over the id's 16 bytes: stable across versions and platforms, which it must be,
+/// since every gateway and node computes it and the shard count is fixed at cluster init.
+pub fn shard_of(id: &[u8; 16], shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as u32
+}
+
 /// Stable error codes; see `ErrorCode` in `messaging.proto` for what each means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {

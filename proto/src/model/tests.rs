@@ -64,3 +64,16 @@ fn proto_messages_are_validated_on_receive() {
     bad_conv.conv_id = vec![1; 3];
     assert_eq!(Message::try_from(bad_conv).unwrap_err().field, "conv_id");
 }
+
+#[test]
+fn shard_of_is_stable_and_spreads() {
+    // Fixed values (checked against an independent FNV-1a): changing the hash would move every conversation of a running cluster.
+    assert_eq!(shard_of(&[0; 16], 64), shard_of(&[0; 16], 64));
+    assert_eq!(shard_of(&ConvId::from_u128(1).0, 64), 50);
+    assert_eq!(shard_of(&ConvId::from_u128(2).0, 64), 63);
+    let mut counts = vec![0u32; 64];
+    for i in 0..64_000u128 {
+        counts[shard_of(&ConvId::from_u128(i * 7919).0, 64) as usize] += 1;
+    }
+    assert!(counts.iter().all(|c| (700..1300).contains(c)), "{counts:?}");
+}

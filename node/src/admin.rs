@@ -1,0 +1,291 @@
+//! The admin API: cluster init and join, status, and operator questions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bongsu_proto::internal::admin_server::Admin;
+use bongsu_proto::internal::*;
+use bongsu_proto::ErrorCode;
+use bongsu_raft_store::meta::{ClusterConfig, MetaCommand, NodeRecord, NodeState, ShardRecord, META_GROUP};
+use bongsu_raft_store::NodeInfo;
+use openraft::error::{InitializeError, RaftError};
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{admin_client, identity, info_of};
+use crate::errors::{NodeError, Result};
+use crate::node::Node;
+use crate::placement::{self, NodeDesc};
+
+pub struct AdminService {
+    node: Arc<Node>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+fn record(id: &NodeIdentity) -> NodeRecord {
+    NodeRecord {
+        node_id: id.node_id,
+        dc: id.dc.clone(),
+        raft_addr: id.raft_addr.clone(),
+        api_addr: id.api_addr.clone(),
+        admin_addr: id.admin_addr.clone(),
+        state: NodeState::Active,
+    }
+}
+
+/// The meta group's voters: this node (which initializes the group, so it must be one) and
+/// then nodes of other datacenters, round-robin, never more than a minority per datacenter.
+fn meta_voters(me: &NodeIdentity, nodes: &[NodeIdentity], replicas: usize) -> Result<Vec<NodeIdentity>> {
+    let cap = replicas / 2; // the most voters one datacenter may hold without a majority
+    let mut by_dc: BTreeMap<&str, Vec<&NodeIdentity>> = BTreeMap::new();
+    for n in nodes.iter().filter(|n| n.node_id != me.node_id) {
+        by_dc.entry(n.dc.as_str()).or_default().push(n);
+    }
+    let mut chosen = vec![me.clone()];
+    let mut per_dc: BTreeMap<String, usize> = BTreeMap::from([(me.dc.clone(), 1)]);
+    let mut round = 0;
+    while chosen.len() < replicas && round < nodes.len() {
+        for (dc, list) in &by_dc {
+            if chosen.len() == replicas {
+                break;
+            }
+            let used = per_dc.get(*dc).copied().unwrap_or(0);
+            if let Some(n) = list.get(round) {
+                if used < cap {
+                    per_dc.insert(dc.to_string(), used + 1);
+                    chosen.push((*n).clone());
+                }
+            }
+        }
+        round += 1;
+    }
+    if chosen.len() < replicas || per_dc.len() < 3.min(replicas) {
+        return Err(NodeError::rejected(
+            ErrorCode::InvalidArgument,
+            format!("cannot place {replicas} meta voters over these nodes without a datacenter majority"),
+        ));
+    }
+    Ok(chosen)
+}
+
+impl Node {
+    /// Bootstraps a cluster: learns who the nodes are, initializes the meta group, and records
+    /// the configuration and initial shard map; shard groups then start on every node.
+    pub async fn init_cluster(&self, req: InitRequest) -> Result<u64> {
+        let shards = if req.shards == 0 { 64 } else { req.shards };
+        let replicas = if req.replicas == 0 { 3 } else { req.replicas };
+        let me = identity(self);
+        let mut nodes = vec![me.clone()];
+        for addr in req.node_admin_addrs.iter().filter(|a| **a != me.admin_addr) {
+            let id = admin_client(addr).await?.hello(HelloRequest {}).await.map_err(|s| {
+                NodeError::Unavailable(format!("node at {addr} did not answer: {}", s.message()))
+            })?;
+            nodes.push(id.into_inner());
+        }
+        let ids: BTreeSet<u64> = nodes.iter().map(|n| n.node_id).collect();
+        if ids.len() != nodes.len() {
+            return Err(NodeError::rejected(ErrorCode::InvalidArgument, "two nodes share a node id"));
+        }
+        let descs: Vec<NodeDesc> =
+            nodes.iter().map(|n| NodeDesc { id: n.node_id, dc: n.dc.clone(), state: placement::NodeState::Active }).collect();
+        let placed = placement::initial_placement(&descs, shards, replicas)
+            .map_err(|e| NodeError::rejected(ErrorCode::InvalidArgument, e.to_string()))?;
+        let voters = meta_voters(&me, &nodes, replicas as usize)?;
+        let meta = self.ensure_group(META_GROUP).await?;
+        let members: BTreeMap<u64, NodeInfo> = voters.iter().map(|n| (n.node_id, info_of(&record(n)))).collect();
+        match meta.raft.initialize(members).await {
+            Ok(()) => tracing::info!(voters = ?voters.iter().map(|v| v.node_id).collect::<Vec<_>>(), "initialized the meta group"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(NodeError::Raft(format!("initialize the meta group: {e}"))),
+        }
+        let created_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let config = ClusterConfig {
+            shards,
+            replicas,
+            max_body_bytes: bongsu_proto::model::DEFAULT_MAX_BODY_BYTES as u32,
+            max_group_members: 3000,
+            created_at_ms,
+        };
+        let shards = placed
+            .into_iter()
+            .map(|s| ShardRecord { shard: s.shard, voters: s.voters, learners: s.learners, epoch: 0 })
+            .collect();
+        self.propose_meta(MetaCommand::Init { config, nodes: nodes.iter().map(record).collect(), shards }).await
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let meta = self.meta();
+        let mut groups = Vec::new();
+        for h in self.groups() {
+            let m = h.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let learners: Vec<u64> = membership.learner_ids().collect();
+            let last = m.last_log_index.unwrap_or(0);
+            let follower_lag = m
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)))).collect())
+                .unwrap_or_default();
+            let commit_index =
+                self.store.log_store(h.group).committed().ok().flatten().map(|l| l.index).unwrap_or(0);
+            groups.push(GroupStatus {
+                group: h.group,
+                leader: m.current_leader.unwrap_or(0),
+                term: m.current_term,
+                commit_index,
+                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+                voters,
+                learners,
+                follower_lag,
+            });
+        }
+        let liveness = meta
+            .nodes
+            .iter()
+            .map(|n| NodeLiveness {
+                node_id: n.node_id,
+                live: self.is_live(n.node_id),
+                last_seen_ms_ago: if n.node_id == self.id() {
+                    0
+                } else {
+                    self.last_heard(n.node_id).map(|d| d.as_millis() as u64).unwrap_or(u64::MAX)
+                },
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id(),
+            dc: self.cfg.dc.clone(),
+            map: Some(ShardMapSummary {
+                version: meta.version,
+                shard_count: meta.config.as_ref().map(|c| c.shards).unwrap_or(0),
+                nodes: meta
+                    .nodes
+                    .iter()
+                    .map(|n| NodeIdentity {
+                        node_id: n.node_id,
+                        dc: n.dc.clone(),
+                        raft_addr: n.raft_addr.clone(),
+                        api_addr: n.api_addr.clone(),
+                        admin_addr: n.admin_addr.clone(),
+                    })
+                    .collect(),
+                node_states: meta.nodes.iter().map(|n| n.state.as_str().to_string()).collect(),
+            }),
+            groups,
+            liveness,
+        }
+    }
+
+    /// Whether stopping a node or a datacenter now would leave any group without a quorum,
+    /// counting nodes that are already down and replicas that are too far behind to count.
+    pub fn safe_to_stop(&self, req: &SafeToStopRequest) -> Result<SafeToStopReply> {
+        let meta = self.meta();
+        let stopping: Vec<u64> = match (req.node_id, req.dc.as_str()) {
+            (0, "") => return Err(NodeError::rejected(ErrorCode::InvalidArgument, "give one of node_id and dc")),
+            (0, dc) => meta.nodes.iter().filter(|n| n.dc == dc).map(|n| n.node_id).collect(),
+            (id, "") => vec![id],
+            _ => return Err(NodeError::rejected(ErrorCode::InvalidArgument, "give only one of node_id and dc")),
+        };
+        if stopping.is_empty() || stopping.iter().any(|id| meta.node(*id).is_none()) {
+            return Err(NodeError::rejected(ErrorCode::UnknownNode, "no such node or datacenter"));
+        }
+        let down: Vec<u64> = meta.nodes.iter().map(|n| n.node_id).filter(|id| !self.is_live(*id)).collect();
+        let descs: Vec<NodeDesc> = meta
+            .nodes
+            .iter()
+            .map(|n| NodeDesc { id: n.node_id, dc: n.dc.clone(), state: placement_state(n.state) })
+            .collect();
+        let shards: Vec<placement::ShardReplicas> = meta
+            .shards
+            .iter()
+            .map(|s| placement::ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: s.learners.clone() })
+            .collect();
+        let mut reasons = placement::safe_to_stop(&descs, &shards, &stopping, &down);
+        // A replica far behind its leader would not help a quorum soon: count it as down for
+        // the groups this node leads (the only ones whose lag it knows).
+        const LAG_LIMIT: u64 = 1000;
+        for g in self.status().groups {
+            if g.leader != self.id() {
+                continue;
+            }
+            let up_to_date = g
+                .voters
+                .iter()
+                .filter(|v| !stopping.contains(v) && !down.contains(v))
+                .filter(|v| **v == self.id() || g.follower_lag.get(v).is_some_and(|lag| *lag <= LAG_LIMIT))
+                .count();
+            if up_to_date * 2 <= g.voters.len() && !stopping.contains(&self.id()) {
+                reasons.push(format!(
+                    "{}: only {up_to_date} of {} voters would remain caught up",
+                    crate::api::shard_label(g.group),
+                    g.voters.len()
+                ));
+            }
+        }
+        Ok(SafeToStopReply { safe: reasons.is_empty(), reasons })
+    }
+}
+
+pub fn placement_state(s: NodeState) -> placement::NodeState {
+    match s {
+        NodeState::Active => placement::NodeState::Active,
+        NodeState::Draining => placement::NodeState::Draining,
+        NodeState::Removed => placement::NodeState::Removed,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitReply>, Status> {
+        let version = self.node.init_cluster(req.into_inner()).await?;
+        Ok(Response::new(InitReply { shard_map_version: version }))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let id = req.into_inner().node.ok_or_else(|| Status::invalid_argument("node: missing"))?;
+        if id.node_id == 0 || id.dc.is_empty() || id.raft_addr.is_empty() {
+            return Err(NodeError::rejected(ErrorCode::InvalidArgument, "node: needs node_id, dc and raft_addr").into());
+        }
+        let version = self.node.propose_meta(MetaCommand::RegisterNode(record(&id))).await?;
+        Ok(Response::new(JoinReply { shard_map_version: version }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(self.node.status()))
+    }
+
+    async fn transfer_leader(&self, _: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {
+        Err(Status::unimplemented("transfer-leader is not implemented yet"))
+    }
+
+    async fn move_replica(&self, _: Request<MoveReplicaRequest>) -> Result<Response<MoveReplicaReply>, Status> {
+        Err(Status::unimplemented("move-replica is not implemented yet"))
+    }
+
+    async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
+        let node_id = req.into_inner().node_id;
+        self.node.propose_meta(MetaCommand::SetNodeState { node_id, state: NodeState::Draining }).await?;
+        Ok(Response::new(DrainReply { state: NodeState::Draining.as_str().into() }))
+    }
+
+    async fn safe_to_stop(&self, req: Request<SafeToStopRequest>) -> Result<Response<SafeToStopReply>, Status> {
+        Ok(Response::new(self.node.safe_to_stop(&req.into_inner())?))
+    }
+
+    async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<NodeIdentity>, Status> {
+        Ok(Response::new(identity(&self.node)))
+    }
+
+    async fn meta_propose(&self, req: Request<MetaProposeRequest>) -> Result<Response<MetaProposeReply>, Status> {
+        let cmd: MetaCommand = postcard::from_bytes(&req.into_inner().command)
+            .map_err(|e| NodeError::rejected(ErrorCode::InvalidArgument, format!("command: {e}")))?;
+        let version = self.node.propose_meta(cmd).await?;
+        Ok(Response::new(MetaProposeReply { version }))
+    }
+}

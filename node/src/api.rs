@@ -1,0 +1,244 @@
+//! The internal API gateways use: writes and linearizable reads on shard leaders, shard
+//! subscriptions and the shard map.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bongsu_proto::internal::node_api_server::NodeApi;
+use bongsu_proto::internal::{
+    self as pb, write_reply, write_request, ReadReply, ReadRequest, ShardMap, SubscribeEvent, SubscribeRequest,
+    WatchShardMapRequest, WriteReply, WriteRequest,
+};
+use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId};
+use bongsu_proto::{v1, ErrorCode, ModelError};
+use bongsu_raft_store::meta::{group_shard, shard_group, MetaSnapshot};
+use bongsu_raft_store::messaging::AppendMessage;
+use bongsu_raft_store::{Command, CommandResult};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::errors::{NodeError, Result};
+use crate::node::Node;
+
+/// Largest page a read returns.
+const MAX_READ: u32 = 1000;
+
+pub struct ApiService {
+    node: Arc<Node>,
+}
+
+impl ApiService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+fn bad(e: ModelError) -> NodeError {
+    NodeError::Rejected { code: e.code, reason: e.to_string() }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn users(list: &[Vec<u8>]) -> Result<Vec<UserId>> {
+    list.iter().map(|b| UserId::try_from(b.as_slice()).map_err(bad)).collect()
+}
+
+/// Validates a write and turns it into a command, with the id that decides its shard.
+fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
+    let at_ms = now_ms();
+    let cmd = req.command.ok_or_else(|| NodeError::rejected(ErrorCode::InvalidArgument, "command: missing"))?;
+    Ok(match cmd {
+        write_request::Command::Create(c) => {
+            let conv_id = ConvId::try_from(c.conv_id.as_slice()).map_err(bad)?;
+            let kind = ConversationKind::try_from(c.kind).map_err(bad)?;
+            let creator = UserId::try_from(c.creator.as_slice()).map_err(bad)?;
+            (conv_id.0, Command::CreateConversation { conv_id, kind, creator, members: users(&c.members)?, at_ms })
+        }
+        write_request::Command::ChangeMembers(c) => {
+            let conv_id = ConvId::try_from(c.conv_id.as_slice()).map_err(bad)?;
+            let actor = UserId::try_from(c.actor.as_slice()).map_err(bad)?;
+            (conv_id.0, Command::ChangeMembers { conv_id, actor, add: users(&c.add)?, remove: users(&c.remove)?, at_ms })
+        }
+        write_request::Command::Append(m) => {
+            let conv_id = ConvId::try_from(m.conv_id.as_slice()).map_err(bad)?;
+            let msg = AppendMessage {
+                conv_id,
+                sender: UserId::try_from(m.sender.as_slice()).map_err(bad)?,
+                device: DeviceId::try_from(m.device.as_slice()).map_err(bad)?,
+                client_msg_id: ClientMsgId::try_from(m.client_msg_id.as_slice()).map_err(bad)?,
+                kind: MessageKind::try_from(m.kind).map_err(bad)?,
+                body: m.body,
+                at_ms,
+            };
+            (conv_id.0, Command::Append(msg))
+        }
+        write_request::Command::MoveCursor(c) => {
+            let user = UserId::try_from(c.user.as_slice()).map_err(bad)?;
+            let conv_id = ConvId::try_from(c.conv_id.as_slice()).map_err(bad)?;
+            // A read cursor is the user's own state: it lives in the user's shard.
+            (user.0, Command::MoveCursor { user, conv_id, seq: c.seq })
+        }
+    })
+}
+
+impl Node {
+    fn shard_count(&self) -> Result<u32> {
+        self.meta()
+            .config
+            .as_ref()
+            .map(|c| c.shards)
+            .ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, "the cluster is not initialized"))
+    }
+
+    /// Applies a validated write on the shard that owns it.
+    pub async fn write(&self, req: WriteRequest) -> Result<WriteReply> {
+        let (key, cmd) = command(req)?;
+        let shard = shard_of(&key, self.shard_count()?);
+        let (res, log_index) = self.write_local(shard_group(shard), cmd).await?;
+        let result = match res {
+            CommandResult::Created { .. } => write_reply::Result::Created(true),
+            CommandResult::MembersChanged { member_count } => write_reply::Result::MemberCount(member_count),
+            CommandResult::Appended { seq, duplicate } => write_reply::Result::Appended(pb::Appended { seq, duplicate }),
+            CommandResult::CursorMoved { seq } => write_reply::Result::Cursor(seq),
+            CommandResult::Rejected(r) => return Err(NodeError::Rejected { code: r.code, reason: r.reason }),
+            other => return Err(NodeError::Raft(format!("unexpected result {other:?}"))),
+        };
+        Ok(WriteReply { shard, log_index, result: Some(result) })
+    }
+
+    /// A linearizable read: confirms leadership with a quorum (read index), waits until that
+    /// index is applied, then reads.
+    pub async fn read(&self, req: ReadRequest) -> Result<ReadReply> {
+        let conv = ConvId::try_from(req.conv_id.as_slice()).map_err(bad)?;
+        let user = UserId::try_from(req.user.as_slice()).map_err(bad)?;
+        let group = shard_group(shard_of(&conv.0, self.shard_count()?));
+        let h = self.leading(group)?;
+        h.raft.ensure_linearizable().await.map_err(|_| self.not_leader(group))?;
+        let view = h.sm.view();
+        let Some(info) = view.conversation(&conv)? else {
+            return Err(NodeError::rejected(ErrorCode::UnknownConversation, format!("no conversation {conv}")));
+        };
+        if view.role(&conv, &user)?.is_none() {
+            return Err(NodeError::rejected(ErrorCode::NotMember, format!("{user} is not a member of {conv}")));
+        }
+        let limit = req.limit.clamp(1, MAX_READ) as usize;
+        let messages = if req.before_seq > 0 {
+            view.read_before(&conv, req.before_seq, limit)?
+        } else {
+            view.read_from(&conv, req.from_seq.max(1), limit)?
+        };
+        Ok(ReadReply { messages: messages.into_iter().map(v1::Message::from).collect(), last_seq: info.last_seq })
+    }
+
+    pub fn shard_map(&self, meta: &MetaSnapshot) -> ShardMap {
+        ShardMap {
+            version: meta.version,
+            shard_count: meta.config.as_ref().map(|c| c.shards).unwrap_or(0),
+            nodes: meta
+                .nodes
+                .iter()
+                .map(|n| pb::NodeEntry {
+                    node_id: n.node_id,
+                    dc: n.dc.clone(),
+                    raft_addr: n.raft_addr.clone(),
+                    api_addr: n.api_addr.clone(),
+                    admin_addr: n.admin_addr.clone(),
+                    state: n.state.as_str().to_string(),
+                })
+                .collect(),
+            shards: meta
+                .shards
+                .iter()
+                .map(|s| pb::ShardEntry {
+                    shard: s.shard,
+                    voters: s.voters.clone(),
+                    learners: s.learners.clone(),
+                    leader_hint: self.leader_of(shard_group(s.shard)).map(|(id, _)| id).unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl NodeApi for ApiService {
+    async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        Ok(Response::new(self.node.write(req.into_inner()).await?))
+    }
+
+    async fn read(&self, req: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
+        Ok(Response::new(self.node.read(req.into_inner()).await?))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<SubscribeEvent, Status>>;
+
+    /// Streams applied messages of a shard from any replica that hosts it, resuming after
+    /// `after_index`; the stream waits for new entries and ends when the client goes away.
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = req.into_inner();
+        let group = shard_group(req.shard);
+        let h = self.node.group(group).ok_or_else(|| self.node.not_leader(group))?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut after = req.after_index;
+            let mut metrics = h.raft.metrics();
+            loop {
+                let events = match h.sm.view().events_after(after, 256) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(NodeError::from(e).into())).await;
+                        return;
+                    }
+                };
+                if events.is_empty() {
+                    tokio::select! {
+                        r = metrics.changed() => if r.is_err() { return },
+                        _ = tx.closed() => return,
+                        // The state machine can apply without a metrics change being seen.
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    continue;
+                }
+                for (index, m) in events {
+                    after = index;
+                    if tx.send(Ok(SubscribeEvent { log_index: index, message: Some(m.into()) })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type WatchShardMapStream = ReceiverStream<Result<ShardMap, Status>>;
+
+    async fn watch_shard_map(&self, _: Request<WatchShardMapRequest>) -> Result<Response<Self::WatchShardMapStream>, Status> {
+        let node = self.node.clone();
+        let mut rx = node.watch_meta();
+        let (tx, out) = mpsc::channel(8);
+        tokio::spawn(async move {
+            loop {
+                let map = node.shard_map(&rx.borrow_and_update().clone());
+                if tx.send(Ok(map)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+}
+
+/// Which shard a group id is, for logs and status (`None` for the meta group).
+pub fn shard_label(group: u64) -> String {
+    match group_shard(group) {
+        Some(s) => format!("shard {s}"),
+        None => "meta".to_string(),
+    }
+}

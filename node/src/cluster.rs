@@ -1,0 +1,236 @@
+//! Cluster life on one node: proposing to the meta group from anywhere, following the shard
+//! map (start, initialize and stop groups), joining, and peer liveness.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bongsu_proto::internal::admin_client::AdminClient;
+use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
+use bongsu_proto::internal::{JoinRequest, MetaProposeRequest, NodeIdentity, PingRequest};
+use bongsu_proto::ErrorCode;
+use bongsu_raft_store::meta::{shard_group, MetaCommand, NodeRecord, META_GROUP};
+use bongsu_raft_store::{Command, CommandResult, GroupId, NodeId, NodeInfo};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+
+use crate::errors::{NodeError, Result};
+use crate::node::Node;
+
+/// How long a meta proposal keeps looking for a leader before giving up.
+const META_DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn info_of(n: &NodeRecord) -> NodeInfo {
+    NodeInfo { addr: n.raft_addr.clone(), dc: n.dc.clone(), admin_addr: n.admin_addr.clone() }
+}
+
+pub fn identity(node: &Node) -> NodeIdentity {
+    let c = &node.cfg;
+    NodeIdentity {
+        node_id: c.node_id,
+        dc: c.dc.clone(),
+        raft_addr: c.raft_addr.clone(),
+        api_addr: c.api_addr.clone(),
+        admin_addr: c.admin_addr.clone(),
+    }
+}
+
+pub async fn admin_client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| NodeError::Unavailable(format!("bad address {addr}: {e}")))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(15));
+    let ch = ep.connect().await.map_err(|e| NodeError::Unavailable(format!("connect {addr}: {e}")))?;
+    Ok(AdminClient::new(ch))
+}
+
+impl Node {
+    /// Writes a command to a group this node leads; `NOT_LEADER` otherwise.
+    pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(CommandResult, u64)> {
+        let h = self.leading(group)?;
+        match h.raft.client_write(cmd).await {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader(group)),
+            Err(e) => Err(NodeError::Unavailable(format!("group {group}: {e}"))),
+        }
+    }
+
+    /// Proposes a meta command through whichever node leads the meta group, retrying while
+    /// there is none, and returns the shard-map version after it.
+    pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + META_DEADLINE;
+        loop {
+            let attempt = match self.write_local(META_GROUP, Command::Meta(cmd.clone())).await {
+                Ok((CommandResult::MapChanged { version }, _)) => return Ok(version),
+                Ok((CommandResult::Rejected(r), _)) => return Err(NodeError::Rejected { code: r.code, reason: r.reason }),
+                Ok((other, _)) => return Err(NodeError::Raft(format!("unexpected meta result {other:?}"))),
+                Err(NodeError::NotLeader { .. }) => match self.leader_of(META_GROUP) {
+                    Some((leader, info)) if leader != self.id() => self.forward_meta(&info.admin_addr, &cmd).await,
+                    _ => Err(NodeError::Unavailable("the meta group has no leader".into())),
+                },
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e @ NodeError::Rejected { .. }) => return Err(e),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "meta proposal retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn forward_meta(&self, admin_addr: &str, cmd: &MetaCommand) -> Result<u64> {
+        let bytes = postcard::to_allocvec(cmd).map_err(|e| NodeError::Raft(e.to_string()))?;
+        let reply = admin_client(admin_addr).await?.meta_propose(MetaProposeRequest { command: bytes }).await;
+        match reply {
+            Ok(r) => Ok(r.into_inner().version),
+            Err(s) => Err(status_to_error(&s)),
+        }
+    }
+
+    /// Brings the groups hosted here in line with the shard map.
+    pub async fn reconcile(&self) -> Result<()> {
+        let meta = self.meta();
+        if meta.config.is_none() {
+            return Ok(());
+        }
+        let me = self.id();
+        for s in &meta.shards {
+            let g = shard_group(s.shard);
+            let mine = s.voters.contains(&me) || s.learners.contains(&me);
+            if mine {
+                let h = self.ensure_group(g).await?;
+                // Each new shard is initialized once, by its preferred leader; later changes of
+                // its replicas go through Raft membership changes, never through this.
+                if s.epoch == 0 && s.voters.first() == Some(&me) && !h.raft.is_initialized().await.unwrap_or(true) {
+                    let members: BTreeMap<NodeId, NodeInfo> =
+                        s.voters.iter().filter_map(|v| meta.node(*v).map(|n| (*v, info_of(n)))).collect();
+                    match h.raft.initialize(members).await {
+                        Ok(()) => tracing::info!(group = g, "initialized shard group"),
+                        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                        Err(e) => tracing::warn!(group = g, error = %e, "initialize shard group"),
+                    }
+                }
+            } else if let Some(h) = self.group(g) {
+                // Stop only once the group's own membership has let go of this node too, so a
+                // replica being moved away keeps serving until the move completes.
+                let still_member = h.raft.metrics().borrow().membership_config.membership().get_node(&me).is_some();
+                if !still_member {
+                    tracing::info!(group = g, "stopping group no longer placed here");
+                    self.stop_group(g).await;
+                }
+            }
+        }
+        // The meta leader makes every registered node a meta learner, so that every node has
+        // the shard map locally.
+        if let Ok(h) = self.leading(META_GROUP) {
+            let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+            for n in &meta.nodes {
+                if n.state != bongsu_raft_store::meta::NodeState::Removed && membership.get_node(&n.node_id).is_none() {
+                    if let Err(e) = h.raft.add_learner(n.node_id, info_of(n), false).await {
+                        tracing::warn!(node = n.node_id, error = %e, "add meta learner");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a failed admin call back into the node error it was made from.
+pub fn status_to_error(s: &tonic::Status) -> NodeError {
+    let code = s.metadata().get(crate::errors::CODE_KEY).and_then(|v| v.to_str().ok()).and_then(|c| {
+        ErrorCode::ALL.into_iter().find(|e| e.as_str() == c)
+    });
+    match code {
+        Some(ErrorCode::Unavailable | ErrorCode::NotLeader) | None => NodeError::Unavailable(s.message().to_string()),
+        Some(code) => NodeError::Rejected { code, reason: s.message().to_string() },
+    }
+}
+
+/// Starts the node's background work.
+pub fn spawn_background(node: Arc<Node>) {
+    tokio::spawn(follow_meta(node.clone()));
+    tokio::spawn(liveness(node.clone()));
+    tokio::spawn(join(node));
+}
+
+/// Re-reads the meta state whenever the meta group applies something, and reconciles; also
+/// once a second, so a failed step is retried.
+async fn follow_meta(node: Arc<Node>) {
+    let Some(meta) = node.group(META_GROUP) else { return };
+    let mut metrics = meta.raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        match node.refresh_meta() {
+            Ok(_) => {
+                if let Err(e) = node.reconcile().await {
+                    tracing::warn!(error = %e, "reconcile");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "read meta state"),
+        }
+    }
+}
+
+/// Pings every known peer each interval: one call per node pair, whatever the group count.
+async fn liveness(node: Arc<Node>) {
+    let interval = Duration::from_millis(node.cfg.timing.liveness_interval_ms);
+    let mut clients: HashMap<String, RaftTransportClient<tonic::transport::Channel>> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (id, info) in node.known_peers() {
+            let client = match clients.get(&info.addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{}", info.addr)) else { continue };
+                    let c = RaftTransportClient::new(ep.connect_timeout(interval).connect_lazy());
+                    clients.insert(info.addr.clone(), c.clone());
+                    c
+                }
+            };
+            let node = node.clone();
+            tokio::spawn(async move {
+                let mut c = client;
+                let ping = c.ping(PingRequest { from_node: node.id(), to_node: id });
+                if let Ok(Ok(_)) = tokio::time::timeout(interval * 2, ping).await {
+                    crate::transport::server::RaftHost::heard_from(node.as_ref(), id);
+                }
+            });
+        }
+    }
+}
+
+/// On first boot with seeds: asks them to register this node until the meta state shows it.
+async fn join(node: Arc<Node>) {
+    if node.cfg.seeds.is_empty() {
+        return;
+    }
+    loop {
+        if node.meta().node(node.id()).is_some() {
+            return;
+        }
+        for seed in &node.cfg.seeds {
+            let req = JoinRequest { node: Some(identity(&node)) };
+            match admin_client(seed).await {
+                Ok(mut c) => match c.join(req).await {
+                    Ok(_) => {
+                        tracing::info!(%seed, "registered with the cluster");
+                        break;
+                    }
+                    Err(s) => tracing::info!(%seed, error = %s.message(), "join"),
+                },
+                Err(e) => tracing::debug!(%seed, error = %e, "join"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,90 @@
+//! `bongsu-node`: run a node, or bootstrap a cluster of running nodes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bongsu_node::config::{NodeConfig, Overrides};
+use bongsu_proto::internal::admin_client::AdminClient;
+use bongsu_proto::internal::{InitRequest, StatusRequest};
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "bongsu-node", about = "A bongsu node: many Raft groups on one RocksDB")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Run {
+        /// TOML configuration file; every field can also come from BONGSU_* or a flag.
+        #[arg(long, env = "BONGSU_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Bootstrap a new cluster from running nodes (at least three datacenters).
+    Init {
+        /// Admin address of the node that performs the init.
+        #[arg(long)]
+        admin: String,
+        /// Admin addresses of all the first nodes (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        shards: u32,
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+    },
+    /// Print a node's view of the cluster as JSON-like text.
+    Status {
+        #[arg(long)]
+        admin: String,
+    },
+}
+
+async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(60));
+    Ok(AdminClient::new(ep.connect().await.with_context(|| format!("connect to admin API at {addr}"))?))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Run { config, overrides } => {
+            let cfg = NodeConfig::load(config.as_deref(), &overrides).context("load node configuration")?;
+            bongsu_node::server::run(cfg).await.context("run node")?;
+        }
+        Cmd::Init { admin: addr, nodes, shards, replicas } => {
+            if nodes.is_empty() {
+                bail!("--nodes: give the admin addresses of the first nodes");
+            }
+            let reply = admin(&addr)
+                .await?
+                .init(InitRequest { node_admin_addrs: nodes, shards, replicas })
+                .await
+                .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
+            println!("initialized: shard map version {}", reply.into_inner().shard_map_version);
+        }
+        Cmd::Status { admin: addr } => {
+            let s = admin(&addr).await?.status(StatusRequest {}).await.map_err(|s| anyhow::anyhow!("status: {}", s.message()))?;
+            println!("{:#?}", s.into_inner());
+        }
+    }
+    Ok(())
+}

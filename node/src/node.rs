@@ -1,0 +1,228 @@
+//! The node: its groups, its view of the meta state, and peer liveness.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bongsu_raft_store::meta::{group_shard, MetaSnapshot, MetaView, META_GROUP};
+use bongsu_raft_store::{GroupId, NodeId, NodeInfo, SmConfig, StateMachineStore, Store, StoreOptions, TypeConfig};
+use openraft::{Raft, ServerState};
+use tokio::sync::watch;
+
+use crate::config::NodeConfig;
+use crate::errors::{NodeError, Result};
+use crate::transport::server::RaftHost;
+use crate::transport::{GroupNetworkFactory, Transport};
+
+/// One Raft group hosted here.
+#[derive(Clone)]
+pub struct GroupHandle {
+    pub group: GroupId,
+    pub raft: Raft<TypeConfig>,
+    pub sm: StateMachineStore,
+}
+
+/// A running node.
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub store: Arc<Store>,
+    transport: Arc<Transport>,
+    raft_config: Arc<openraft::Config>,
+    groups: RwLock<HashMap<GroupId, GroupHandle>>,
+    /// Serializes group creation: two Raft instances of one group on one store would corrupt it.
+    create_lock: tokio::sync::Mutex<()>,
+    meta_tx: watch::Sender<Arc<MetaSnapshot>>,
+    heard: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Node {
+    /// Opens the store and starts the meta group and every group that has state here.
+    pub async fn open(cfg: NodeConfig) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let store = Store::open(cfg.data_dir.join("store"), StoreOptions::default())?;
+        let t = &cfg.timing;
+        let raft_config = openraft::Config {
+            cluster_name: "bongsu".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            // Chunks of a snapshot travel as separate RPCs on the shared stream.
+            snapshot_max_chunk_size: 1 << 20,
+            max_payload_entries: 512,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+            max_in_snapshot_log_to_keep: 2_000,
+            purge_batch_size: 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config { field: "timing", reason: e.to_string() })?;
+        let meta = MetaView::new(store.clone(), META_GROUP).snapshot()?;
+        let (meta_tx, _) = watch::channel(Arc::new(meta));
+        let node = Arc::new(Self {
+            transport: Transport::new(cfg.node_id),
+            cfg,
+            store,
+            raft_config: Arc::new(raft_config),
+            groups: RwLock::new(HashMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+            meta_tx,
+            heard: Mutex::new(HashMap::new()),
+        });
+        node.ensure_group(META_GROUP).await?;
+        for g in node.store.groups()? {
+            node.ensure_group(g).await?;
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// How this node appears in Raft memberships.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo { addr: self.cfg.raft_addr.clone(), dc: self.cfg.dc.clone(), admin_addr: self.cfg.admin_addr.clone() }
+    }
+
+    /// The state-machine limits: the cluster's, once the meta group knows them.
+    fn sm_config(&self) -> SmConfig {
+        self.meta().config.as_ref().map(|c| c.sm_config()).unwrap_or_default()
+    }
+
+    /// Starts the group if it is not running yet.
+    pub async fn ensure_group(&self, group: GroupId) -> Result<GroupHandle> {
+        if let Some(g) = self.group(group) {
+            return Ok(g);
+        }
+        let _creating = self.create_lock.lock().await;
+        if let Some(g) = self.group(group) {
+            return Ok(g);
+        }
+        let sm = self.store.state_machine(group, self.sm_config());
+        let net = GroupNetworkFactory { group, transport: self.transport.clone() };
+        let raft = Raft::new(self.id(), self.raft_config.clone(), net, self.store.log_store(group), sm.clone())
+            .await
+            .map_err(|e| NodeError::Raft(format!("start group {group}: {e}")))?;
+        let handle = GroupHandle { group, raft, sm };
+        self.groups.write().expect("groups lock poisoned").insert(group, handle.clone());
+        Ok(handle)
+    }
+
+    pub fn group(&self, group: GroupId) -> Option<GroupHandle> {
+        self.groups.read().expect("groups lock poisoned").get(&group).cloned()
+    }
+
+    pub fn groups(&self) -> Vec<GroupHandle> {
+        let mut v: Vec<_> = self.groups.read().expect("groups lock poisoned").values().cloned().collect();
+        v.sort_by_key(|g| g.group);
+        v
+    }
+
+    /// Stops a group this node no longer hosts. Its data stays until the group is re-created
+    /// here or cleaned up.
+    pub async fn stop_group(&self, group: GroupId) {
+        let h = self.groups.write().expect("groups lock poisoned").remove(&group);
+        if let Some(h) = h {
+            if let Err(e) = h.raft.shutdown().await {
+                tracing::warn!(group, error = %e, "group shutdown");
+            }
+        }
+    }
+
+    pub fn meta(&self) -> Arc<MetaSnapshot> {
+        self.meta_tx.borrow().clone()
+    }
+
+    pub fn watch_meta(&self) -> watch::Receiver<Arc<MetaSnapshot>> {
+        self.meta_tx.subscribe()
+    }
+
+    /// Re-reads the meta state after the meta group applied something.
+    pub fn refresh_meta(&self) -> Result<bool> {
+        let snap = MetaView::new(self.store.clone(), META_GROUP).snapshot()?;
+        let changed = snap.version != self.meta().version;
+        if changed {
+            self.meta_tx.send_replace(Arc::new(snap));
+        }
+        Ok(changed)
+    }
+
+    /// The leader of a group as this node knows it, with its NodeInfo.
+    pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, NodeInfo)> {
+        let h = self.group(group)?;
+        let m = h.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&leader).cloned()?;
+        Some((leader, info))
+    }
+
+    /// `NOT_LEADER` for a group, with the leader's internal API address when known.
+    pub fn not_leader(&self, group: GroupId) -> NodeError {
+        let leader = self.leader_of(group).map(|(id, info)| {
+            let api = self.meta().node(id).map(|n| n.api_addr.clone()).unwrap_or(info.addr);
+            (id, api)
+        });
+        NodeError::NotLeader { group, leader }
+    }
+
+    /// Fails with `NOT_LEADER` unless this node leads `group`.
+    pub fn leading(&self, group: GroupId) -> Result<GroupHandle> {
+        let h = self.group(group).ok_or_else(|| self.not_leader(group))?;
+        let m = h.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(self.not_leader(group));
+        }
+        Ok(h)
+    }
+
+    /// Whether `node` answered within the liveness timeout (this node is always live).
+    pub fn is_live(&self, node: NodeId) -> bool {
+        node == self.id() || self.last_heard(node).is_some_and(|d| d < Duration::from_millis(self.cfg.timing.liveness_timeout_ms))
+    }
+
+    pub fn last_heard(&self, node: NodeId) -> Option<Duration> {
+        self.heard.lock().expect("liveness lock poisoned").get(&node).map(|t| t.elapsed())
+    }
+
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// Every member of every group's membership, and every registered node: who to ping.
+    pub fn known_peers(&self) -> BTreeMap<NodeId, NodeInfo> {
+        let mut peers = BTreeMap::new();
+        for n in &self.meta().nodes {
+            peers.insert(n.node_id, NodeInfo { addr: n.raft_addr.clone(), dc: n.dc.clone(), admin_addr: n.admin_addr.clone() });
+        }
+        if let Some(meta) = self.group(META_GROUP) {
+            for (id, info) in meta.raft.metrics().borrow().membership_config.membership().nodes() {
+                peers.entry(*id).or_insert_with(|| info.clone());
+            }
+        }
+        peers.remove(&self.id());
+        peers
+    }
+
+    /// Shard number for a group id (`None` for meta).
+    pub fn shard_of(group: GroupId) -> Option<u32> {
+        group_shard(group)
+    }
+}
+
+impl RaftHost for Node {
+    fn node_id(&self) -> NodeId {
+        self.id()
+    }
+
+    fn dc(&self) -> &str {
+        &self.cfg.dc
+    }
+
+    fn raft(&self, group: u64) -> Option<Raft<TypeConfig>> {
+        self.group(group).map(|g| g.raft)
+    }
+
+    fn heard_from(&self, node: NodeId) {
+        self.heard.lock().expect("liveness lock poisoned").insert(node, Instant::now());
+    }
+}

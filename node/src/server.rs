@@ -1,0 +1,53 @@
+//! Starts a node: store, groups, background work and the three gRPC servers.
+
+use std::net::SocketAddr;
+
+use bongsu_proto::internal::admin_server::AdminServer;
+use bongsu_proto::internal::node_api_server::NodeApiServer;
+use bongsu_proto::internal::raft_transport_server::RaftTransportServer;
+use tonic::transport::Server;
+
+use crate::admin::AdminService;
+use crate::api::ApiService;
+use crate::config::NodeConfig;
+use crate::errors::{NodeError, Result};
+use crate::node::Node;
+use crate::transport::RaftService;
+
+const MAX_MESSAGE: usize = 256 << 20;
+
+fn addr(s: &str, field: &'static str) -> Result<SocketAddr> {
+    s.parse().map_err(|e| NodeError::Config { field, reason: format!("{s:?}: {e}") })
+}
+
+/// Runs a node until one of its servers stops (which is an error) or the process is killed.
+pub async fn run(cfg: NodeConfig) -> Result<()> {
+    let raft_addr = addr(&cfg.raft_addr, "raft_addr")?;
+    let api_addr = addr(&cfg.api_addr, "api_addr")?;
+    let admin_addr = addr(&cfg.admin_addr, "admin_addr")?;
+    let node = Node::open(cfg).await?;
+    tracing::info!(node_id = node.id(), dc = %node.cfg.dc, %raft_addr, %api_addr, %admin_addr, "node starting");
+
+    let raft = Server::builder().tcp_nodelay(true).add_service(
+        RaftTransportServer::new(RaftService::new(node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    );
+    let api = Server::builder().tcp_nodelay(true).add_service(NodeApiServer::new(ApiService::new(node.clone())));
+    let admin = Server::builder().add_service(AdminServer::new(AdminService::new(node.clone())));
+    let raft = tokio::spawn(raft.serve(raft_addr));
+    let api = tokio::spawn(api.serve(api_addr));
+    let admin = tokio::spawn(admin.serve(admin_addr));
+    crate::cluster::spawn_background(node.clone());
+    tracing::info!(node_id = node.id(), "node ready");
+
+    let (which, res) = tokio::select! {
+        r = raft => ("raft", r),
+        r = api => ("api", r),
+        r = admin => ("admin", r),
+    };
+    let res = res.map_err(|e| NodeError::Unavailable(format!("{which} server task: {e}")))?;
+    res.map_err(|e| NodeError::Unavailable(format!("{which} server: {e}")))?;
+    Err(NodeError::Unavailable(format!("{which} server stopped")))
+}
+
