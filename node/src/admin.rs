@@ -260,12 +260,22 @@ impl Admin for AdminService {
         Ok(Response::new(self.node.status()))
     }
 
-    async fn transfer_leader(&self, _: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {
-        Err(Status::unimplemented("transfer-leader is not implemented yet"))
+    async fn transfer_leader(&self, req: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {
+        let r = req.into_inner();
+        let leader = self.node.transfer_leader(r.group, r.to_node).await?;
+        Ok(Response::new(TransferLeaderReply { leader }))
     }
 
-    async fn move_replica(&self, _: Request<MoveReplicaRequest>) -> Result<Response<MoveReplicaReply>, Status> {
-        Err(Status::unimplemented("move-replica is not implemented yet"))
+    async fn move_replica(&self, req: Request<MoveReplicaRequest>) -> Result<Response<MoveReplicaReply>, Status> {
+        let r = req.into_inner();
+        let voters = self.node.move_replica(r.group, r.from_node, r.to_node).await?;
+        Ok(Response::new(MoveReplicaReply { voters }))
+    }
+
+    async fn campaign(&self, req: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {
+        let r = req.into_inner();
+        self.node.campaign(r.group, std::time::Duration::from_millis(r.delay_ms))?;
+        Ok(Response::new(CampaignReply {}))
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {

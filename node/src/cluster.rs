@@ -47,6 +47,9 @@ impl Node {
     /// Writes a command to a group this node leads; `NOT_LEADER` otherwise.
     pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(CommandResult, u64)> {
         let h = self.leading(group)?;
+        if self.is_transferring(group) {
+            return Err(NodeError::Unavailable(format!("group {group} is handing over its leadership; retry")));
+        }
         match h.raft.client_write(cmd).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader(group)),
@@ -113,14 +116,13 @@ impl Node {
                         Err(e) => tracing::warn!(group = g, error = %e, "initialize shard group"),
                     }
                 }
-            } else if let Some(h) = self.group(g) {
-                // Stop only once the group's own membership has let go of this node too, so a
-                // replica being moved away keeps serving until the move completes.
-                let still_member = h.raft.metrics().borrow().membership_config.membership().get_node(&me).is_some();
-                if !still_member {
-                    tracing::info!(group = g, "stopping group no longer placed here");
-                    self.stop_group(g).await;
-                }
+            } else if self.group(g).is_some() {
+                // A replica being moved away stays listed until the group's membership change
+                // has committed (the rebalancer records the move only then), so once the map
+                // drops this node the group no longer needs it. The group itself may never
+                // tell this node: a leader stops replicating to removed voters.
+                tracing::info!(group = g, "stopping group no longer placed here");
+                self.stop_group(g).await;
             }
         }
         // The meta leader makes every registered node a meta learner, so that every node has
@@ -154,6 +156,7 @@ pub fn status_to_error(s: &tonic::Status) -> NodeError {
 pub fn spawn_background(node: Arc<Node>) {
     tokio::spawn(follow_meta(node.clone()));
     tokio::spawn(liveness(node.clone()));
+    crate::rebalance::spawn(node.clone());
     tokio::spawn(join(node));
 }
 

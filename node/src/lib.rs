@@ -11,7 +11,9 @@ pub mod config;
 pub mod errors;
 pub mod node;
 pub mod placement;
+pub mod rebalance;
 pub mod server;
+pub mod transfer;
 pub mod transport;
 
 pub use errors::{NodeError, Result};

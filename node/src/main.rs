@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bongsu_node::config::{NodeConfig, Overrides};
 use bongsu_proto::internal::admin_client::AdminClient;
-use bongsu_proto::internal::{InitRequest, StatusRequest};
+use bongsu_proto::internal::{DrainRequest, InitRequest, SafeToStopRequest, StatusRequest};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -42,10 +42,26 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         replicas: u32,
     },
-    /// Print a node's view of the cluster as JSON-like text.
+    /// Print a node's view of the cluster.
     Status {
         #[arg(long)]
         admin: String,
+    },
+    /// Move every replica and leadership off a node (it stays registered, as draining).
+    Drain {
+        #[arg(long)]
+        admin: String,
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Would stopping this node, or this whole datacenter, leave any group without a quorum?
+    SafeToStop {
+        #[arg(long)]
+        admin: String,
+        #[arg(long, default_value_t = 0)]
+        node_id: u64,
+        #[arg(long, default_value = "")]
+        dc: String,
     },
 }
 
@@ -84,6 +100,25 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status { admin: addr } => {
             let s = admin(&addr).await?.status(StatusRequest {}).await.map_err(|s| anyhow::anyhow!("status: {}", s.message()))?;
             println!("{:#?}", s.into_inner());
+        }
+        Cmd::Drain { admin: addr, node_id } => {
+            let r = admin(&addr).await?.drain(DrainRequest { node_id }).await.map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?;
+            println!("node {node_id}: {}", r.into_inner().state);
+        }
+        Cmd::SafeToStop { admin: addr, node_id, dc } => {
+            let r = admin(&addr)
+                .await?
+                .safe_to_stop(SafeToStopRequest { node_id, dc })
+                .await
+                .map_err(|s| anyhow::anyhow!("safe-to-stop: {}", s.message()))?
+                .into_inner();
+            println!("safe: {}", r.safe);
+            for reason in r.reasons {
+                println!("  {reason}");
+            }
+            if !r.safe {
+                std::process::exit(3);
+            }
         }
     }
     Ok(())

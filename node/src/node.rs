@@ -1,6 +1,6 @@
 //! The node: its groups, its view of the meta state, and peer liveness.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct Node {
     create_lock: tokio::sync::Mutex<()>,
     meta_tx: watch::Sender<Arc<MetaSnapshot>>,
     heard: Mutex<HashMap<NodeId, Instant>>,
+    /// Groups handing their leadership over: they take no new writes meanwhile.
+    transferring: Mutex<HashSet<GroupId>>,
 }
 
 impl Node {
@@ -67,6 +69,7 @@ impl Node {
             create_lock: tokio::sync::Mutex::new(()),
             meta_tx,
             heard: Mutex::new(HashMap::new()),
+            transferring: Mutex::new(HashSet::new()),
         });
         node.ensure_group(META_GROUP).await?;
         for g in node.store.groups()? {
@@ -173,6 +176,19 @@ impl Node {
             return Err(self.not_leader(group));
         }
         Ok(h)
+    }
+
+    pub fn set_transferring(&self, group: GroupId, on: bool) {
+        let mut t = self.transferring.lock().expect("transfer lock poisoned");
+        if on {
+            t.insert(group);
+        } else {
+            t.remove(&group);
+        }
+    }
+
+    pub fn is_transferring(&self, group: GroupId) -> bool {
+        self.transferring.lock().expect("transfer lock poisoned").contains(&group)
     }
 
     /// Whether `node` answered within the liveness timeout (this node is always live).

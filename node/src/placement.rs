@@ -39,6 +39,7 @@
 //! the change completes; one membership change per shard at a time.
 
 use std::cmp::Reverse;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
@@ -111,7 +112,11 @@ pub enum PlacementError {
          {capacity} voters of a shard, but {replicas} are needed; add nodes to the smaller \
          datacenters"
     )]
-    DatacenterCapacity { replicas: u32, per_dc: usize, capacity: usize },
+    DatacenterCapacity {
+        replicas: u32,
+        per_dc: usize,
+        capacity: usize,
+    },
 }
 
 /// The names of the rules [`check`] enforces, as they appear in [`Violation::rule`].
@@ -149,7 +154,11 @@ impl fmt::Display for Violation {
 pub enum Move {
     /// `to` takes `from`'s place in the shard: a voter's rank (so a preferred leader stays
     /// first), or a learner's.
-    Replace { shard: u32, from: NodeId, to: NodeId },
+    Replace {
+        shard: u32,
+        from: NodeId,
+        to: NodeId,
+    },
     /// `to`, already a voter, becomes the shard's preferred leader (`voters[0]`).
     PromoteLeader { shard: u32, to: NodeId },
 }
@@ -177,14 +186,20 @@ impl<'a> Topology<'a> {
         let mut registered: BTreeMap<NodeId, &'a NodeDesc> = BTreeMap::new();
         let mut duplicates = BTreeSet::new();
         for node in nodes {
-            if registered.contains_key(&node.id) {
-                duplicates.insert(node.id);
-            } else {
-                registered.insert(node.id, node);
+            match registered.entry(node.id) {
+                Entry::Occupied(_) => {
+                    duplicates.insert(node.id);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(node);
+                }
             }
         }
-        let active_nodes: Vec<&NodeDesc> =
-            registered.values().copied().filter(|n| n.state == NodeState::Active).collect();
+        let active_nodes: Vec<&NodeDesc> = registered
+            .values()
+            .copied()
+            .filter(|n| n.state == NodeState::Active)
+            .collect();
         let dcs: Vec<&str> = active_nodes
             .iter()
             .map(|n| n.dc.as_str())
@@ -241,6 +256,10 @@ fn max_per_dc(voters: usize) -> usize {
 /// Per shard, datacenters take slots one at a time, least loaded per node first (within the
 /// per-datacenter limit), and inside a datacenter the node with the fewest replicas takes
 /// the slot; so a datacenter's replicas go round-robin over its nodes.
+/// Ties go to the node that has shared the fewest shards with the shard's other voters; a
+/// plain round-robin in every datacenter at once would make copysets ({1, 3, 5} and
+/// {2, 4, 6} on 3 x 2 nodes), and a drained node's leaderships could then only go to the two
+/// nodes of its own copyset.
 /// Preferred leaders are then balanced exactly as [`preferred_leader_moves`] would, so a fresh
 /// map needs no leader moves.
 pub fn initial_placement(
@@ -260,7 +279,10 @@ pub fn initial_placement(
     }
     let r = replicas as usize;
     if topo.active.len() < r {
-        return Err(PlacementError::TooFewNodes { active: topo.active.len(), replicas });
+        return Err(PlacementError::TooFewNodes {
+            active: topo.active.len(),
+            replicas,
+        });
     }
     if topo.dcs.len() < 3 {
         return Err(PlacementError::TooFewDatacenters {
@@ -271,13 +293,19 @@ pub fn initial_placement(
     let per_dc = max_per_dc(r);
     let capacity: usize = topo.members.iter().map(|m| m.len().min(per_dc)).sum();
     if capacity < r {
-        return Err(PlacementError::DatacenterCapacity { replicas, per_dc, capacity });
+        return Err(PlacementError::DatacenterCapacity {
+            replicas,
+            per_dc,
+            capacity,
+        });
     }
 
     let mut node_replicas = vec![0usize; topo.active.len()];
     let mut node_leaders = vec![0usize; topo.active.len()];
     let mut dc_replicas = vec![0usize; topo.dcs.len()];
     let mut dc_leaders = vec![0usize; topo.dcs.len()];
+    // How many shards each pair of nodes holds together.
+    let mut together = vec![vec![0usize; topo.active.len()]; topo.active.len()];
     let mut map = Vec::with_capacity(shards as usize);
     for shard in 0..shards {
         // Slots per datacenter. Comparing load/size as cross products keeps it in integers.
@@ -288,7 +316,9 @@ pub fn initial_placement(
                 .filter(|&d| slots[d] < per_dc.min(topo.members[d].len()))
                 .min_by(|&a, &b| {
                     let (sa, sb) = (topo.members[a].len(), topo.members[b].len());
-                    (dc_replicas[a] * sb).cmp(&(dc_replicas[b] * sa)).then(a.cmp(&b))
+                    (dc_replicas[a] * sb)
+                        .cmp(&(dc_replicas[b] * sa))
+                        .then(a.cmp(&b))
                 })
                 .expect("per-datacenter capacity was checked to cover every slot");
             slots[dc] += 1;
@@ -301,16 +331,30 @@ pub fn initial_placement(
             .expect("a shard has at least 3 slots");
         let mut voters: Vec<usize> = Vec::with_capacity(r);
         for dc in std::iter::once(lead_dc).chain(0..topo.dcs.len()) {
-            let want = if dc == lead_dc && voters.is_empty() { 1 } else { slots[dc] };
+            let want = if dc == lead_dc && voters.is_empty() {
+                1
+            } else {
+                slots[dc]
+            };
             let have = voters.iter().filter(|&&v| topo.dc_of[v] == dc).count();
             for _ in have..want {
+                // Among the least-loaded nodes, the one that has shared the fewest shards with
+                // the voters chosen so far: shards then mix over all node combinations, so a
+                // node that fails or drains hands its leaderships and replicas to many peers.
                 let node = topo.members[dc]
                     .iter()
                     .copied()
                     .filter(|n| !voters.contains(n))
-                    .min_by_key(|&n| (node_replicas[n], node_leaders[n], n))
+                    .min_by_key(|&n| {
+                        let shared: usize = voters.iter().map(|&v| together[v][n]).sum();
+                        (node_replicas[n], shared, node_leaders[n], n)
+                    })
                     .expect("slots never exceed the datacenter's node count");
                 node_replicas[node] += 1;
+                for &v in &voters {
+                    together[v][node] += 1;
+                    together[node][v] += 1;
+                }
                 voters.push(node);
             }
         }
@@ -335,9 +379,16 @@ pub fn initial_placement(
 pub fn check(nodes: &[NodeDesc], shards: &[ShardReplicas], replicas: u32) -> Vec<Violation> {
     let topo = Topology::new(nodes);
     let mut out = Vec::new();
-    let whole = |rule, detail| Violation { shard: None, rule, detail };
+    let whole = |rule, detail| Violation {
+        shard: None,
+        rule,
+        detail,
+    };
     for id in &topo.duplicates {
-        out.push(whole(rule::DUPLICATE_REGISTRATION, format!("node {id} is registered more than once")));
+        out.push(whole(
+            rule::DUPLICATE_REGISTRATION,
+            format!("node {id} is registered more than once"),
+        ));
     }
     if !replication_factor_ok(replicas) {
         out.push(whole(
@@ -359,43 +410,81 @@ fn check_numbering(shards: &[ShardReplicas], out: &mut Vec<Violation>) {
         *seen.entry(entry.shard).or_default() += 1;
     }
     let mut push = |shard, detail| {
-        out.push(Violation { shard: Some(shard), rule: rule::SHARD_NUMBERS, detail });
+        out.push(Violation {
+            shard: Some(shard),
+            rule: rule::SHARD_NUMBERS,
+            detail,
+        });
     };
     for (&shard, &times) in &seen {
         if shard as usize >= n {
-            push(shard, format!("shard number {shard} is outside 0..{n} (the map has {n} entries)"));
+            push(
+                shard,
+                format!("shard number {shard} is outside 0..{n} (the map has {n} entries)"),
+            );
         }
         if times > 1 {
-            push(shard, format!("shard {shard} appears {times} times in the map"));
+            push(
+                shard,
+                format!("shard {shard} appears {times} times in the map"),
+            );
         }
     }
     for shard in 0..u32::try_from(n).unwrap_or(u32::MAX) {
         if !seen.contains_key(&shard) {
-            push(shard, format!("shard {shard} is missing from a map of {n} entries"));
+            push(
+                shard,
+                format!("shard {shard} is missing from a map of {n} entries"),
+            );
         }
     }
 }
 
-fn check_shard(topo: &Topology<'_>, entry: &ShardReplicas, replicas: u32, out: &mut Vec<Violation>) {
-    let mut push = |rule, detail| out.push(Violation { shard: Some(entry.shard), rule, detail });
+fn check_shard(
+    topo: &Topology<'_>,
+    entry: &ShardReplicas,
+    replicas: u32,
+    out: &mut Vec<Violation>,
+) {
+    let mut push = |rule, detail| {
+        out.push(Violation {
+            shard: Some(entry.shard),
+            rule,
+            detail,
+        })
+    };
     if entry.voters.len() != replicas as usize {
-        push(rule::VOTER_COUNT, format!("has {} voters, expected {replicas}", entry.voters.len()));
+        push(
+            rule::VOTER_COUNT,
+            format!("has {} voters, expected {replicas}", entry.voters.len()),
+        );
     }
     let voters = tally(&entry.voters);
     let learners = tally(&entry.learners);
     for (role, ids) in [("voters", &voters), ("learners", &learners)] {
         for (id, times) in ids.iter().filter(|(_, &t)| t > 1) {
-            push(rule::DUPLICATE_NODE, format!("node {id} is listed {times} times among {role}"));
+            push(
+                rule::DUPLICATE_NODE,
+                format!("node {id} is listed {times} times among {role}"),
+            );
         }
     }
     for id in learners.keys().filter(|id| voters.contains_key(id)) {
-        push(rule::DUPLICATE_NODE, format!("node {id} is both a voter and a learner"));
+        push(
+            rule::DUPLICATE_NODE,
+            format!("node {id} is both a voter and a learner"),
+        );
     }
     for (role, ids) in [("voter", &voters), ("learner", &learners)] {
         for &id in ids.keys() {
             match topo.state(id) {
-                None => push(rule::UNKNOWN_NODE, format!("{role} {id} is not a registered node")),
-                Some(NodeState::Removed) => push(rule::REMOVED_NODE, format!("{role} {id} is Removed")),
+                None => push(
+                    rule::UNKNOWN_NODE,
+                    format!("{role} {id} is not a registered node"),
+                ),
+                Some(NodeState::Removed) => {
+                    push(rule::REMOVED_NODE, format!("{role} {id} is Removed"))
+                }
                 Some(_) => {}
             }
         }
@@ -415,7 +504,10 @@ fn tally(ids: &[NodeId]) -> BTreeMap<NodeId, usize> {
 
 /// The distinct voters of a shard, grouped by datacenter, and how many distinct voters there
 /// are. Unregistered voters have no datacenter; [`check`] reports them on their own.
-fn voters_by_dc<'a>(topo: &Topology<'a>, voters: &[NodeId]) -> (usize, BTreeMap<&'a str, Vec<NodeId>>) {
+fn voters_by_dc<'a>(
+    topo: &Topology<'a>,
+    voters: &[NodeId],
+) -> (usize, BTreeMap<&'a str, Vec<NodeId>>) {
     let distinct: BTreeSet<NodeId> = voters.iter().copied().collect();
     let mut by_dc: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
     for &id in &distinct {
@@ -431,7 +523,11 @@ fn dc_rules_hold(topo: &Topology<'_>, voters: &[NodeId], replicas: u32) -> bool 
     by_dc.values().all(|ids| ids.len() <= max_per_dc(n)) && by_dc.len() >= replicas.min(3) as usize
 }
 
-fn dc_problems(topo: &Topology<'_>, voters: &[NodeId], replicas: u32) -> Vec<(&'static str, String)> {
+fn dc_problems(
+    topo: &Topology<'_>,
+    voters: &[NodeId],
+    replicas: u32,
+) -> Vec<(&'static str, String)> {
     let (n, by_dc) = voters_by_dc(topo, voters);
     let mut out = Vec::new();
     for (dc, ids) in by_dc.iter().filter(|(_, ids)| ids.len() > max_per_dc(n)) {
@@ -461,14 +557,22 @@ fn dc_problems(topo: &Topology<'_>, voters: &[NodeId], replicas: u32) -> Vec<(&'
 }
 
 fn join(ids: &[NodeId]) -> String {
-    ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replicas (voters and learners) held by each Active node.
 fn replica_load(topo: &Topology<'_>, shards: &[ShardReplicas]) -> Vec<usize> {
     let mut load = vec![0; topo.active.len()];
     for entry in shards {
-        let held: BTreeSet<NodeId> = entry.voters.iter().chain(&entry.learners).copied().collect();
+        let held: BTreeSet<NodeId> = entry
+            .voters
+            .iter()
+            .chain(&entry.learners)
+            .copied()
+            .collect();
         for i in held.into_iter().filter_map(|id| topo.active_index(id)) {
             load[i] += 1;
         }
@@ -478,7 +582,13 @@ fn replica_load(topo: &Topology<'_>, shards: &[ShardReplicas]) -> Vec<usize> {
 
 /// Whether putting `to` in place of `voters[pos]` keeps the datacenter rules.
 /// A move onto a node the shard already holds is never legal.
-fn keeps_rules(topo: &Topology<'_>, entry: &ShardReplicas, pos: usize, to: NodeId, replicas: u32) -> bool {
+fn keeps_rules(
+    topo: &Topology<'_>,
+    entry: &ShardReplicas,
+    pos: usize,
+    to: NodeId,
+    replicas: u32,
+) -> bool {
     if entry.contains(to) {
         return false;
     }
@@ -501,7 +611,8 @@ fn keeps_rules(topo: &Topology<'_>, entry: &ShardReplicas, pos: usize, to: NodeI
 pub fn plan_move(nodes: &[NodeDesc], shards: &[ShardReplicas], replicas: u32) -> Option<Move> {
     let topo = Topology::new(nodes);
     let load = replica_load(&topo, shards);
-    let mut movable: Vec<&ShardReplicas> = shards.iter().filter(|e| e.learners.is_empty()).collect();
+    let mut movable: Vec<&ShardReplicas> =
+        shards.iter().filter(|e| e.learners.is_empty()).collect();
     movable.sort_by_key(|e| e.shard);
 
     for leader_rank in [false, true] {
@@ -515,7 +626,11 @@ pub fn plan_move(nodes: &[NodeDesc], shards: &[ShardReplicas], replicas: u32) ->
                     .filter(|&c| keeps_rules(&topo, entry, pos, topo.active[c], replicas))
                     .min_by_key(|&c| (Some(topo.dcs[topo.dc_of[c]]) != from_dc, load[c], c));
                 if let Some(c) = target {
-                    return Some(Move::Replace { shard: entry.shard, from, to: topo.active[c] });
+                    return Some(Move::Replace {
+                        shard: entry.shard,
+                        from,
+                        to: topo.active[c],
+                    });
                 }
             }
         }
@@ -533,9 +648,15 @@ pub fn plan_move(nodes: &[NodeDesc], shards: &[ShardReplicas], replicas: u32) ->
             let (from, to) = (topo.active[a], topo.active[b]);
             for leader_rank in [false, true] {
                 for entry in &movable {
-                    let Some(pos) = entry.voters.iter().position(|&v| v == from) else { continue };
+                    let Some(pos) = entry.voters.iter().position(|&v| v == from) else {
+                        continue;
+                    };
                     if (pos == 0) == leader_rank && keeps_rules(&topo, entry, pos, to, replicas) {
-                        return Some(Move::Replace { shard: entry.shard, from, to });
+                        return Some(Move::Replace {
+                            shard: entry.shard,
+                            from,
+                            to,
+                        });
                     }
                 }
             }
@@ -584,15 +705,20 @@ fn balance_leaders(topo: &Topology<'_>, shards: &[ShardReplicas]) -> Vec<Option<
             active
         })
         .collect();
-    let mut leader: Vec<Option<usize>> =
-        shards.iter().map(|e| e.preferred_leader().and_then(|id| topo.active_index(id))).collect();
+    let mut leader: Vec<Option<usize>> = shards
+        .iter()
+        .map(|e| e.preferred_leader().and_then(|id| topo.active_index(id)))
+        .collect();
 
     let (mut node_count, mut dc_count) = leader_counts(topo, &leader);
     for (s, candidates) in voters.iter().enumerate() {
         if leader[s].is_some() {
             continue;
         }
-        let best = candidates.iter().copied().min_by_key(|&v| (dc_count[topo.dc_of[v]], node_count[v], v));
+        let best = candidates
+            .iter()
+            .copied()
+            .min_by_key(|&v| (dc_count[topo.dc_of[v]], node_count[v], v));
         if let Some(v) = best {
             leader[s] = Some(v);
             node_count[v] += 1;
@@ -683,8 +809,14 @@ fn improving_chain(
 pub fn apply_move(shards: &mut [ShardReplicas], mv: &Move) -> bool {
     match *mv {
         Move::Replace { shard, from, to } => {
-            let Some(entry) = shards.iter_mut().find(|e| e.shard == shard) else { return false };
-            let slot = entry.voters.iter_mut().chain(entry.learners.iter_mut()).find(|id| **id == from);
+            let Some(entry) = shards.iter_mut().find(|e| e.shard == shard) else {
+                return false;
+            };
+            let slot = entry
+                .voters
+                .iter_mut()
+                .chain(entry.learners.iter_mut())
+                .find(|id| **id == from);
             match slot {
                 Some(slot) => {
                     *slot = to;
@@ -694,7 +826,9 @@ pub fn apply_move(shards: &mut [ShardReplicas], mv: &Move) -> bool {
             }
         }
         Move::PromoteLeader { shard, to } => {
-            let Some(entry) = shards.iter_mut().find(|e| e.shard == shard) else { return false };
+            let Some(entry) = shards.iter_mut().find(|e| e.shard == shard) else {
+                return false;
+            };
             match entry.voters.iter().position(|&v| v == to) {
                 Some(pos) => {
                     entry.voters.swap(0, pos);
@@ -721,7 +855,11 @@ pub fn safe_to_stop(
     let mut reasons = Vec::new();
     for entry in ordered {
         let voters: BTreeSet<NodeId> = entry.voters.iter().copied().collect();
-        let stopped: Vec<NodeId> = voters.iter().copied().filter(|id| stopping.contains(id)).collect();
+        let stopped: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|id| stopping.contains(id))
+            .collect();
         if stopped.is_empty() {
             continue;
         }
@@ -730,7 +868,8 @@ pub fn safe_to_stop(
             .copied()
             .filter(|id| {
                 !stopping.contains(id)
-                    && (down.contains(id) || matches!(topo.state(*id), None | Some(NodeState::Removed)))
+                    && (down.contains(id)
+                        || matches!(topo.state(*id), None | Some(NodeState::Removed)))
             })
             .collect();
         let up = voters.len() - stopped.len() - already.len();

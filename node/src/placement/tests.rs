@@ -1,6 +1,6 @@
 //! Placement tests: fresh maps, the checker, and simulated joins, drains and stops.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::*;
 
@@ -10,14 +10,22 @@ fn cluster(sizes: &[usize]) -> Vec<NodeDesc> {
     for (d, &n) in sizes.iter().enumerate() {
         for _ in 0..n {
             let id = nodes.len() as NodeId + 1;
-            nodes.push(NodeDesc { id, dc: format!("dc{}", d + 1), state: NodeState::Active });
+            nodes.push(NodeDesc {
+                id,
+                dc: format!("dc{}", d + 1),
+                state: NodeState::Active,
+            });
         }
     }
     nodes
 }
 
 fn set_state(nodes: &mut [NodeDesc], id: NodeId, state: NodeState) {
-    nodes.iter_mut().find(|n| n.id == id).expect("node exists").state = state;
+    nodes
+        .iter_mut()
+        .find(|n| n.id == id)
+        .expect("node exists")
+        .state = state;
 }
 
 fn active(nodes: &[NodeDesc]) -> impl Iterator<Item = &NodeDesc> {
@@ -34,7 +42,14 @@ fn replica_counts(nodes: &[NodeDesc], map: &[ShardReplicas]) -> BTreeMap<NodeId,
 /// Preferred leaderships per Active node, zeros included.
 fn leader_counts(nodes: &[NodeDesc], map: &[ShardReplicas]) -> BTreeMap<NodeId, usize> {
     active(nodes)
-        .map(|n| (n.id, map.iter().filter(|e| e.preferred_leader() == Some(n.id)).count()))
+        .map(|n| {
+            (
+                n.id,
+                map.iter()
+                    .filter(|e| e.preferred_leader() == Some(n.id))
+                    .count(),
+            )
+        })
         .collect()
 }
 
@@ -53,7 +68,10 @@ fn by_dc(nodes: &[NodeDesc], counts: &BTreeMap<NodeId, usize>) -> BTreeMap<Strin
 }
 
 fn dc_totals(nodes: &[NodeDesc], counts: &BTreeMap<NodeId, usize>) -> Vec<usize> {
-    by_dc(nodes, counts).values().map(|v| v.iter().sum()).collect()
+    by_dc(nodes, counts)
+        .values()
+        .map(|v| v.iter().sum())
+        .collect()
 }
 
 fn dc_name(nodes: &[NodeDesc], id: NodeId) -> &str {
@@ -65,14 +83,21 @@ fn assert_clean(nodes: &[NodeDesc], map: &[ShardReplicas], replicas: u32, contex
     assert!(
         violations.is_empty(),
         "{context}: {}",
-        violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+        violations
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
 /// The promise for replicas: within every datacenter, Active nodes differ by at most one.
 fn assert_replicas_even_within_dcs(nodes: &[NodeDesc], map: &[ShardReplicas], context: &str) {
     for (dc, counts) in by_dc(nodes, &replica_counts(nodes, map)) {
-        assert!(spread(&counts) <= 1, "{context}: replicas in {dc}: {counts:?}");
+        assert!(
+            spread(&counts) <= 1,
+            "{context}: replicas in {dc}: {counts:?}"
+        );
     }
 }
 
@@ -81,20 +106,42 @@ fn assert_replicas_even_within_dcs(nodes: &[NodeDesc], map: &[ShardReplicas], co
 fn assert_leaders_even(nodes: &[NodeDesc], map: &[ShardReplicas], context: &str) {
     let counts = leader_counts(nodes, map);
     let totals = dc_totals(nodes, &counts);
-    assert!(spread(&totals) <= 1, "{context}: leaders per datacenter: {totals:?}");
+    assert!(
+        spread(&totals) <= 1,
+        "{context}: leaders per datacenter: {totals:?}"
+    );
     for (dc, counts) in by_dc(nodes, &counts) {
-        assert!(spread(&counts) <= 1, "{context}: leaders in {dc}: {counts:?}");
+        assert!(
+            spread(&counts) <= 1,
+            "{context}: leaders in {dc}: {counts:?}"
+        );
     }
 }
 
 /// Plans and applies replica moves until the planner is done, checking the map after every
 /// step. Returns the moves.
-fn rebalance(nodes: &[NodeDesc], map: &mut [ShardReplicas], replicas: u32, max_steps: usize) -> Vec<Move> {
+fn rebalance(
+    nodes: &[NodeDesc],
+    map: &mut [ShardReplicas],
+    replicas: u32,
+    max_steps: usize,
+) -> Vec<Move> {
     let mut moves = Vec::new();
     while let Some(mv) = plan_move(nodes, map, replicas) {
-        assert!(moves.len() < max_steps, "rebalancer did not finish in {max_steps} steps");
-        assert!(apply_move(map, &mv), "planned move {mv:?} does not fit the map");
-        assert_clean(nodes, map, replicas, &format!("after step {} ({mv:?})", moves.len() + 1));
+        assert!(
+            moves.len() < max_steps,
+            "rebalancer did not finish in {max_steps} steps"
+        );
+        assert!(
+            apply_move(map, &mv),
+            "planned move {mv:?} does not fit the map"
+        );
+        assert_clean(
+            nodes,
+            map,
+            replicas,
+            &format!("after step {} ({mv:?})", moves.len() + 1),
+        );
         moves.push(mv);
     }
     moves
@@ -111,7 +158,14 @@ fn apply_leader_moves(nodes: &[NodeDesc], map: &mut [ShardReplicas]) -> usize {
 #[test]
 fn initial_placement_is_valid_and_balanced() {
     // (name, nodes per datacenter, shards, replicas, voters per datacenter in every shard)
-    let cases: &[(&str, &[usize], u32, u32, Option<&[usize]>)] = &[
+    type Case = (
+        &'static str,
+        &'static [usize],
+        u32,
+        u32,
+        Option<&'static [usize]>,
+    );
+    let cases: &[Case] = &[
         ("3 dcs x 1 node", &[1, 1, 1], 64, 3, Some(&[1, 1, 1])),
         ("3 dcs x 2 nodes", &[2, 2, 2], 64, 3, Some(&[1, 1, 1])),
         ("3 dcs x 3 nodes", &[3, 3, 3], 64, 3, Some(&[1, 1, 1])),
@@ -121,13 +175,26 @@ fn initial_placement_is_valid_and_balanced() {
         ("4 dcs x 1 node", &[1, 1, 1, 1], 64, 3, None),
         ("R=5 over 3 dcs", &[2, 2, 2], 64, 5, Some(&[1, 2, 2])),
         ("R=5 over uneven 3 dcs", &[3, 2, 1], 64, 5, Some(&[1, 2, 2])),
-        ("R=5 over 5 dcs x 1", &[1, 1, 1, 1, 1], 64, 5, Some(&[1, 1, 1, 1, 1])),
-        ("R=5 over 5 dcs x 2", &[2, 2, 2, 2, 2], 64, 5, Some(&[1, 1, 1, 1, 1])),
+        (
+            "R=5 over 5 dcs x 1",
+            &[1, 1, 1, 1, 1],
+            64,
+            5,
+            Some(&[1, 1, 1, 1, 1]),
+        ),
+        (
+            "R=5 over 5 dcs x 2",
+            &[2, 2, 2, 2, 2],
+            64,
+            5,
+            Some(&[1, 1, 1, 1, 1]),
+        ),
         ("R=7 over 3 dcs x 3", &[3, 3, 3], 16, 7, None),
     ];
     for &(name, sizes, shards, replicas, shape) in cases {
         let nodes = cluster(sizes);
-        let map = initial_placement(&nodes, shards, replicas).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let map =
+            initial_placement(&nodes, shards, replicas).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(map.len(), shards as usize, "{name}");
         assert_clean(&nodes, &map, replicas, name);
         if let Some(shape) = shape {
@@ -147,8 +214,14 @@ fn initial_placement_is_valid_and_balanced() {
             // Equal datacenters: the promises add up to an even spread over all nodes.
             let replicas_spread = spread(replica_counts(&nodes, &map).values());
             let leaders_spread = spread(leader_counts(&nodes, &map).values());
-            assert!(replicas_spread <= 1, "{name}: replicas spread {replicas_spread}");
-            assert!(leaders_spread <= 1, "{name}: leaders spread {leaders_spread}");
+            assert!(
+                replicas_spread <= 1,
+                "{name}: replicas spread {replicas_spread}"
+            );
+            assert!(
+                leaders_spread <= 1,
+                "{name}: leaders spread {leaders_spread}"
+            );
         }
         // A fresh map is already where the rebalancer and the leader balancer would take it.
         assert_eq!(plan_move(&nodes, &map, replicas), None, "{name}");
@@ -169,6 +242,28 @@ fn uneven_datacenters_share_replicas_within_each_datacenter() {
     let mut totals = dc_totals(&nodes, &leaders);
     totals.sort_unstable();
     assert_eq!(totals, vec![21, 21, 22]);
+}
+
+#[test]
+fn initial_placement_mixes_node_combinations() {
+    // Round-robin in step in every datacenter would pair the same nodes in every shard
+    // (copysets); a drained or failed node's shards would then fall on the same few peers.
+    let nodes = cluster(&[2, 2, 2]);
+    let map = initial_placement(&nodes, 64, 3).unwrap();
+    for a in 1..=6 {
+        for b in (a + 1)..=6 {
+            let shared = map
+                .iter()
+                .filter(|e| e.contains(a) && e.contains(b))
+                .count();
+            let expected = if dc_name(&nodes, a) == dc_name(&nodes, b) {
+                0
+            } else {
+                16
+            };
+            assert_eq!(shared, expected, "nodes {a} and {b}");
+        }
+    }
 }
 
 #[test]
@@ -196,17 +291,28 @@ fn initial_placement_is_deterministic() {
 fn initial_placement_refuses_impossible_layouts() {
     let mut duplicated = cluster(&[1, 1, 1]);
     duplicated.push(duplicated[0].clone());
-    let mut one_dc_draining = cluster(&[1, 1, 1, 1]);
-    set_state(&mut one_dc_draining, 3, NodeState::Draining);
-    set_state(&mut one_dc_draining, 4, NodeState::Removed);
+    let mut one_dc_draining = cluster(&[2, 2, 1, 1]);
+    set_state(&mut one_dc_draining, 5, NodeState::Draining);
+    set_state(&mut one_dc_draining, 6, NodeState::Removed);
     // (name, nodes, shards, replicas, expected error, words the message must contain)
-    let cases: Vec<(&str, Vec<NodeDesc>, u32, u32, PlacementError, &[&str])> = vec![
+    type Case = (
+        &'static str,
+        Vec<NodeDesc>,
+        u32,
+        u32,
+        PlacementError,
+        &'static [&'static str],
+    );
+    let cases: Vec<Case> = vec![
         (
             "two datacenters",
             cluster(&[2, 2]),
             64,
             3,
-            PlacementError::TooFewDatacenters { found: 2, dcs: "dc1, dc2".into() },
+            PlacementError::TooFewDatacenters {
+                found: 2,
+                dcs: "dc1, dc2".into(),
+            },
             &["2 datacenter(s) (dc1, dc2)", "at least 3"],
         ),
         (
@@ -214,7 +320,10 @@ fn initial_placement_refuses_impossible_layouts() {
             one_dc_draining,
             64,
             3,
-            PlacementError::TooFewDatacenters { found: 2, dcs: "dc1, dc2".into() },
+            PlacementError::TooFewDatacenters {
+                found: 2,
+                dcs: "dc1, dc2".into(),
+            },
             &["2 datacenter(s)"],
         ),
         (
@@ -222,7 +331,10 @@ fn initial_placement_refuses_impossible_layouts() {
             cluster(&[1, 1, 1]),
             64,
             5,
-            PlacementError::TooFewNodes { active: 3, replicas: 5 },
+            PlacementError::TooFewNodes {
+                active: 3,
+                replicas: 5,
+            },
             &["3 active node(s)", "5 distinct voters"],
         ),
         (
@@ -241,14 +353,29 @@ fn initial_placement_refuses_impossible_layouts() {
             PlacementError::ReplicationFactor { replicas: 1 },
             &["replication factor 1"],
         ),
-        ("no shards", cluster(&[1, 1, 1]), 0, 3, PlacementError::NoShards, &["at least 1 shard"]),
+        (
+            "no shards",
+            cluster(&[1, 1, 1]),
+            0,
+            3,
+            PlacementError::NoShards,
+            &["at least 1 shard"],
+        ),
         (
             "R=5 cannot avoid a majority",
             cluster(&[3, 1, 1]),
             64,
             5,
-            PlacementError::DatacenterCapacity { replicas: 5, per_dc: 2, capacity: 4 },
-            &["at most 2 voter(s) per datacenter", "only 4", "5 are needed"],
+            PlacementError::DatacenterCapacity {
+                replicas: 5,
+                per_dc: 2,
+                capacity: 4,
+            },
+            &[
+                "at most 2 voter(s) per datacenter",
+                "only 4",
+                "5 are needed",
+            ],
         ),
         (
             "duplicate node id",
@@ -291,7 +418,13 @@ type Mutation = fn(&mut Vec<NodeDesc>, &mut Vec<ShardReplicas>);
 fn check_reports_each_broken_rule() {
     use rule::*;
     // (name, how to break the map, the (shard, rule) pairs expected, text one detail contains)
-    let cases: Vec<(&str, Mutation, Vec<(Option<u32>, &str)>, &str)> = vec![
+    type Case = (
+        &'static str,
+        Mutation,
+        Vec<(Option<u32>, &'static str)>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         ("clean", |_, _| {}, vec![], ""),
         (
             "draining nodes may hold replicas",
@@ -355,15 +488,17 @@ fn check_reports_each_broken_rule() {
         (
             "removed voter",
             |nodes, map| {
-                // Node 1 only holds shards 0 and 2 of this map; remove it from shard 2.
-                assert_eq!(map.iter().filter(|e| e.contains(1)).count(), 2);
-                let e = map.iter_mut().filter(|e| e.contains(1)).nth(1).unwrap();
-                let pos = e.voters.iter().position(|&v| v == 1).unwrap();
-                e.voters[pos] = 2;
-                set_state(nodes, 1, NodeState::Removed);
+                // Only shard 0 keeps its leader x; elsewhere x's datacenter partner takes over.
+                let x = map[0].voters[0];
+                for e in map.iter_mut().skip(1) {
+                    if let Some(pos) = e.voters.iter().position(|&v| v == x) {
+                        e.voters[pos] = partner(x);
+                    }
+                }
+                set_state(nodes, x, NodeState::Removed);
             },
             vec![(Some(0), REMOVED_NODE)],
-            "voter 1 is Removed",
+            " is Removed",
         ),
         (
             "a datacenter holds a majority",
@@ -403,15 +538,18 @@ fn check_reports_each_broken_rule() {
     ];
     for (name, mutate, expected, text) in cases {
         let (mut nodes, mut map) = small_map();
-        assert_eq!(map[0].voters[0], 1, "the cases assume shard 0 is led by node 1");
         mutate(&mut nodes, &mut map);
         let violations = check(&nodes, &map, 3);
-        let mut got: Vec<(Option<u32>, &str)> = violations.iter().map(|v| (v.shard, v.rule)).collect();
+        let mut got: Vec<(Option<u32>, &str)> =
+            violations.iter().map(|v| (v.shard, v.rule)).collect();
         got.sort_unstable();
         let mut expected = expected;
         expected.sort_unstable();
         assert_eq!(got, expected, "{name}: {violations:#?}");
-        assert!(violations.iter().any(|v| v.to_string().contains(text)) || text.is_empty(), "{name}: {violations:#?}");
+        assert!(
+            violations.iter().any(|v| v.to_string().contains(text)) || text.is_empty(),
+            "{name}: {violations:#?}"
+        );
     }
 }
 
@@ -419,7 +557,10 @@ fn check_reports_each_broken_rule() {
 fn check_messages_name_the_numbers() {
     let (nodes, mut map) = small_map();
     map[0].voters = vec![1, 2, 3];
-    let text: Vec<String> = check(&nodes, &map, 3).iter().map(|v| v.to_string()).collect();
+    let text: Vec<String> = check(&nodes, &map, 3)
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     assert_eq!(
         text,
         vec![
@@ -427,8 +568,14 @@ fn check_messages_name_the_numbers() {
             "shard 0: dc-spread: voters span 2 datacenter(s) (dc1, dc2); at least 3 are required",
         ]
     );
-    let factor: Vec<String> = check(&nodes, &[], 2).iter().map(|v| v.to_string()).collect();
-    assert_eq!(factor, vec!["replication-factor: replication factor 2 is not an odd number of at least 3"]);
+    let factor: Vec<String> = check(&nodes, &[], 2)
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(
+        factor,
+        vec!["replication-factor: replication factor 2 is not an odd number of at least 3"]
+    );
 }
 
 #[test]
@@ -436,7 +583,11 @@ fn a_joining_node_takes_its_share_of_its_datacenter() {
     let mut nodes = cluster(&[2, 2, 2]);
     let mut map = initial_placement(&nodes, 64, 3).unwrap();
     let leaders_before: Vec<NodeId> = map.iter().map(|e| e.voters[0]).collect();
-    nodes.push(NodeDesc { id: 7, dc: "dc1".into(), state: NodeState::Active });
+    nodes.push(NodeDesc {
+        id: 7,
+        dc: "dc1".into(),
+        state: NodeState::Active,
+    });
     assert_clean(&nodes, &map, 3, "after join");
 
     let moves = rebalance(&nodes, &mut map, 3, 200);
@@ -448,10 +599,23 @@ fn a_joining_node_takes_its_share_of_its_datacenter() {
     assert_replicas_even_within_dcs(&nodes, &map, "after join");
     assert_eq!(moves.len(), counts[&7], "every move lands on the new node");
     for mv in &moves {
-        assert!(matches!(mv, Move::Replace { from: 1 | 2, to: 7, .. }), "{mv:?}");
+        assert!(
+            matches!(
+                mv,
+                Move::Replace {
+                    from: 1 | 2,
+                    to: 7,
+                    ..
+                }
+            ),
+            "{mv:?}"
+        );
     }
     let leaders_after: Vec<NodeId> = map.iter().map(|e| e.voters[0]).collect();
-    assert_eq!(leaders_after, leaders_before, "non-leader replicas move first");
+    assert_eq!(
+        leaders_after, leaders_before,
+        "non-leader replicas move first"
+    );
 
     // The new node then takes its share of dc1's leaderships.
     assert!(apply_leader_moves(&nodes, &mut map) > 0);
@@ -470,14 +634,18 @@ fn a_draining_node_hands_over_leaderships_then_replicas() {
 
     // Leadership first, the way a node stops being leader before its data leaves.
     let moves = preferred_leader_moves(&nodes, &map);
-    assert!(moves.iter().all(|&(shard, to)| to != 1 && map[shard as usize].voters.contains(&to)));
+    assert!(moves
+        .iter()
+        .all(|&(shard, to)| to != 1 && map[shard as usize].voters.contains(&to)));
     apply_leader_moves(&nodes, &mut map);
     assert_eq!(map.iter().filter(|e| e.voters[0] == 1).count(), 0);
     assert_leaders_even(&nodes, &map, "after leader drain");
 
     let moves = rebalance(&nodes, &mut map, 3, 200);
     assert_eq!(moves.len(), 32);
-    assert!(moves.iter().all(|mv| matches!(mv, Move::Replace { from: 1, to: 2, .. })));
+    assert!(moves
+        .iter()
+        .all(|mv| matches!(mv, Move::Replace { from: 1, to: 2, .. })));
     assert_eq!(map.iter().filter(|e| e.contains(1)).count(), 0);
     assert_eq!(preferred_leader_moves(&nodes, &map), vec![]);
 }
@@ -504,7 +672,13 @@ fn a_drain_crosses_datacenters_when_the_rules_allow() {
     set_state(&mut nodes, 1, NodeState::Draining);
     rebalance(&nodes, &mut map, 3, 200);
     assert_eq!(map.iter().filter(|e| e.contains(1)).count(), 0);
-    assert_eq!(replica_counts(&nodes, &map).values().copied().collect::<Vec<_>>(), vec![64, 64, 64]);
+    assert_eq!(
+        replica_counts(&nodes, &map)
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![64, 64, 64]
+    );
 }
 
 #[test]
@@ -544,7 +718,12 @@ fn shards_with_a_change_in_flight_are_left_alone() {
     set_state(&mut nodes, 1, NodeState::Draining);
     let first = map.iter().position(|e| e.contains(1)).unwrap();
     map[first].learners.push(2);
-    let Some(Move::Replace { shard, from: 1, to: 2 }) = plan_move(&nodes, &map, 3) else {
+    let Some(Move::Replace {
+        shard,
+        from: 1,
+        to: 2,
+    }) = plan_move(&nodes, &map, 3)
+    else {
         panic!("expected a move off node 1");
     };
     assert_ne!(shard, map[first].shard);
@@ -556,7 +735,11 @@ fn balancing_moves_replicas_across_datacenters_when_legal() {
     // of any shard that does not use dc5 yet, which is every shard.
     let mut nodes = cluster(&[1, 1, 1, 1]);
     let mut map = initial_placement(&nodes, 64, 3).unwrap();
-    nodes.push(NodeDesc { id: 5, dc: "dc5".into(), state: NodeState::Active });
+    nodes.push(NodeDesc {
+        id: 5,
+        dc: "dc5".into(),
+        state: NodeState::Active,
+    });
     rebalance(&nodes, &mut map, 3, 200);
     let counts = replica_counts(&nodes, &map);
     assert!(spread(counts.values()) <= 1, "{counts:?}");
@@ -567,16 +750,58 @@ fn balancing_moves_replicas_across_datacenters_when_legal() {
 
 #[test]
 fn apply_move_keeps_ranks() {
-    let mut map = vec![ShardReplicas { shard: 0, voters: vec![1, 3, 5], learners: vec![7] }];
-    assert!(apply_move(&mut map, &Move::Replace { shard: 0, from: 1, to: 2 }));
-    assert_eq!(map[0].voters, vec![2, 3, 5], "the new node keeps the preferred-leader rank");
-    assert!(apply_move(&mut map, &Move::Replace { shard: 0, from: 7, to: 8 }));
+    let mut map = vec![ShardReplicas {
+        shard: 0,
+        voters: vec![1, 3, 5],
+        learners: vec![7],
+    }];
+    assert!(apply_move(
+        &mut map,
+        &Move::Replace {
+            shard: 0,
+            from: 1,
+            to: 2
+        }
+    ));
+    assert_eq!(
+        map[0].voters,
+        vec![2, 3, 5],
+        "the new node keeps the preferred-leader rank"
+    );
+    assert!(apply_move(
+        &mut map,
+        &Move::Replace {
+            shard: 0,
+            from: 7,
+            to: 8
+        }
+    ));
     assert_eq!(map[0].learners, vec![8]);
-    assert!(apply_move(&mut map, &Move::PromoteLeader { shard: 0, to: 5 }));
+    assert!(apply_move(
+        &mut map,
+        &Move::PromoteLeader { shard: 0, to: 5 }
+    ));
     assert_eq!(map[0].voters, vec![5, 3, 2]);
-    assert!(!apply_move(&mut map, &Move::Replace { shard: 0, from: 9, to: 4 }));
-    assert!(!apply_move(&mut map, &Move::PromoteLeader { shard: 1, to: 3 }));
-    assert_eq!(map[0], ShardReplicas { shard: 0, voters: vec![5, 3, 2], learners: vec![8] });
+    assert!(!apply_move(
+        &mut map,
+        &Move::Replace {
+            shard: 0,
+            from: 9,
+            to: 4
+        }
+    ));
+    assert!(!apply_move(
+        &mut map,
+        &Move::PromoteLeader { shard: 1, to: 3 }
+    ));
+    assert_eq!(
+        map[0],
+        ShardReplicas {
+            shard: 0,
+            voters: vec![5, 3, 2],
+            learners: vec![8]
+        }
+    );
 }
 
 #[test]
@@ -589,15 +814,58 @@ fn safe_to_stop_needs_a_majority_of_every_shard() {
     let mut node3_removed = wide.clone();
     set_state(&mut node3_removed, 3, NodeState::Removed);
     // (name, nodes, map, stopping, down, unsafe shards)
-    let cases: Vec<(&str, &[NodeDesc], &[ShardReplicas], &[NodeId], &[NodeId], usize)> = vec![
+    type Case<'a> = (
+        &'static str,
+        &'a [NodeDesc],
+        &'a [ShardReplicas],
+        &'static [NodeId],
+        &'static [NodeId],
+        usize,
+    );
+    let cases: Vec<Case> = vec![
         ("3 x 1, stop one", &small, &small_map, &[1], &[], 0),
         ("3 x 1, stop two", &small, &small_map, &[1, 2], &[], 8),
-        ("3 x 1, stop one while one is down", &small, &small_map, &[1], &[2], 8),
-        ("3 x 1, stop nothing while one is down", &small, &small_map, &[], &[2], 0),
+        (
+            "3 x 1, stop one while one is down",
+            &small,
+            &small_map,
+            &[1],
+            &[2],
+            8,
+        ),
+        (
+            "3 x 1, stop nothing while one is down",
+            &small,
+            &small_map,
+            &[],
+            &[2],
+            0,
+        ),
         ("3 x 2, stop dc1", &wide, &wide_map, &[1, 2], &[], 0),
-        ("3 x 2, stop dc1 while node 3 is down", &wide, &wide_map, &[1, 2], &[3], shards_with(3)),
-        ("3 x 2, stop dc1 while node 3 is removed", &node3_removed, &wide_map, &[1, 2], &[], shards_with(3)),
-        ("3 x 2, stop dc1 while its own node is down", &wide, &wide_map, &[1], &[2], 0),
+        (
+            "3 x 2, stop dc1 while node 3 is down",
+            &wide,
+            &wide_map,
+            &[1, 2],
+            &[3],
+            shards_with(3),
+        ),
+        (
+            "3 x 2, stop dc1 while node 3 is removed",
+            &node3_removed,
+            &wide_map,
+            &[1, 2],
+            &[],
+            shards_with(3),
+        ),
+        (
+            "3 x 2, stop dc1 while its own node is down",
+            &wide,
+            &wide_map,
+            &[1],
+            &[2],
+            0,
+        ),
     ];
     for (name, nodes, map, stopping, down, unsafe_shards) in cases {
         let reasons = safe_to_stop(nodes, map, stopping, down);
@@ -642,7 +910,11 @@ fn every_small_layout_places_cleanly_and_survives_a_join_and_a_drain() {
                 assert_eq!(preferred_leader_moves(&nodes, &map), vec![], "{name}");
 
                 let joined = nodes.len() as NodeId + 1;
-                nodes.push(NodeDesc { id: joined, dc: "dc2".into(), state: NodeState::Active });
+                nodes.push(NodeDesc {
+                    id: joined,
+                    dc: "dc2".into(),
+                    state: NodeState::Active,
+                });
                 rebalance(&nodes, &mut map, replicas, 500);
                 assert_replicas_even_within_dcs(&nodes, &map, &format!("{name} after join"));
 
@@ -650,12 +922,21 @@ fn every_small_layout_places_cleanly_and_survives_a_join_and_a_drain() {
                 rebalance(&nodes, &mut map, replicas, 500);
                 apply_leader_moves(&nodes, &mut map);
                 assert_clean(&nodes, &map, replicas, &format!("{name} after drain"));
-                assert!(map.iter().all(|e| e.voters[0] != 1), "{name}: node 1 still leads");
+                assert!(
+                    map.iter().all(|e| e.voters[0] != 1),
+                    "{name}: node 1 still leads"
+                );
                 // Node 1 empties whenever the nodes left could hold a fresh map.
                 if initial_placement(&nodes, shards, replicas).is_ok() {
-                    assert!(map.iter().all(|e| !e.contains(1)), "{name}: node 1 still holds replicas");
+                    assert!(
+                        map.iter().all(|e| !e.contains(1)),
+                        "{name}: node 1 still holds replicas"
+                    );
                 }
                 assert_replicas_even_within_dcs(&nodes, &map, &format!("{name} after drain"));
+                if sizes.len() == 3 {
+                    assert_leaders_even(&nodes, &map, &format!("{name} after drain"));
+                }
             }
         }
     }

@@ -1,0 +1,188 @@
+//! Balancing in the background: the meta leader moves replicas (joins, drains, balance), and
+//! every node hands each shard it leads to that shard's preferred leader (`voters[0]`), so
+//! leaders spread as placement intends and return to a datacenter that comes back.
+//!
+//! One step at a time, each step re-planned from the current shard map, every replica move
+//! keeping the placement rules (checked by `placement::check` in the tests after every step).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bongsu_proto::internal::StatusRequest;
+use bongsu_raft_store::meta::{shard_group, MetaCommand, MetaSnapshot, NodeState, ShardRecord, META_GROUP};
+use bongsu_raft_store::{GroupId, NodeId};
+
+use crate::admin::placement_state;
+use crate::cluster::admin_client;
+use crate::errors::Result;
+use crate::node::Node;
+use crate::placement::{self, Move, NodeDesc, ShardReplicas};
+
+/// A group whose leadership was just moved is left alone this long.
+const TRANSFER_COOLDOWN: Duration = Duration::from_secs(5);
+
+pub fn spawn(node: Arc<Node>) {
+    tokio::spawn(preferred_leaders(node.clone()));
+    tokio::spawn(rebalancer(node));
+}
+
+fn descs(meta: &MetaSnapshot) -> (Vec<NodeDesc>, Vec<ShardReplicas>) {
+    let nodes = meta.nodes.iter().map(|n| NodeDesc { id: n.node_id, dc: n.dc.clone(), state: placement_state(n.state) }).collect();
+    let shards = meta
+        .shards
+        .iter()
+        .map(|s| ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: s.learners.clone() })
+        .collect();
+    (nodes, shards)
+}
+
+fn active(meta: &MetaSnapshot, id: NodeId) -> bool {
+    meta.node(id).is_some_and(|n| n.state == NodeState::Active)
+}
+
+/// Hands leaderships this node holds to where the shard map wants them, one per tick.
+async fn preferred_leaders(node: Arc<Node>) {
+    let mut last: HashMap<GroupId, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let meta = node.meta();
+        if meta.config.is_none() {
+            continue;
+        }
+        let mut wanted: Vec<(GroupId, NodeId)> = Vec::new();
+        for s in &meta.shards {
+            let g = shard_group(s.shard);
+            if let (Ok(_), Some(&p)) = (node.leading(g), s.voters.first()) {
+                if p != node.id() && node.is_live(p) && active(&meta, p) {
+                    wanted.push((g, p));
+                }
+            }
+        }
+        // The meta group has no preferred leader, but a draining node gives it away.
+        if node.leading(META_GROUP).is_ok() && !active(&meta, node.id()) {
+            let h = node.group(META_GROUP);
+            let voters: Vec<NodeId> =
+                h.map(|h| h.raft.metrics().borrow().membership_config.membership().voter_ids().collect()).unwrap_or_default();
+            if let Some(v) = voters.into_iter().find(|v| *v != node.id() && node.is_live(*v) && active(&meta, *v)) {
+                wanted.insert(0, (META_GROUP, v));
+            }
+        }
+        for (g, to) in wanted {
+            if last.get(&g).is_some_and(|t| t.elapsed() < TRANSFER_COOLDOWN) {
+                continue;
+            }
+            last.insert(g, Instant::now());
+            match node.transfer_leader(g, to).await {
+                Ok(l) => tracing::info!(group = g, leader = l, "moved leadership to its preferred node"),
+                Err(e) => tracing::debug!(group = g, to, error = %e, "leadership transfer"),
+            }
+            break;
+        }
+    }
+}
+
+/// On the meta leader: one rebalancing step per tick.
+async fn rebalancer(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if node.leading(META_GROUP).is_err() {
+            continue;
+        }
+        if let Err(e) = step(&node).await {
+            tracing::warn!(error = %e, "rebalance step");
+        }
+    }
+}
+
+async fn set_replicas(node: &Node, s: &ShardRecord, voters: Vec<NodeId>, learners: Vec<NodeId>) -> Result<u64> {
+    node.propose_meta(MetaCommand::SetReplicas { shard: s.shard, voters, learners, expected_epoch: s.epoch }).await
+}
+
+/// The voters of a group as its members report them, from any node that hosts it.
+async fn group_voters(node: &Node, meta: &MetaSnapshot, s: &ShardRecord) -> Option<BTreeSet<NodeId>> {
+    let g = shard_group(s.shard);
+    if let Some(h) = node.group(g) {
+        return Some(h.raft.metrics().borrow().membership_config.membership().voter_ids().collect());
+    }
+    for id in s.voters.iter().chain(&s.learners) {
+        let Some(n) = meta.node(*id) else { continue };
+        let Ok(mut c) = admin_client(&n.admin_addr).await else { continue };
+        let Ok(st) = c.status(StatusRequest {}).await else { continue };
+        if let Some(gs) = st.into_inner().groups.into_iter().find(|gs| gs.group == g && gs.leader != 0) {
+            return Some(gs.voters.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Does one thing, if anything needs doing: finish an interrupted move, then move preferred
+/// leaderships, then move one replica.
+pub async fn step(node: &Node) -> Result<bool> {
+    let meta = node.meta();
+    let Some(cfg) = meta.config.clone() else { return Ok(false) };
+
+    // A shard listing learners is a move that an earlier meta leader did not finish: make the
+    // map agree with the group's own membership.
+    if let Some(s) = meta.shards.iter().find(|s| !s.learners.is_empty()) {
+        let Some(actual) = group_voters(node, &meta, s).await else { return Ok(false) };
+        let mut voters: Vec<NodeId> = s.voters.iter().copied().filter(|v| actual.contains(v)).collect();
+        for v in &actual {
+            if !voters.contains(v) {
+                // The newcomer takes the rank of the voter it replaced.
+                let pos = s.voters.iter().position(|old| !actual.contains(old)).unwrap_or(voters.len());
+                voters.insert(pos.min(voters.len()), *v);
+            }
+        }
+        set_replicas(node, s, voters, Vec::new()).await?;
+        return Ok(true);
+    }
+
+    let (nodes, shards) = descs(&meta);
+    if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards).into_iter().next() {
+        let s = &meta.shards[shard as usize];
+        let mut voters = s.voters.clone();
+        voters.retain(|v| *v != to);
+        voters.insert(0, to);
+        set_replicas(node, s, voters, s.learners.clone()).await?;
+        return Ok(true);
+    }
+
+    match placement::plan_move(&nodes, &shards, cfg.replicas) {
+        None => Ok(false),
+        Some(Move::PromoteLeader { shard, to }) => {
+            let s = &meta.shards[shard as usize];
+            let mut voters = s.voters.clone();
+            voters.retain(|v| *v != to);
+            voters.insert(0, to);
+            set_replicas(node, s, voters, s.learners.clone()).await?;
+            Ok(true)
+        }
+        Some(Move::Replace { shard, from, to }) => {
+            let s = &meta.shards[shard as usize];
+            let g = shard_group(shard);
+            tracing::info!(shard, from, to, "moving replica");
+            // 1. List the newcomer, so it starts the group and can be caught up.
+            set_replicas(node, s, s.voters.clone(), vec![to]).await?;
+            // 2. The group's leader adds it, waits for it, and swaps it in.
+            let moved = node.move_replica(g, from, to).await;
+            // 3. Record the outcome (or, on failure, forget the newcomer).
+            node.refresh_meta()?;
+            let now = node.meta();
+            let Some(s) = now.shards.get(shard as usize).cloned() else { return Ok(true) };
+            match moved {
+                Ok(_) => {
+                    let voters = s.voters.iter().map(|v| if *v == from { to } else { *v }).collect();
+                    set_replicas(node, &s, voters, Vec::new()).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(shard, from, to, error = %e, "replica move failed; will re-plan");
+                    set_replicas(node, &s, s.voters.clone(), Vec::new()).await?;
+                }
+            }
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Moving leadership and replicas of one group: leader transfer and replica moves, both run
+//! on the group's leader (requests that reach another node are forwarded there).
+//!
+//! openraft 0.9 has no leader-transfer call, and its followers refuse to vote while their
+//! leader lease (`election_max_ms` since they last heard from the leader) runs. So a transfer
+//! is: the leader stops heartbeats and refuses new writes for the group (clients retry:
+//! sends are idempotent), the target is asked to start an election once the lease has run
+//! out, and the leader steps down when it sees the target's higher term. Writes to that
+//! group pause for about one lease; drains and leader returns move one group at a time.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bongsu_proto::internal::{CampaignRequest, MoveReplicaRequest, TransferLeaderRequest};
+use bongsu_proto::ErrorCode;
+use bongsu_raft_store::{GroupId, NodeId, NodeInfo};
+use openraft::ServerState;
+
+use crate::cluster::{admin_client, info_of, status_to_error};
+use crate::errors::{NodeError, Result};
+use crate::node::Node;
+
+/// A target further behind than this is not handed leadership.
+const MAX_TRANSFER_LAG: u64 = 64;
+/// How long a learner may take to catch up before a move gives up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Node {
+    /// Where to forward a request for `group`: its leader if this node knows it, else a live
+    /// replica from the shard map, which does.
+    fn leader_admin(&self, group: GroupId) -> Result<String> {
+        if let Some((id, info)) = self.leader_of(group) {
+            if id != self.id() {
+                return Ok(info.admin_addr);
+            }
+        }
+        if self.group(group).is_none() {
+            let meta = self.meta();
+            let shard = bongsu_raft_store::meta::group_shard(group).and_then(|s| meta.shards.get(s as usize));
+            if let Some(s) = shard {
+                let replica = s.voters.iter().find(|v| **v != self.id() && self.is_live(**v));
+                if let Some(n) = replica.and_then(|v| meta.node(*v)) {
+                    return Ok(n.admin_addr.clone());
+                }
+            }
+        }
+        Err(NodeError::Unavailable(format!("group {group} has no leader to forward to")))
+    }
+
+    /// Hands leadership of `group` to voter `to`; returns the new leader.
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<NodeId> {
+        let h = match self.leading(group) {
+            Ok(h) => h,
+            Err(_) => {
+                let addr = self.leader_admin(group)?;
+                let r = admin_client(&addr)
+                    .await?
+                    .transfer_leader(TransferLeaderRequest { group, to_node: to })
+                    .await
+                    .map_err(|s| status_to_error(&s))?;
+                return Ok(r.into_inner().leader);
+            }
+        };
+        if to == self.id() {
+            return Ok(to);
+        }
+        let m = h.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        if !membership.voter_ids().any(|v| v == to) {
+            return Err(NodeError::rejected(ErrorCode::FailedPrecondition, format!("node {to} is not a voter of group {group}")));
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index).unwrap_or(0);
+        if last.saturating_sub(matched) > MAX_TRANSFER_LAG {
+            return Err(NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("node {to} is {} entries behind in group {group}", last - matched),
+            ));
+        }
+        let Some(info) = membership.get_node(&to).cloned() else {
+            return Err(NodeError::rejected(ErrorCode::UnknownNode, format!("no address for node {to}")));
+        };
+        let lease = Duration::from_millis(self.cfg.timing.election_max_ms + 50);
+        self.set_transferring(group, true);
+        h.raft.runtime_config().heartbeat(false);
+        let result = async {
+            admin_client(&info.admin_addr)
+                .await?
+                .campaign(CampaignRequest { group, delay_ms: lease.as_millis() as u64 })
+                .await
+                .map_err(|s| status_to_error(&s))?;
+            let mut metrics = h.raft.metrics();
+            let deadline = tokio::time::Instant::now() + lease * 5;
+            loop {
+                let (state, leader) = {
+                    let m = metrics.borrow_and_update();
+                    (m.state, m.current_leader)
+                };
+                if state != ServerState::Leader {
+                    if let Some(l) = leader {
+                        return Ok(l);
+                    }
+                }
+                match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => return Err(NodeError::Unavailable(format!("group {group}: node {to} did not take over"))),
+                }
+            }
+        }
+        .await;
+        h.raft.runtime_config().heartbeat(true);
+        self.set_transferring(group, false);
+        let leader = result?;
+        tracing::info!(group, from = self.id(), to = leader, "leadership transferred");
+        Ok(leader)
+    }
+
+    /// Starts an election for `group` after `delay` (run on a transfer's target).
+    pub fn campaign(&self, group: GroupId, delay: Duration) -> Result<()> {
+        let h = self.group(group).ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, format!("group {group} is not hosted here")))?;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = h.raft.trigger().elect().await {
+                tracing::warn!(group = h.group, error = %e, "campaign");
+            }
+        });
+        Ok(())
+    }
+
+    /// Replaces voter `from` of `group` by `to`: `to` joins as a learner, catches up, and one
+    /// membership change swaps the two, so the group never has fewer than its voters.
+    pub async fn move_replica(&self, group: GroupId, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
+        let h = match self.leading(group) {
+            Ok(h) => h,
+            Err(_) => return self.forward_move(group, from, to).await,
+        };
+        let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.contains(&to) && !voters.contains(&from) {
+            return Ok(voters.into_iter().collect()); // done before
+        }
+        if !voters.contains(&from) {
+            return Err(NodeError::rejected(ErrorCode::FailedPrecondition, format!("node {from} is not a voter of group {group}")));
+        }
+        if from == self.id() {
+            // A leader does not remove itself: hand over first, then let the new leader move.
+            let other = voters.iter().copied().find(|v| *v != from && *v != to && self.is_live(*v));
+            let other = other.ok_or_else(|| NodeError::Unavailable(format!("group {group}: no live voter to take over")))?;
+            self.transfer_leader(group, other).await?;
+            return self.forward_move(group, from, to).await;
+        }
+        let info: NodeInfo = self
+            .meta()
+            .node(to)
+            .map(info_of)
+            .ok_or_else(|| NodeError::rejected(ErrorCode::UnknownNode, format!("node {to} is not registered")))?;
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, h.raft.add_learner(to, info, true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(NodeError::Unavailable(format!("group {group}: add learner {to}: {e}"))),
+            Err(_) => return Err(NodeError::Unavailable(format!("group {group}: learner {to} did not catch up"))),
+        }
+        voters.remove(&from);
+        voters.insert(to);
+        h.raft
+            .change_membership(voters.clone(), false)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("group {group}: change membership: {e}")))?;
+        tracing::info!(group, from, to, "replica moved");
+        Ok(voters.into_iter().collect())
+    }
+
+    async fn forward_move(&self, group: GroupId, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
+        // The leader may have just changed; give the group a moment to settle.
+        for _ in 0..20 {
+            if self.leading(group).is_err() {
+                if let Ok(addr) = self.leader_admin(group) {
+                    let r = admin_client(&addr)
+                        .await?
+                        .move_replica(MoveReplicaRequest { group, from_node: from, to_node: to })
+                        .await
+                        .map_err(|s| status_to_error(&s))?;
+                    return Ok(r.into_inner().voters);
+                }
+            } else {
+                return Box::pin(self.move_replica(group, from, to)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(NodeError::Unavailable(format!("group {group} has no leader")))
+    }
+}
