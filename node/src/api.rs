@@ -116,6 +116,8 @@ impl Node {
         let user = UserId::try_from(req.user.as_slice()).map_err(bad)?;
         let group = shard_group(shard_of(&conv.0, self.shard_count()?));
         let h = self.leading(group)?;
+        // A read index needs a heartbeat round; a quiesced group must be awake for it.
+        crate::quiesce::wake(&h);
         h.raft.ensure_linearizable().await.map_err(|_| self.not_leader(group))?;
         let view = h.sm.view();
         let Some(info) = view.conversation(&conv)? else {

@@ -50,6 +50,7 @@ impl Node {
         if self.is_transferring(group) {
             return Err(NodeError::Unavailable(format!("group {group} is handing over its leadership; retry")));
         }
+        crate::quiesce::wake(&h);
         match h.raft.client_write(cmd).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader(group)),
@@ -157,6 +158,7 @@ pub fn spawn_background(node: Arc<Node>) {
     tokio::spawn(follow_meta(node.clone()));
     tokio::spawn(liveness(node.clone()));
     crate::rebalance::spawn(node.clone());
+    crate::quiesce::spawn(node.clone());
     tokio::spawn(join(node));
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod errors;
 pub mod node;
 pub mod placement;
+pub mod quiesce;
 pub mod rebalance;
 pub mod server;
 pub mod transfer;

@@ -33,6 +33,7 @@ pub struct Node {
     create_lock: tokio::sync::Mutex<()>,
     meta_tx: watch::Sender<Arc<MetaSnapshot>>,
     heard: Mutex<HashMap<NodeId, Instant>>,
+    pub started: Instant,
     /// Groups handing their leadership over: they take no new writes meanwhile.
     transferring: Mutex<HashSet<GroupId>>,
 }
@@ -69,11 +70,14 @@ impl Node {
             create_lock: tokio::sync::Mutex::new(()),
             meta_tx,
             heard: Mutex::new(HashMap::new()),
+            started: Instant::now(),
             transferring: Mutex::new(HashSet::new()),
         });
-        node.ensure_group(META_GROUP).await?;
-        for g in node.store.groups()? {
-            node.ensure_group(g).await?;
+        // A restarted node must not disrupt healthy leaders: its groups do not campaign until
+        // they have heard from their leader or found they have none (see `quiesce`).
+        for g in std::iter::once(META_GROUP).chain(node.store.groups()?) {
+            let h = node.ensure_group(g).await?;
+            h.raft.runtime_config().elect(false);
         }
         Ok(node)
     }

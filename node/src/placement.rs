@@ -26,11 +26,12 @@
 //!   Across datacenters the rules usually fix the split (R = 3 over three datacenters gives each
 //!   datacenter one replica of every shard, however many nodes it has); the planner still takes
 //!   any legal move from a node to one holding two or more fewer.
-//! - Preferred leaders (`voters[0]`): first even over datacenters, because losing a datacenter
-//!   stalls writes in exactly the shards it led until they elect again; then even over the nodes
-//!   of each datacenter.
-//!   Leadership can only go to a shard's own voters, so a leader balance is a chain of
-//!   transfers; [`preferred_leader_moves`] follows chains until no chain improves the balance.
+//! - Preferred leaders (`voters[0]`): as even over datacenters as the shards' voters allow,
+//!   because losing a datacenter stalls writes in exactly the shards it led until they elect
+//!   again; then as even over nodes as that allows; then the fewest changes from the current
+//!   map. With every shard spanning every datacenter (R = 3 or 5 over three), datacenter
+//!   counts differ by at most 1. [`preferred_leader_moves`] computes this exactly (a
+//!   minimum-cost flow), and [`initial_placement`] hands out maps that already satisfy it.
 //!
 //! # Moves
 //!
@@ -40,7 +41,7 @@
 
 use std::cmp::Reverse;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -665,9 +666,16 @@ pub fn plan_move(nodes: &[NodeDesc], shards: &[ShardReplicas], replicas: u32) ->
     None
 }
 
-/// Preferred-leader changes, as (shard, new `voters[0]`), sorted by shard, that move every
-/// preferred leadership off non-Active nodes and even leaderships out: over datacenters
-/// first, then over the nodes of each datacenter. Empty when nothing improves.
+/// Preferred-leader changes, as (shard, new `voters[0]`) sorted by shard, that take the
+/// map to the nearest leader layout that is as even as possible: every preferred leadership
+/// on an Active voter, datacenter counts as even as the shards' voters allow, node counts as
+/// even as possible among those, and the fewest changes that get there.
+/// Empty when the map is already there.
+///
+/// The moves may be applied all at once or one at a time with a fresh plan after each: every
+/// applied move brings the map exactly one move closer to the nearest even layout, so the
+/// plans converge in as many moves as the first plan listed, and a half-applied plan is
+/// finished, never undone.
 pub fn preferred_leader_moves(nodes: &[NodeDesc], shards: &[ShardReplicas]) -> Vec<(u32, NodeId)> {
     let topo = Topology::new(nodes);
     let leaders = balance_leaders(&topo, shards);
@@ -686,12 +694,18 @@ pub fn preferred_leader_moves(nodes: &[NodeDesc], shards: &[ShardReplicas]) -> V
 /// The balanced preferred leader (an Active node index) of each shard, `None` for a shard
 /// with no Active voter.
 ///
-/// Leaders on non-Active nodes go to the shard's Active voter in the datacenter, then the
-/// node, with the fewest leaders. Then chains of transfers run: a chain takes a leadership
-/// from `a` to a voter `x` of the same shard, one of `x`'s to `y`, ..., ending at `c`; only
-/// `a` and `c` change counts (and their datacenters). A chain is taken only if it lowers the
-/// sum of squared datacenter counts, or keeps it and lowers the sum of squared node counts;
-/// that pair decreases strictly (in lexicographic order), so the loop ends.
+/// This is a minimum-cost flow: each shard sends one unit to one of its Active voters, each
+/// node passes its units to its datacenter. The cost, compared lexicographically, is
+/// (sum of squared datacenter counts, sum of squared node counts, shards whose leader
+/// changed). Sums of squares are convex, so an assignment is optimal exactly when its
+/// residual graph has no negative cycle; this starts from the current leaders (shards led
+/// by non-Active nodes take their least-loaded Active voter) and cancels negative cycles
+/// until none is left. Each cancellation lowers the cost, so the loop ends.
+///
+/// Optimal for the first two terms means even "as far as possible" in the strong sense:
+/// no other assignment has a lower maximum, or lower sum of squares, per datacenter. The
+/// third term picks, among those, the one nearest the current map; that is what makes
+/// applying a plan one move at a time converge (see [`preferred_leader_moves`]).
 fn balance_leaders(topo: &Topology<'_>, shards: &[ShardReplicas]) -> Vec<Option<usize>> {
     let voters: Vec<Vec<usize>> = shards
         .iter()
@@ -705,10 +719,11 @@ fn balance_leaders(topo: &Topology<'_>, shards: &[ShardReplicas]) -> Vec<Option<
             active
         })
         .collect();
-    let mut leader: Vec<Option<usize>> = shards
+    let current: Vec<Option<usize>> = shards
         .iter()
         .map(|e| e.preferred_leader().and_then(|id| topo.active_index(id)))
         .collect();
+    let mut leader = current.clone();
 
     let (mut node_count, mut dc_count) = leader_counts(topo, &leader);
     for (s, candidates) in voters.iter().enumerate() {
@@ -726,11 +741,10 @@ fn balance_leaders(topo: &Topology<'_>, shards: &[ShardReplicas]) -> Vec<Option<
         }
     }
 
-    while let Some(chain) = improving_chain(topo, &voters, &leader, &node_count, &dc_count) {
-        for (s, to) in chain {
+    while let Some(cycle) = negative_cycle(topo, &voters, &current, &leader) {
+        for (s, to) in cycle {
             leader[s] = Some(to);
         }
-        (node_count, dc_count) = leader_counts(topo, &leader);
     }
     leader
 }
@@ -745,62 +759,120 @@ fn leader_counts(topo: &Topology<'_>, leader: &[Option<usize>]) -> (Vec<usize>, 
     (node_count, dc_count)
 }
 
-/// The shortest improving chain from the most loaded source that has one, as the (shard, new
-/// leader) steps to apply; see [`balance_leaders`].
-fn improving_chain(
+/// (datacenter sum of squares, node sum of squares, changed shards); tuples compare
+/// lexicographically, which is the priority order.
+type Cost = (i64, i64, i64);
+
+/// An edge of the residual graph; `shard` is the (shard, new leader) it stands for, if any.
+struct Arc {
+    from: usize,
+    to: usize,
+    cost: Cost,
+    shard: Option<(usize, usize)>,
+}
+
+/// A negative cycle of the residual graph of [`balance_leaders`], as the (shard, new leader)
+/// steps it takes, or `None` when the assignment is optimal.
+///
+/// Vertices: Active nodes `0..n`, datacenters `n..n + d`, a sink `n + d`. Arcs: a node gives
+/// a shard it leads to another Active voter of it; a node takes one more leadership (node to
+/// its datacenter) or gives one up (datacenter to node); a datacenter takes one more (to the
+/// sink) or gives one up (from the sink). Count arcs cost the change in the sum of squares.
+/// A simple cycle changes every count by at most one, so those marginal costs are exact, and
+/// it passes each node once, so it moves each shard at most once.
+fn negative_cycle(
     topo: &Topology<'_>,
     voters: &[Vec<usize>],
+    current: &[Option<usize>],
     leader: &[Option<usize>],
-    node_count: &[usize],
-    dc_count: &[usize],
 ) -> Option<Vec<(usize, usize)>> {
-    let n = topo.active.len();
-    let mut led: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let (n, d) = (topo.active.len(), topo.dcs.len());
+    let sink = n + d;
+    let (node_count, dc_count) = leader_counts(topo, leader);
+    let mut arcs = Vec::new();
     for (s, l) in leader.iter().enumerate() {
-        if let Some(l) = *l {
-            led[l].push(s);
+        let Some(x) = *l else { continue };
+        let changed = |v: usize| i64::from(current[s] != Some(v));
+        for &y in voters[s].iter().filter(|&&y| y != x) {
+            let cost = (0, 0, changed(y) - changed(x));
+            arcs.push(Arc {
+                from: x,
+                to: y,
+                cost,
+                shard: Some((s, y)),
+            });
         }
     }
-    let improves = |a: usize, c: usize| {
-        let node_gain = node_count[a] >= node_count[c] + 2;
-        let (da, dc) = (dc_count[topo.dc_of[a]], dc_count[topo.dc_of[c]]);
-        if topo.dc_of[a] == topo.dc_of[c] {
-            node_gain
-        } else {
-            da >= dc + 2 || (da == dc + 1 && node_gain)
+    // The sum of squares grows by 2c + 1 when a count c goes up and by 1 - 2c when it goes down.
+    for (v, &c) in node_count.iter().enumerate() {
+        let (c, dc) = (c as i64, n + topo.dc_of[v]);
+        arcs.push(Arc {
+            from: v,
+            to: dc,
+            cost: (0, 2 * c + 1, 0),
+            shard: None,
+        });
+        if c > 0 {
+            arcs.push(Arc {
+                from: dc,
+                to: v,
+                cost: (0, 1 - 2 * c, 0),
+                shard: None,
+            });
         }
-    };
-    let mut sources: Vec<usize> = (0..n).filter(|&a| node_count[a] > 0).collect();
-    sources.sort_by_key(|&a| (Reverse(dc_count[topo.dc_of[a]]), Reverse(node_count[a]), a));
-    for a in sources {
-        // parent[x] = (previous node, shard whose leadership goes to x).
-        let mut parent: Vec<Option<(usize, usize)>> = vec![None; n];
-        let mut visited = vec![false; n];
-        visited[a] = true;
-        let mut queue = VecDeque::from([a]);
-        while let Some(x) = queue.pop_front() {
-            for &s in &led[x] {
-                for &y in &voters[s] {
-                    if visited[y] {
-                        continue;
-                    }
-                    visited[y] = true;
-                    parent[y] = Some((x, s));
-                    if improves(a, y) {
-                        let mut chain = Vec::new();
-                        let mut at = y;
-                        while let Some((prev, shard)) = parent[at] {
-                            chain.push((shard, at));
-                            at = prev;
-                        }
-                        return Some(chain);
-                    }
-                    queue.push_back(y);
-                }
+    }
+    for (k, &c) in dc_count.iter().enumerate() {
+        let c = c as i64;
+        arcs.push(Arc {
+            from: n + k,
+            to: sink,
+            cost: (2 * c + 1, 0, 0),
+            shard: None,
+        });
+        if c > 0 {
+            arcs.push(Arc {
+                from: sink,
+                to: n + k,
+                cost: (1 - 2 * c, 0, 0),
+                shard: None,
+            });
+        }
+    }
+
+    // Bellman-Ford from a virtual source at distance zero from every vertex: a relaxation in
+    // round `vertices` means a negative cycle, found by walking back `vertices` parents.
+    let vertices = sink + 1;
+    let mut dist: Vec<Cost> = vec![(0, 0, 0); vertices];
+    let mut parent: Vec<Option<usize>> = vec![None; vertices];
+    let mut relaxed = None;
+    for _ in 0..vertices {
+        relaxed = None;
+        for (i, arc) in arcs.iter().enumerate() {
+            let (a, b) = (dist[arc.from], arc.cost);
+            let through = (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+            if through < dist[arc.to] {
+                dist[arc.to] = through;
+                parent[arc.to] = Some(i);
+                relaxed = Some(arc.to);
             }
         }
+        relaxed?;
     }
-    None
+    // Every vertex on a relaxed path has a parent, so the `?`s below cannot fire.
+    let mut v = relaxed?;
+    for _ in 0..vertices {
+        v = arcs[parent[v]?].from;
+    }
+    let start = v;
+    let mut steps = Vec::new();
+    loop {
+        let arc = &arcs[parent[v]?];
+        steps.extend(arc.shard);
+        v = arc.from;
+        if v == start {
+            return Some(steps);
+        }
+    }
 }
 
 /// Applies one move to a shard map, as the meta group would once the node carried it out.

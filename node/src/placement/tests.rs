@@ -941,3 +941,59 @@ fn every_small_layout_places_cleanly_and_survives_a_join_and_a_drain() {
         }
     }
 }
+
+#[test]
+fn leader_plans_converge_when_applied_one_move_at_a_time() {
+    // The node applies the first planned leader move, then plans again. Each move must bring
+    // the map one move closer, so the count of moves equals the first plan's length.
+    let layouts: &[&[usize]] = &[
+        &[2, 2, 2],
+        &[3, 3, 3],
+        &[3, 1, 2],
+        &[2, 3, 2, 1],
+        &[1, 1, 1, 1],
+    ];
+    for &sizes in layouts {
+        for replicas in [3, 5] {
+            for drained in [1, 2, 3] {
+                let name = format!("{sizes:?} R={replicas} draining {drained}");
+                let mut nodes = cluster(sizes);
+                let Ok(mut map) = initial_placement(&nodes, 64, replicas) else {
+                    continue;
+                };
+                let joined = nodes.len() as NodeId + 1;
+                nodes.push(NodeDesc {
+                    id: joined,
+                    dc: "dc1".into(),
+                    state: NodeState::Active,
+                });
+                rebalance(&nodes, &mut map, replicas, 200);
+                set_state(&mut nodes, drained, NodeState::Draining);
+
+                let mut batch_map = map.clone();
+                let planned = apply_leader_moves(&nodes, &mut batch_map);
+                let mut applied = 0;
+                while let Some(&(shard, to)) = preferred_leader_moves(&nodes, &map).first() {
+                    assert!(apply_move(&mut map, &Move::PromoteLeader { shard, to }));
+                    applied += 1;
+                    assert!(
+                        applied <= planned,
+                        "{name}: more moves than the {planned} planned"
+                    );
+                }
+                assert_eq!(applied, planned, "{name}");
+                // Both ways end at an optimum: the same datacenter spread, the same sum of
+                // squares over nodes, and nothing left to do.
+                let shape = |m: &[ShardReplicas]| {
+                    let counts = leader_counts(&nodes, m);
+                    let mut totals = dc_totals(&nodes, &counts);
+                    totals.sort_unstable();
+                    (totals, counts.values().map(|c| c * c).sum::<usize>())
+                };
+                assert_eq!(shape(&map), shape(&batch_map), "{name}");
+                assert_eq!(preferred_leader_moves(&nodes, &batch_map), vec![], "{name}");
+                assert!(map.iter().all(|e| e.voters[0] != drained), "{name}");
+            }
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! A small client of the nodes' internal API, for tests only (the real SDK comes later).
 //!
 //! It sends each call to one node, follows `NOT_LEADER` leader hints, and otherwise moves on
-//! to the next node with a short backoff until its deadline; any other stable code ends the
-//! call. Retrying writes is safe because they are idempotent: an append carries its
+//! to the next node, pausing briefly after each round of all nodes, until its deadline; any
+//! other stable code ends the call. Retrying writes is safe because they are idempotent: an append carries its
 //! `client_msg_id`, and creating a conversation that exists with the same kind and creator is
 //! a success.
 
@@ -138,6 +138,9 @@ impl TestClient {
         let mut at = first.and_then(|id| self.index_of(id)).unwrap_or_else(|| rand::rng().random_range(0..self.nodes.len()));
         let mut attempts = 0;
         let mut hops = 0;
+        // Nodes asked since the last pause: the client pauses once per round of every node, so
+        // that it finds a new leader quickly even where most nodes do not host the shard.
+        let mut round = 0;
         let mut backoff = BACKOFF_MIN;
         loop {
             attempts += 1;
@@ -168,9 +171,13 @@ impl TestClient {
                 }
                 _ => {
                     hops = 0;
+                    round += 1;
                     at = (at + 1) % self.nodes.len();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if round >= self.nodes.len() {
+                        round = 0;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 pub use bongsu_node::config::Timing;
@@ -125,9 +125,13 @@ impl NodeProc {
         fs::write(self.config_path(), text).with_context(|| format!("write {}", self.config_path().display()))
     }
 
+    /// Appends a line to the node's log, stamped like the node's own lines (UTC).
     fn note(&self, line: &str) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let day_ms = now.as_millis() % 86_400_000;
+        let (h, m, sec, ms) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000);
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(self.log_path()) {
-            let _ = writeln!(f, "=== harness: {line} ===");
+            let _ = writeln!(f, "=== {h:02}:{m:02}:{sec:02}.{ms:03}Z harness: {line} ===");
         }
     }
 
@@ -144,6 +148,7 @@ impl NodeProc {
             .arg("--config")
             .arg(self.config_path())
             .env("RUST_LOG", std::env::var("BONGSU_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()))
+            .env("NO_COLOR", "1")
             .env_remove("BONGSU_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

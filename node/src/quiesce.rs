@@ -1,0 +1,164 @@
+//! Quiescing idle groups, and elections driven by node liveness.
+//!
+//! Per-group heartbeats do not scale: 1,000 groups × 2 followers × 20 heartbeats a second is
+//! 40,000 messages a second from one node. As in CockroachDB, a group with no new entries
+//! for a while stops its timers: its followers first stop electing and ticking, then its
+//! leader stops heartbeating and ticking. A new entry wakes it (the leader on the write, the
+//! followers when the entry arrives). What a quiesced group loses is its own failure
+//! detector, so node liveness (one ping per node pair) stands in: when a peer's pings lapse,
+//! the surviving voters of every group it led wake up and start an election at once,
+//! staggered by rank so that they do not split the vote.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bongsu_raft_store::{GroupId, NodeId};
+use openraft::ServerState;
+
+use crate::node::{GroupHandle, Node};
+
+/// Followers quiesce first, so that a leader never goes quiet while its followers still expect
+/// heartbeats (they would elect a new leader for nothing).
+const FOLLOWER_IDLE: Duration = Duration::from_secs(2);
+const LEADER_IDLE: Duration = Duration::from_secs(3);
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Delay between the ranks of voters that campaign after their leader's node died.
+const RANK_STAGGER: Duration = Duration::from_millis(60);
+
+struct Activity {
+    last_index: Option<u64>,
+    leader: Option<NodeId>,
+    since: Instant,
+    quiesced: bool,
+    campaigned_for: Option<NodeId>,
+}
+
+/// Turns a group's timers back on.
+pub fn wake(h: &GroupHandle) {
+    let rc = h.raft.runtime_config();
+    rc.tick(true);
+    rc.heartbeat(true);
+    rc.elect(true);
+}
+
+pub fn spawn(node: Arc<Node>) {
+    tokio::spawn(run(node));
+}
+
+async fn run(node: Arc<Node>) {
+    let mut groups: HashMap<GroupId, Activity> = HashMap::new();
+    let mut was_live: HashMap<NodeId, bool> = HashMap::new();
+    // How long a restarted node waits to hear from a leader before its groups may campaign.
+    let t = &node.cfg.timing;
+    let startup_grace = Duration::from_millis(t.liveness_timeout_ms * 2 + t.election_max_ms);
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let hosted = node.groups();
+        groups.retain(|g, _| hosted.iter().any(|h| h.group == *g));
+        // Peers that just came back (restarted, or a healed partition) hear at once from the
+        // quiet groups this node leads, so they learn their leader instead of campaigning.
+        let mut returned = Vec::new();
+        for id in node.known_peers().into_keys() {
+            let live = node.is_live(id);
+            if live && !was_live.insert(id, live).unwrap_or(true) {
+                returned.push(id);
+            }
+        }
+        for h in hosted {
+            let m = h.raft.metrics().borrow().clone();
+            let a = groups.entry(h.group).or_insert(Activity {
+                last_index: m.last_log_index,
+                leader: m.current_leader,
+                since: Instant::now(),
+                quiesced: false,
+                campaigned_for: None,
+            });
+            if a.last_index != m.last_log_index || a.leader != m.current_leader {
+                a.last_index = m.last_log_index;
+                a.leader = m.current_leader;
+                a.since = Instant::now();
+                a.campaigned_for = None;
+                if a.quiesced {
+                    wake(&h);
+                    a.quiesced = false;
+                }
+            }
+            let leader = m.current_leader;
+            if m.state == ServerState::Leader
+                && returned.iter().any(|p| m.membership_config.membership().get_node(p).is_some())
+            {
+                let _ = h.raft.trigger().heartbeat().await;
+            }
+            if leader.is_none() && m.state != ServerState::Leader && node.started.elapsed() > startup_grace {
+                // No leader heard of since the grace period: let the group elect one.
+                wake(&h);
+            }
+            let is_voter = m.membership_config.membership().voter_ids().any(|v| v == node.id());
+            // The leader's node stopped answering pings: campaign now, by rank.
+            if let Some(l) = leader {
+                if l != node.id() && is_voter && !node.is_live(l) && a.campaigned_for != Some(l) {
+                    a.campaigned_for = Some(l);
+                    a.quiesced = false;
+                    let rank = m
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .filter(|v| *v != l && node.is_live(*v))
+                        .position(|v| v == node.id())
+                        .unwrap_or(0);
+                    // Voters refuse to vote while their leader lease runs (until `election_max_ms`
+                    // after they last heard from the leader); an election before that only
+                    // burns a term, so wait for it.
+                    let lease = Duration::from_millis(node.cfg.timing.election_max_ms + 20);
+                    let heard = node.last_heard(l).unwrap_or(lease);
+                    let delay = lease.saturating_sub(heard) + RANK_STAGGER * rank as u32;
+                    let h = h.clone();
+                    tokio::spawn(async move {
+                        wake(&h);
+                        tokio::time::sleep(delay).await;
+                        // Someone of lower rank may have won meanwhile.
+                        if h.raft.metrics().borrow().current_leader == Some(l) {
+                            if let Err(e) = h.raft.trigger().elect().await {
+                                tracing::warn!(group = h.group, error = %e, "liveness election");
+                            }
+                        }
+                    });
+                    continue;
+                }
+            }
+            if a.quiesced || node.is_transferring(h.group) {
+                continue;
+            }
+            let idle = a.since.elapsed();
+            match m.state {
+                ServerState::Leader if idle >= LEADER_IDLE => {
+                    let last = m.last_log_index;
+                    let caught_up = m
+                        .replication
+                        .as_ref()
+                        .is_some_and(|r| r.values().all(|matched| matched.map(|l| l.index) == last));
+                    if caught_up {
+                        let rc = h.raft.runtime_config();
+                        rc.heartbeat(false);
+                        rc.tick(false);
+                        a.quiesced = true;
+                    }
+                }
+                ServerState::Follower if idle >= FOLLOWER_IDLE && leader.is_some_and(|l| node.is_live(l)) => {
+                    let rc = h.raft.runtime_config();
+                    rc.elect(false);
+                    rc.tick(false);
+                    a.quiesced = true;
+                }
+                ServerState::Learner if idle >= FOLLOWER_IDLE => {
+                    h.raft.runtime_config().tick(false);
+                    a.quiesced = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
