@@ -232,6 +232,53 @@ impl Node {
     }
 }
 
+/// A replica this many entries behind its leader still counts as caught up.
+const READY_LAG: u64 = 100;
+
+impl Node {
+    /// Asks the leader of every group hosted here (one Status call per peer node) how far
+    /// behind this node's replica is.
+    pub async fn ready(&self) -> ReadyReply {
+        let me = self.id();
+        let mut reasons = Vec::new();
+        if self.meta().config.is_none() {
+            reasons.push("the cluster is not initialized (or this node has not received the shard map)".to_string());
+        }
+        let mine = self.status();
+        let mut leaders: BTreeMap<u64, Vec<GroupStatus>> = BTreeMap::new();
+        for g in &mine.groups {
+            if g.leader == 0 {
+                reasons.push(format!("{}: no leader known", crate::api::shard_label(g.group)));
+            } else if g.leader != me {
+                leaders.entry(g.leader).or_default().push(g.clone());
+            }
+        }
+        for (leader, groups) in leaders {
+            let Some(addr) = self.leader_of(groups[0].group).map(|(_, info)| info.admin_addr) else { continue };
+            let status = match admin_client(&addr).await {
+                Ok(mut c) => c.status(StatusRequest {}).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    reasons.push(format!("leader node {leader} did not answer: {e}"));
+                    continue;
+                }
+            };
+            for g in groups {
+                let theirs = status.groups.iter().find(|s| s.group == g.group && s.leader == leader);
+                match theirs.and_then(|s| s.follower_lag.get(&me).copied()) {
+                    Some(lag) if lag <= READY_LAG => {}
+                    Some(lag) => reasons.push(format!("{}: {lag} entries behind node {leader}", crate::api::shard_label(g.group))),
+                    None => reasons.push(format!("{}: node {leader} does not report this replica", crate::api::shard_label(g.group))),
+                }
+            }
+        }
+        ReadyReply { ready: reasons.is_empty(), reasons }
+    }
+}
+
 pub fn placement_state(s: NodeState) -> placement::NodeState {
     match s {
         NodeState::Active => placement::NodeState::Active,
@@ -286,6 +333,10 @@ impl Admin for AdminService {
 
     async fn safe_to_stop(&self, req: Request<SafeToStopRequest>) -> Result<Response<SafeToStopReply>, Status> {
         Ok(Response::new(self.node.safe_to_stop(&req.into_inner())?))
+    }
+
+    async fn ready(&self, _: Request<ReadyRequest>) -> Result<Response<ReadyReply>, Status> {
+        Ok(Response::new(self.node.ready().await))
     }
 
     async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<NodeIdentity>, Status> {

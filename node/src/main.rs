@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bongsu_node::config::{NodeConfig, Overrides};
 use bongsu_proto::internal::admin_client::AdminClient;
-use bongsu_proto::internal::{DrainRequest, InitRequest, SafeToStopRequest, StatusRequest};
+use bongsu_proto::internal::{DrainRequest, InitRequest, ReadyRequest, SafeToStopRequest, StatusRequest};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -54,6 +54,11 @@ enum Cmd {
         #[arg(long)]
         node_id: u64,
     },
+    /// Exit 0 when the node is caught up with every group it hosts (a readiness probe).
+    Ready {
+        #[arg(long)]
+        admin: String,
+    },
     /// Would stopping this node, or this whole datacenter, leave any group without a quorum?
     SafeToStop {
         #[arg(long)]
@@ -100,6 +105,16 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status { admin: addr } => {
             let s = admin(&addr).await?.status(StatusRequest {}).await.map_err(|s| anyhow::anyhow!("status: {}", s.message()))?;
             println!("{:#?}", s.into_inner());
+        }
+        Cmd::Ready { admin: addr } => {
+            let r = admin(&addr).await?.ready(ReadyRequest {}).await.map_err(|s| anyhow::anyhow!("ready: {}", s.message()))?.into_inner();
+            println!("ready: {}", r.ready);
+            for reason in &r.reasons {
+                println!("  {reason}");
+            }
+            if !r.ready {
+                std::process::exit(1);
+            }
         }
         Cmd::Drain { admin: addr, node_id } => {
             let r = admin(&addr).await?.drain(DrainRequest { node_id }).await.map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?;

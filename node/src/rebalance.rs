@@ -140,6 +140,10 @@ pub async fn step(node: &Node) -> Result<bool> {
         return Ok(true);
     }
 
+    if replace_meta_voter(node, &meta).await? {
+        return Ok(true);
+    }
+
     let (nodes, shards) = descs(&meta);
     if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards).into_iter().next() {
         let s = &meta.shards[shard as usize];
@@ -185,4 +189,44 @@ pub async fn step(node: &Node) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// The meta group's voters live on Active nodes too: a voter on a draining or removed node is
+/// replaced by a live Active node, of the same datacenter if there is one, else of a
+/// datacenter that stays below a majority.
+async fn replace_meta_voter(node: &Node, meta: &MetaSnapshot) -> Result<bool> {
+    let Ok(h) = node.leading(META_GROUP) else { return Ok(false) };
+    let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    // The leader's own voter seat is handled by moving the leadership first.
+    let Some(out) = voters.iter().copied().find(|v| *v != node.id() && !active(meta, *v)) else { return Ok(false) };
+    let out_dc = meta.node(out).map(|n| n.dc.clone()).unwrap_or_default();
+    let mut per_dc: HashMap<String, usize> = HashMap::new();
+    for v in voters.iter().filter(|v| **v != out) {
+        if let Some(n) = meta.node(*v) {
+            *per_dc.entry(n.dc.clone()).or_default() += 1;
+        }
+    }
+    let cap = voters.len() / 2;
+    let mut candidates: Vec<_> = meta
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active && !voters.contains(&n.node_id) && node.is_live(n.node_id))
+        .filter(|n| per_dc.get(&n.dc).copied().unwrap_or(0) < cap)
+        .collect();
+    candidates.sort_by_key(|n| (n.dc != out_dc, n.node_id));
+    let Some(to) = candidates.first() else { return Ok(false) };
+    tracing::info!(from = out, to = to.node_id, "moving a meta voter");
+    h.raft
+        .add_learner(to.node_id, crate::cluster::info_of(to), true)
+        .await
+        .map_err(|e| crate::errors::NodeError::Unavailable(format!("meta: add learner {}: {e}", to.node_id)))?;
+    let mut next = voters.clone();
+    next.remove(&out);
+    next.insert(to.node_id);
+    h.raft
+        .change_membership(next, true)
+        .await
+        .map_err(|e| crate::errors::NodeError::Unavailable(format!("meta: change membership: {e}")))?;
+    Ok(true)
 }
