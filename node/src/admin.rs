@@ -279,6 +279,47 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Refuses a drain that could never finish: plays the rebalancer's moves on a copy of the
+    /// map and checks that the node ends with no replica.
+    pub fn check_drain(&self, node_id: u64) -> Result<()> {
+        let meta = self.meta();
+        let cfg = meta.config.as_ref().ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, "not initialized"))?;
+        if meta.node(node_id).is_none() {
+            return Err(NodeError::rejected(ErrorCode::UnknownNode, format!("no node {node_id}")));
+        }
+        let nodes: Vec<NodeDesc> = meta
+            .nodes
+            .iter()
+            .map(|n| NodeDesc {
+                id: n.node_id,
+                dc: n.dc.clone(),
+                state: if n.node_id == node_id { placement::NodeState::Draining } else { placement_state(n.state) },
+            })
+            .collect();
+        let mut shards: Vec<placement::ShardReplicas> = meta
+            .shards
+            .iter()
+            .map(|s| placement::ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: Vec::new() })
+            .collect();
+        let bound = shards.len() * cfg.replicas as usize * 4 + 16;
+        for _ in 0..bound {
+            let Some(mv) = placement::plan_move(&nodes, &shards, cfg.replicas) else { break };
+            if !placement::apply_move(&mut shards, &mv) {
+                break;
+            }
+        }
+        let left = shards.iter().filter(|s| s.contains(node_id)).count();
+        if left > 0 {
+            return Err(NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("node {node_id} cannot be drained: {left} shards would have nowhere to move without breaking placement (add a node to its datacenter first)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub fn placement_state(s: NodeState) -> placement::NodeState {
     match s {
         NodeState::Active => placement::NodeState::Active,
@@ -327,6 +368,7 @@ impl Admin for AdminService {
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
         let node_id = req.into_inner().node_id;
+        self.node.check_drain(node_id)?;
         self.node.propose_meta(MetaCommand::SetNodeState { node_id, state: NodeState::Draining }).await?;
         Ok(Response::new(DrainReply { state: NodeState::Draining.as_str().into() }))
     }
