@@ -9,8 +9,11 @@ export CARGO_TARGET_DIR
 PROFILE := --release
 BENCH_DIR ?= data/bench-store
 BENCH_SECONDS ?= 5
+BENCH_NODE_DIR ?= data/bench-node
+BENCH_NODE_GROUPS ?= 1000
+BENCH_NODE_SECONDS ?= 10
 
-.PHONY: all deps build test bench-store clean
+.PHONY: all deps build test bench-store bench-node clean
 
 all: build
 
@@ -45,6 +48,12 @@ test: deps
 # Raw fdatasync rate of the data directory's disk against the store's durable appends.
 bench-store: deps
 	$(CARGO) run $(PROFILE) -p bongsu-raft-store --example bench-store -- --dir $(BENCH_DIR) --seconds $(BENCH_SECONDS)
+
+# CPU and memory of one node process hosting 1,000 idle groups (three nodes, one per datacenter).
+# The example starts the node binary, so it is built first.
+bench-node: deps
+	$(CARGO) build $(PROFILE) -p bongsu-node --bin bongsu-node
+	$(CARGO) run $(PROFILE) -p bongsu-node --example bench-node -- --dir $(BENCH_NODE_DIR) --groups $(BENCH_NODE_GROUPS) --seconds $(BENCH_NODE_SECONDS)
 
 clean:
 	rm -rf data

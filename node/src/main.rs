@@ -82,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
+                // openraft logs every failed RPC to a down peer at ERROR, dozens per lost node and
+                // without the group id; the node reports peer liveness itself. Set RUST_LOG to
+                // see them.
+                .unwrap_or_else(|_| {
+                    "info,openraft=warn,openraft::replication=off,openraft::core::raft_core=off,h2=warn,tower=warn".into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -163,12 +163,20 @@ impl Node {
         Some((leader, info))
     }
 
-    /// `NOT_LEADER` for a group, with the leader's internal API address when known.
+    /// `NOT_LEADER` for a group, with the leader's internal API address when known. A node
+    /// that does not host the group names a live replica from the map, preferring the shard's
+    /// preferred leader: usually right, and one hop from right otherwise.
     pub fn not_leader(&self, group: GroupId) -> NodeError {
-        let leader = self.leader_of(group).map(|(id, info)| {
-            let api = self.meta().node(id).map(|n| n.api_addr.clone()).unwrap_or(info.addr);
-            (id, api)
-        });
+        let meta = self.meta();
+        let leader = match self.leader_of(group) {
+            Some((id, info)) => Some((id, meta.node(id).map(|n| n.api_addr.clone()).unwrap_or(info.addr))),
+            None if self.group(group).is_none() => group_shard(group)
+                .and_then(|s| meta.shards.get(s as usize))
+                .and_then(|s| s.voters.iter().find(|v| self.is_live(**v)))
+                .and_then(|id| meta.node(*id))
+                .map(|n| (n.node_id, n.api_addr.clone())),
+            None => None,
+        };
         NodeError::NotLeader { group, leader }
     }
 

@@ -34,6 +34,16 @@ struct Activity {
     campaigned_for: Option<NodeId>,
 }
 
+/// The parts of a group's metrics this loop reads.
+struct Snapshot {
+    running_state: Result<(), openraft::error::Fatal<NodeId>>,
+    last_log_index: Option<u64>,
+    current_leader: Option<NodeId>,
+    state: ServerState,
+    membership_config: Arc<openraft::StoredMembership<NodeId, bongsu_raft_store::NodeInfo>>,
+    replication: Option<std::collections::BTreeMap<NodeId, Option<openraft::LogId<NodeId>>>>,
+}
+
 /// Turns a group's timers back on.
 pub fn wake(h: &GroupHandle) {
     let rc = h.raft.runtime_config();
@@ -68,7 +78,28 @@ async fn run(node: Arc<Node>) {
             }
         }
         for h in hosted {
-            let m = h.raft.metrics().borrow().clone();
+            // Cheap for a quiet group: the fields are read under the watch's lock, and the
+            // membership is an `Arc`.
+            let m = {
+                let b = h.raft.metrics();
+                let m = b.borrow();
+                Snapshot {
+                    running_state: m.running_state.clone(),
+                    last_log_index: m.last_log_index,
+                    current_leader: m.current_leader,
+                    state: m.state,
+                    membership_config: m.membership_config.clone(),
+                    replication: if m.state == ServerState::Leader { m.replication.clone() } else { None },
+                }
+            };
+            if let Err(e) = &m.running_state {
+                // A group stops on a storage error (say, a failed fsync). The node must not go
+                // on with data it may have lost: fail-stop, and let the other replicas serve.
+                if !matches!(e, openraft::error::Fatal::Stopped) {
+                    tracing::error!(group = h.group, error = %e, "group failed; stopping the node");
+                    std::process::exit(70);
+                }
+            }
             let a = groups.entry(h.group).or_insert(Activity {
                 last_index: m.last_log_index,
                 leader: m.current_leader,

@@ -23,8 +23,18 @@ use tokio_stream::wrappers::ReceiverStream;
 const MAX_BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+const NOT_HOSTED_PAUSE: Duration = Duration::from_millis(20);
 
-type Reply = Result<Vec<u8>, String>;
+type Reply = Result<Vec<u8>, Failure>;
+
+/// Why an RPC got no answer from the group.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The peer or the stream is gone: openraft backs off before trying again.
+    Unreachable(String),
+    /// The peer runs but has not started the group yet: worth retrying at once.
+    NotHosted(String),
+}
 
 struct Outgoing {
     group: u64,
@@ -77,7 +87,8 @@ impl PeerLink {
         match tokio::time::timeout(ttl, rx).await {
             Err(_) => Err(CallError::Timeout),
             Ok(Err(_)) => Err(CallError::Unreachable("link dropped the call".into())),
-            Ok(Ok(Err(e))) => Err(CallError::Unreachable(e)),
+            Ok(Ok(Err(Failure::Unreachable(e)))) => Err(CallError::Unreachable(e)),
+            Ok(Ok(Err(Failure::NotHosted(e)))) => Err(CallError::NotHosted(e)),
             Ok(Ok(Ok(bytes))) => Ok(bytes),
         }
     }
@@ -85,6 +96,7 @@ impl PeerLink {
 
 enum CallError {
     Unreachable(String),
+    NotHosted(String),
     Timeout,
 }
 
@@ -93,7 +105,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 fn fail_all(pending: &Pending, why: &str) {
     let drained: Vec<_> = pending.lock().expect("pending lock poisoned").drain().collect();
     for (_, tx) in drained {
-        let _ = tx.send(Err(why.to_string()));
+        let _ = tx.send(Err(Failure::Unreachable(why.to_string())));
     }
 }
 
@@ -126,7 +138,7 @@ async fn run_link(me: NodeId, target: NodeId, addr: String, mut rx: mpsc::Unboun
                 // Fail what is queued now rather than let it wait out its timeout: openraft
                 // backs off on `Unreachable` and tries again.
                 while let Ok(o) = rx.try_recv() {
-                    let _ = o.reply.send(Err(format!("node {target} at {addr} unreachable: {e}")));
+                    let _ = o.reply.send(Err(Failure::Unreachable(format!("node {target} at {addr} unreachable: {e}"))));
                 }
                 tokio::time::sleep(RECONNECT_BACKOFF).await;
                 if rx.is_closed() {
@@ -146,8 +158,9 @@ async fn run_link(me: NodeId, target: NodeId, addr: String, mut rx: mpsc::Unboun
                             if let Some(tx) = tx {
                                 let res = match r.result {
                                     Some(raft_reply::Result::Payload(p)) => Ok(p),
-                                    Some(raft_reply::Result::Unreachable(e)) => Err(e),
-                                    None => Err("empty reply".to_string()),
+                                    Some(raft_reply::Result::Unreachable(e)) => Err(Failure::Unreachable(e)),
+                                    Some(raft_reply::Result::NotHosted(e)) => Err(Failure::NotHosted(e)),
+                                    None => Err(Failure::Unreachable("empty reply".to_string())),
                                 };
                                 let _ = tx.send(res);
                             }
@@ -232,6 +245,13 @@ impl GroupConn {
             Ok(b) => b,
             Err(CallError::Unreachable(e)) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))));
+            }
+            // A network error, not `Unreachable`: openraft retries it without its 500 ms backoff.
+            Err(CallError::NotHosted(e)) => {
+                // openraft retries a network error at once; a short pause keeps a replica that
+                // is about to start the group from being flooded meanwhile.
+                tokio::time::sleep(NOT_HOSTED_PAUSE).await;
+                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(e))));
             }
             // Reported as a network error so that openraft retries it like any transient failure.
             Err(CallError::Timeout) => {

@@ -32,7 +32,7 @@ impl<H: RaftHost> RaftService<H> {
 
 async fn handle<H: RaftHost>(host: &H, m: RaftMessage) -> RaftReply {
     let result = match host.raft(m.group) {
-        None => raft_reply::Result::Unreachable(format!("group {} is not hosted on node {}", m.group, host.node_id())),
+        None => raft_reply::Result::NotHosted(format!("group {} is not hosted on node {} yet", m.group, host.node_id())),
         Some(raft) => match dispatch(&raft, m.kind, &m.payload).await {
             Ok(bytes) => raft_reply::Result::Payload(bytes),
             Err(e) => raft_reply::Result::Unreachable(e),

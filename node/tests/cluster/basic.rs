@@ -216,6 +216,7 @@ async fn check_voter_spread(cluster: &mut Cluster) -> Result<()> {
 async fn check_hints(cluster: &mut Cluster) -> Result<()> {
     let shards = cluster.spec.shards;
     let probe = cluster.client()?.with_deadline(Duration::ZERO);
+    cluster.wait_settled(Duration::from_secs(10)).await?;
     let leaders = cluster.wait_all_leaders(Duration::from_secs(10)).await?;
     let mut unhinted = Vec::new();
     for shard in 0..shards {

@@ -187,7 +187,7 @@ impl TestClient {
 /// The appended seq and duplicate flag of a write reply, if it was an append.
 pub fn appended(reply: &WriteReply) -> Option<Appended> {
     match &reply.result {
-        Some(write_reply::Result::Appended(a)) => Some(a.clone()),
+        Some(write_reply::Result::Appended(a)) => Some(*a),
         _ => None,
     }
 }

@@ -45,6 +45,118 @@ async fn leader_kill_loses_no_ack_two_nodes_per_dc() -> Result<()> {
     bounded(Duration::from_secs(180), leader_kill("failover-3x2", "node-failover (3 dc x 2 nodes)", Spec::new(3, 2).shards(12))).await
 }
 
+/// Leader kill while the groups are idle: they have quiesced (no heartbeats, no election
+/// timers), so only node liveness can notice the dead leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_leader_kill_resumes_every_shard() -> Result<()> {
+    bounded(Duration::from_secs(150), idle_leader_kill("failover-idle-3x1", Spec::new(3, 1).shards(8))).await
+}
+
+/// How long the groups are left without writes before a kill: longer than a leader takes to
+/// quiesce (3 s in `node/src/quiesce.rs`).
+const IDLE: Duration = Duration::from_secs(4);
+const IDLE_TRIALS: usize = 3;
+
+/// Per trial: let every group go idle, kill the node leading the most shards, then write once
+/// to every shard at the same time, each write sent first to the shard's last known leader (a
+/// gateway's cache), and time until every shard has acknowledged. Prints
+/// `node-failover-idle: trials=T resume_ms_p50=X resume_ms_max=Y lost_acked=N`.
+async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
+    let started = Instant::now();
+    let mut cluster = Cluster::start(name, spec).await?;
+    let shards = cluster.spec.shards;
+    let client = Arc::new(cluster.client()?.with_deadline(WRITE_DEADLINE));
+    let sender = UserId::from_u128(SENDER);
+    let convs: Vec<ConvId> = (0..shards).map(|s| conv_on_shard(s, shards, 0x1d1e_0000_0000)).collect();
+    let mut acks: Vec<Vec<Ack>> = vec![Vec::new(); shards as usize];
+    let mut last_leader: Vec<Option<u64>> = vec![None; shards as usize];
+    for (shard, conv) in convs.iter().enumerate() {
+        let r = client.write(create(*conv, v1::ConversationKind::Group, sender, &[UserId::from_u128(READER)]), None).await?;
+        last_leader[shard] = Some(r.node);
+    }
+
+    let mut resume_times = Vec::new();
+    for trial in 1..=IDLE_TRIALS {
+        // One write per shard, all at once; returns how long after `from` each was acknowledged.
+        let round = |n: u64, from: Instant, last_leader: Vec<Option<u64>>| {
+            let calls = convs.iter().enumerate().map(|(shard, conv)| {
+                let client = client.clone();
+                let cmid = ClientMsgId::from_u128(((shard as u128 + 1) << 96) | n as u128);
+                let body = format!("idle shard {shard} message {n}");
+                let (conv, prefer) = (*conv, last_leader[shard]);
+                async move {
+                    let r = client.write(append(conv, sender, cmid, &body), prefer).await;
+                    let at = Instant::now();
+                    (shard, r.map(|a| (a.node, appended(&a.reply), at - from, Ack { cmid, seq: 0, duplicate: false, body, at, node: a.node })))
+                }
+            });
+            futures::future::join_all(calls)
+        };
+        // Writes before the pause, so that every group has a recent entry and then goes idle.
+        for (shard, r) in round(trial as u64 * 2 - 1, Instant::now(), last_leader.clone()).await {
+            let (node, ap, _, mut ack) = r.with_context(|| format!("trial {trial}: write to shard {shard} before the pause"))?;
+            let ap = ap.context("append reply")?;
+            ack.seq = ap.seq;
+            ack.duplicate = ap.duplicate;
+            acks[shard].push(ack);
+            last_leader[shard] = Some(node);
+        }
+        tokio::time::sleep(IDLE).await;
+
+        let counts = cluster.shard_leader_counts().await;
+        let (&victim, &led) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).context("no running node")?;
+        let kill = Instant::now();
+        cluster.kill(victim)?;
+        let mut worst = Duration::ZERO;
+        let mut failed = Vec::new();
+        for (shard, r) in round(trial as u64 * 2, kill, last_leader.clone()).await {
+            match r {
+                Ok((node, Some(ap), took, mut ack)) => {
+                    ack.seq = ap.seq;
+                    ack.duplicate = ap.duplicate;
+                    acks[shard].push(ack);
+                    last_leader[shard] = Some(node);
+                    worst = worst.max(took);
+                }
+                Ok((_, None, _, _)) => failed.push(format!("shard {shard}: not an append reply")),
+                Err(f) => failed.push(format!("shard {shard}: {f}")),
+            }
+        }
+        ensure!(failed.is_empty(), "trial {trial}: after killing node {victim}: {}", failed.join("; "));
+        ensure!(worst <= RESUME_BOUND, "trial {trial}: a shard took {worst:?} to take a write after the kill");
+        resume_times.push(worst);
+        let restart = Instant::now();
+        cluster.restart(victim).await.with_context(|| format!("trial {trial}: restart node {victim}"))?;
+        cluster.wait_caught_up(victim, CATCH_UP_BOUND).await.with_context(|| format!("trial {trial}"))?;
+        eprintln!(
+            "idle trial {trial}: killed node {victim} (led {led} of {shards} shards) after {} ms idle, \
+             every shard took a write {} ms after the kill; restarted and caught up in {} ms",
+            IDLE.as_millis(),
+            worst.as_millis(),
+            restart.elapsed().as_millis()
+        );
+    }
+
+    let mut lost = 0;
+    let mut problems = Vec::new();
+    for (shard, conv) in convs.iter().enumerate() {
+        let msgs = client.read_all(*conv, UserId::from_u128(READER), None).await.with_context(|| format!("read shard {shard}"))?;
+        problems.extend(check_shard(shard as u32, &msgs, &acks[shard], &mut lost));
+    }
+    let mut sorted = resume_times.clone();
+    sorted.sort();
+    println!(
+        "node-failover-idle: trials={} resume_ms_p50={} resume_ms_max={} lost_acked={lost}",
+        sorted.len(),
+        sorted[(sorted.len() - 1) / 2].as_millis(),
+        sorted.last().copied().unwrap_or_default().as_millis()
+    );
+    eprintln!("{name}: {} s in all", started.elapsed().as_secs());
+    ensure!(lost == 0 && problems.is_empty(), "lost_acked={lost}; problems:\n{}", problems.join("\n"));
+    cluster.pass();
+    Ok(())
+}
+
 /// One acknowledged append.
 #[derive(Debug, Clone)]
 struct Ack {
@@ -225,14 +337,17 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
     let mut problems = Vec::new();
     let (mut acked, mut duplicates, mut unanswered) = (0, 0, 0);
     for w in &writers {
-        let h = w.history.lock().expect("history lock");
-        acked += h.acks.len();
-        duplicates += h.acks.iter().filter(|a| a.duplicate).count();
-        unanswered += h.unanswered.len();
-        problems.extend(h.errors.iter().map(|e| format!("shard {}: {e}", w.shard)));
-        problems.extend(h.unanswered.iter().map(|e| format!("shard {}: unanswered {e}", w.shard)));
+        let acks = {
+            let h = w.history.lock().expect("history lock");
+            unanswered += h.unanswered.len();
+            problems.extend(h.errors.iter().map(|e| format!("shard {}: {e}", w.shard)));
+            problems.extend(h.unanswered.iter().map(|e| format!("shard {}: unanswered {e}", w.shard)));
+            h.acks.clone()
+        };
+        acked += acks.len();
+        duplicates += acks.iter().filter(|a| a.duplicate).count();
         let msgs = client.read_all(w.conv, reader, None).await.with_context(|| format!("read the conversation of shard {}", w.shard))?;
-        problems.extend(check_shard(w.shard, &msgs, &h.acks, &mut lost));
+        problems.extend(check_shard(w.shard, &msgs, &acks, &mut lost));
     }
     let mut sorted = trial_gaps.clone();
     sorted.sort();

@@ -312,7 +312,13 @@ impl Cluster {
             Err(_) => bail!("init through node {first}: no answer in 30 s"),
         }
         c.wait_all_leaders(Duration::from_secs(20)).await.context("wait for every group to elect a leader")?;
-        eprintln!("cluster {name}: every group has a leader, {} ms after start", started.elapsed().as_millis());
+        let elected = started.elapsed();
+        c.wait_settled(Duration::from_secs(20)).await.context("wait for every replica to know its leader")?;
+        eprintln!(
+            "cluster {name}: every group has a leader {} ms after start, known to all its replicas at {} ms",
+            elected.as_millis(),
+            started.elapsed().as_millis()
+        );
         Ok(c)
     }
 
@@ -469,6 +475,44 @@ impl Cluster {
             }
             if Instant::now() >= deadline {
                 bail!("groups without a leader after {timeout:?}: {missing:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until every group has a leader and every running node that hosts the group names
+    /// that leader.
+    pub async fn wait_settled(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses().await;
+            let mut leaders: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+            for (id, st) in &statuses {
+                for g in st.groups.iter().filter(|g| g.leader == *id) {
+                    if leaders.get(&g.group).is_none_or(|(_, term)| *term < g.term) {
+                        leaders.insert(g.group, (*id, g.term));
+                    }
+                }
+            }
+            let mut unsettled = Vec::new();
+            for group in self.all_groups() {
+                let Some((leader, _)) = leaders.get(&group) else {
+                    unsettled.push(format!("group {group}: no leader"));
+                    continue;
+                };
+                for (id, st) in &statuses {
+                    if let Some(g) = st.groups.iter().find(|g| g.group == group) {
+                        if g.leader != *leader {
+                            unsettled.push(format!("group {group}: node {id} names {} not {leader}", g.leader));
+                        }
+                    }
+                }
+            }
+            if unsettled.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("not settled after {timeout:?}: {}", unsettled.join("; "));
             }
             tokio::time::sleep(POLL).await;
         }
