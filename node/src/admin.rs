@@ -381,6 +381,31 @@ impl Admin for AdminService {
         Ok(Response::new(self.node.ready().await))
     }
 
+    async fn group_digests(&self, _: Request<GroupDigestsRequest>) -> Result<Response<GroupDigestsReply>, Status> {
+        let mut groups = Vec::new();
+        for h in self.node.groups() {
+            let (applied_index, digest) = h.sm.digest().map_err(NodeError::from)?;
+            let last_log_index = h.raft.metrics().borrow().last_log_index.unwrap_or(0);
+            groups.push(GroupDigest { group: h.group, applied_index, digest, last_log_index });
+        }
+        Ok(Response::new(GroupDigestsReply { node_id: self.node.id(), groups }))
+    }
+
+    async fn set_failpoint(&self, req: Request<SetFailpointRequest>) -> Result<Response<SetFailpointReply>, Status> {
+        let r = req.into_inner();
+        bongsu_raft_store::failpoints::set(&r.name, r.enabled)
+            .map_err(|e| NodeError::rejected(ErrorCode::FailedPrecondition, e))?;
+        tracing::warn!(failpoint = %r.name, enabled = r.enabled, "failpoint switched");
+        Ok(Response::new(SetFailpointReply {}))
+    }
+
+    async fn set_faults(&self, req: Request<SetFaultsRequest>) -> Result<Response<SetFaultsReply>, Status> {
+        let r = req.into_inner();
+        self.node.faults.set(&r.rules)?;
+        tracing::warn!(rules = r.rules.len(), "network fault rules replaced");
+        Ok(Response::new(SetFaultsReply {}))
+    }
+
     async fn hello(&self, _: Request<HelloRequest>) -> Result<Response<NodeIdentity>, Status> {
         Ok(Response::new(identity(&self.node)))
     }

@@ -204,6 +204,9 @@ async fn liveness(node: Arc<Node>) {
             };
             let node = node.clone();
             tokio::spawn(async move {
+                if !node.faults.pass(&info.dc, true).await {
+                    return;
+                }
                 let mut c = client;
                 let ping = c.ping(PingRequest { from_node: node.id(), to_node: id });
                 if let Ok(Ok(_)) = tokio::time::timeout(interval * 2, ping).await {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod errors;
+pub mod faults;
 pub mod node;
 pub mod placement;
 pub mod quiesce;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 use crate::errors::{NodeError, Result};
+use crate::faults::Faults;
 use crate::transport::server::RaftHost;
 use crate::transport::{GroupNetworkFactory, Transport};
 
@@ -26,6 +27,8 @@ pub struct GroupHandle {
 pub struct Node {
     pub cfg: NodeConfig,
     pub store: Arc<Store>,
+    /// Network fault rules (chaos builds only).
+    pub faults: Arc<Faults>,
     transport: Arc<Transport>,
     raft_config: Arc<openraft::Config>,
     groups: RwLock<HashMap<GroupId, GroupHandle>>,
@@ -61,8 +64,10 @@ impl Node {
         .map_err(|e| NodeError::Config { field: "timing", reason: e.to_string() })?;
         let meta = MetaView::new(store.clone(), META_GROUP).snapshot()?;
         let (meta_tx, _) = watch::channel(Arc::new(meta));
+        let faults = Arc::new(Faults::default());
         let node = Arc::new(Self {
-            transport: Transport::new(cfg.node_id),
+            transport: Transport::new(cfg.node_id, faults.clone()),
+            faults,
             cfg,
             store,
             raft_config: Arc::new(raft_config),
@@ -252,5 +257,13 @@ impl RaftHost for Node {
 
     fn heard_from(&self, node: NodeId) {
         self.heard.lock().expect("liveness lock poisoned").insert(node, Instant::now());
+    }
+
+    fn dc_of(&self, node: NodeId) -> Option<String> {
+        self.meta().node(node).map(|n| n.dc.clone()).or_else(|| self.known_peers().get(&node).map(|i| i.dc.clone()))
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.faults
     }
 }

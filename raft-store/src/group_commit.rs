@@ -192,6 +192,9 @@ fn write_batch(db: &DB, reqs: &[WriteRequest]) -> Result<(), String> {
     let mut wo = WriteOptions::default();
     let sync = reqs.iter().any(|r| r.sync);
     wo.set_sync(sync);
+    if sync {
+        crate::failpoints::log_before_fsync()?;
+    }
     db.write_opt(batch, &wo).map_err(|e| e.to_string())
 }
 

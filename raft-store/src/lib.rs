@@ -22,6 +22,7 @@
 
 pub mod codec;
 pub mod errors;
+pub mod failpoints;
 pub mod group_commit;
 pub mod keys;
 pub mod log_store;

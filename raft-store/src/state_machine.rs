@@ -110,6 +110,30 @@ impl StateMachineStore {
         Ok((meta, data))
     }
 
+    /// A digest of the group's whole state (every key and value but the applied index), with
+    /// the applied index it was taken at: replicas at the same index must have equal digests.
+    pub fn digest(&self) -> Result<(u64, u64)> {
+        let applied = self.applied()?.last_applied.map(|l| l.index).unwrap_or(0);
+        let from = keys::sm_key(self.group, &[]);
+        let to = keys::group_end(self.group);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+                h ^= *b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for item in self.store.scan(self.group, CF_SM, &from, &to, false) {
+            let (k, v) = item?;
+            if k.get(8) == Some(&TAG_APPLIED) {
+                continue;
+            }
+            eat(&k[8..]);
+            eat(&v);
+        }
+        Ok((applied, h))
+    }
+
     async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<()> {
         let op = Op::Put { cf: CF_SNAP, key: keys::group_prefix(self.group).to_vec(), value: encode(snap) };
         self.store.writer().write(self.group, vec![op], true).await

@@ -19,6 +19,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::faults::Faults;
+
 /// How many queued RPCs go into one frame at most.
 const MAX_BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -47,22 +49,23 @@ struct Outgoing {
 pub struct Transport {
     me: NodeId,
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    faults: Arc<Faults>,
 }
 
 impl Transport {
-    pub fn new(me: NodeId) -> Arc<Self> {
-        Arc::new(Self { me, links: Mutex::new(HashMap::new()) })
+    pub fn new(me: NodeId, faults: Arc<Faults>) -> Arc<Self> {
+        Arc::new(Self { me, links: Mutex::new(HashMap::new()), faults })
     }
 
     /// The link to `node`, created on first use and re-created if its address changed.
-    pub fn link(&self, node: NodeId, addr: &str) -> Arc<PeerLink> {
+    pub fn link(&self, node: NodeId, info: &NodeInfo) -> Arc<PeerLink> {
         let mut links = self.links.lock().expect("transport lock poisoned");
         if let Some(l) = links.get(&node) {
-            if l.addr == addr {
+            if l.addr == info.addr {
                 return l.clone();
             }
         }
-        let l = PeerLink::start(self.me, node, addr.to_string());
+        let l = PeerLink::start(self.me, node, info.addr.clone(), info.dc.clone(), self.faults.clone());
         links.insert(node, l.clone());
         l
     }
@@ -71,17 +74,24 @@ impl Transport {
 /// One peer: a queue drained by a task that owns the connection and the stream.
 pub struct PeerLink {
     addr: String,
+    dc: String,
     tx: mpsc::UnboundedSender<Outgoing>,
+    faults: Arc<Faults>,
 }
 
 impl PeerLink {
-    fn start(me: NodeId, target: NodeId, addr: String) -> Arc<Self> {
+    fn start(me: NodeId, target: NodeId, addr: String, dc: String, faults: Arc<Faults>) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_link(me, target, addr.clone(), rx));
-        Arc::new(Self { addr, tx })
+        Arc::new(Self { addr, dc, tx, faults })
     }
 
     async fn call(&self, group: u64, kind: RaftKind, payload: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallError> {
+        if !self.faults.pass(&self.dc, true).await {
+            // A partition loses the message: the caller hears nothing until its deadline.
+            tokio::time::sleep(ttl).await;
+            return Err(CallError::Timeout);
+        }
         let (reply, rx) = oneshot::channel();
         self.tx.send(Outgoing { group, kind, payload, reply }).map_err(|_| CallError::Unreachable("link closed".into()))?;
         match tokio::time::timeout(ttl, rx).await {
@@ -222,7 +232,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     type Network = GroupConn;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> GroupConn {
-        GroupConn { group: self.group, target, link: self.transport.link(target, &node.addr) }
+        GroupConn { group: self.group, target, link: self.transport.link(target, node) }
     }
 }
 

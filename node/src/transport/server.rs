@@ -18,6 +18,17 @@ pub trait RaftHost: Send + Sync + 'static {
     fn raft(&self, group: u64) -> Option<Raft<TypeConfig>>;
     /// Called for every frame and ping from a peer: it is alive.
     fn heard_from(&self, node: NodeId);
+    /// The datacenter of a node, if known.
+    fn dc_of(&self, node: NodeId) -> Option<String>;
+    fn faults(&self) -> &crate::faults::Faults;
+}
+
+/// Whether the fault rules let traffic from `node` in.
+async fn admitted<H: RaftHost>(host: &H, node: NodeId) -> bool {
+    match host.dc_of(node) {
+        Some(dc) => host.faults().pass(&dc, false).await,
+        None => true,
+    }
 }
 
 pub struct RaftService<H> {
@@ -108,6 +119,9 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                     }
                     continue;
                 }
+                if !admitted(host.as_ref(), batch.from_node).await {
+                    continue; // lost in the (simulated) partition: the sender times out
+                }
                 host.heard_from(batch.from_node);
                 for m in batch.messages {
                     let host = host.clone();
@@ -125,6 +139,9 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
         let req = req.into_inner();
         if req.to_node != 0 && req.to_node != self.host.node_id() {
             return Err(Status::failed_precondition(format!("this is node {}, not {}", self.host.node_id(), req.to_node)));
+        }
+        if !admitted(self.host.as_ref(), req.from_node).await {
+            return Err(Status::unavailable("dropped by a fault rule"));
         }
         self.host.heard_from(req.from_node);
         Ok(Response::new(PingReply { node_id: self.host.node_id(), dc: self.host.dc().to_string() }))

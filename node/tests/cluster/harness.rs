@@ -14,12 +14,17 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 pub use bongsu_node::config::Timing;
+use bongsu_node::placement::{check, NodeDesc, NodeState, ShardReplicas};
 use bongsu_proto::internal::admin_client::AdminClient;
-use bongsu_proto::internal::{ClusterStatus, GroupStatus, HelloRequest, InitRequest, StatusRequest};
+use bongsu_proto::internal::node_api_client::NodeApiClient;
+use bongsu_proto::internal::{
+    ClusterStatus, GroupStatus, HelloRequest, InitRequest, ShardMap, StatusRequest, WatchShardMapRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::client::TestClient;
@@ -73,6 +78,9 @@ pub struct NodeProc {
     child: Option<Child>,
     admin: Option<AdminClient<Channel>>,
     starts: u32,
+    /// Admin addresses the node registers through on first boot (`--seeds`); empty for the
+    /// nodes the cluster starts with, which `init` registers.
+    pub seeds: Vec<String>,
 }
 
 impl NodeProc {
@@ -106,8 +114,13 @@ impl NodeProc {
 
     fn write_config(&self, timing: &Timing) -> Result<()> {
         let t = timing;
+        let seeds = if self.seeds.is_empty() {
+            String::new()
+        } else {
+            format!("seeds = [{}]\n", self.seeds.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "))
+        };
         let text = format!(
-            "node_id = {}\ndc = {:?}\ndata_dir = {:?}\nraft_addr = {:?}\napi_addr = {:?}\nadmin_addr = {:?}\n\n\
+            "node_id = {}\ndc = {:?}\ndata_dir = {:?}\nraft_addr = {:?}\napi_addr = {:?}\nadmin_addr = {:?}\n{seeds}\n\
              [timing]\nheartbeat_ms = {}\nelection_min_ms = {}\nelection_max_ms = {}\n\
              liveness_interval_ms = {}\nliveness_timeout_ms = {}\n",
             self.id,
@@ -288,6 +301,7 @@ impl Cluster {
                     child: None,
                     admin: None,
                     starts: 0,
+                    seeds: Vec::new(),
                 });
             }
         }
@@ -573,6 +587,68 @@ impl Cluster {
         }
     }
 
+    /// The ids of the nodes the harness runs now.
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    /// Adds a node to datacenter `dc` (`127.0.<dc>.<next>`, the next free id) that will join
+    /// through the running nodes' admin APIs as seeds. It gets its ports and configuration
+    /// now, so that clients made before it starts know its address; [`Cluster::start_node`]
+    /// starts it.
+    pub fn add_node(&mut self, dc: u8) -> Result<u64> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let dc_name = format!("dc{dc}");
+        let k = self.nodes.iter().filter(|n| n.dc == dc_name).count() + 1;
+        let k = u8::try_from(k).context("too many nodes in one datacenter")?;
+        let seeds: Vec<String> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.admin_addr.clone()).collect();
+        let root = self.dir.as_ref().context("the cluster directory is gone")?.path().to_path_buf();
+        let node_dir = root.join(format!("n{id}"));
+        fs::create_dir_all(&node_dir)?;
+        let mut n = NodeProc {
+            id,
+            dc: dc_name,
+            ip: Ipv4Addr::new(127, 0, dc, k),
+            raft_addr: String::new(),
+            api_addr: String::new(),
+            admin_addr: String::new(),
+            dir: node_dir,
+            child: None,
+            admin: None,
+            starts: 0,
+            seeds,
+        };
+        n.pick_ports()?;
+        n.write_config(&self.spec.timing)?;
+        self.nodes.push(n);
+        Ok(id)
+    }
+
+    /// Starts a node made by [`Cluster::add_node`] and waits until it answers on its admin
+    /// port (on the ports it was given: clients already know them).
+    pub async fn start_node(&mut self, id: u64) -> Result<()> {
+        self.restart(id).await
+    }
+
+    /// An admin client of node `id` whose calls may take up to `timeout` (the harness's own
+    /// client gives up after a second, too soon for calls that propose to the meta group).
+    pub fn admin_client(&self, id: u64, timeout: Duration) -> Result<AdminClient<Channel>> {
+        let ep = Endpoint::from_shared(format!("http://{}", self.node(id).admin_addr))?
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(timeout);
+        Ok(AdminClient::new(ep.connect_lazy()))
+    }
+
+    /// Starts recording every shard map that `WatchShardMap` delivers on each of `ids`.
+    pub fn record_shard_maps(&self, ids: &[u64]) -> MapRecorder {
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let tasks = ids
+            .iter()
+            .map(|id| tokio::spawn(watch_map(*id, self.node(*id).api_addr.clone(), recorded.clone())))
+            .collect();
+        MapRecorder { recorded, tasks }
+    }
+
     fn print_logs(&self) {
         for n in &self.nodes {
             eprintln!(
@@ -604,4 +680,168 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Every shard map version some node delivered, as first delivered.
+#[derive(Default)]
+struct Recorded {
+    versions: BTreeMap<u64, MapVersion>,
+    /// The newest version each watched node delivered.
+    latest: BTreeMap<u64, u64>,
+    /// Two nodes that delivered different maps under one version.
+    conflicts: Vec<String>,
+    /// When a version newer than every one before was first delivered.
+    last_change: Option<Instant>,
+}
+
+/// One version of the shard map and who delivered it.
+#[derive(Debug, Clone)]
+pub struct MapVersion {
+    /// The map, with each shard's `leader_hint` cleared: that is each node's own view of
+    /// leadership, not part of the replicated map.
+    pub map: ShardMap,
+    pub first_seen: Instant,
+    pub seen_by: BTreeSet<u64>,
+}
+
+/// Records the shard maps that nodes stream through `WatchShardMap` (the current map, then
+/// every change), until dropped. A node that applies several changes at once streams only
+/// the last, so versions may be missing; watching several nodes fills most gaps.
+pub struct MapRecorder {
+    recorded: Arc<Mutex<Recorded>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MapRecorder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().expect("map recorder lock")
+    }
+
+    /// Every version delivered so far, in order.
+    pub fn versions(&self) -> BTreeMap<u64, MapVersion> {
+        self.lock().versions.clone()
+    }
+
+    /// The newest version delivered so far.
+    pub fn latest(&self) -> Option<MapVersion> {
+        self.lock().versions.values().next_back().cloned()
+    }
+
+    /// The newest version each watched node delivered.
+    pub fn latest_per_node(&self) -> BTreeMap<u64, u64> {
+        self.lock().latest.clone()
+    }
+
+    /// How long ago the newest version was first delivered.
+    pub fn since_last_change(&self) -> Option<Duration> {
+        self.lock().last_change.map(|t| t.elapsed())
+    }
+
+    /// Versions two nodes delivered with different contents (should never happen).
+    pub fn conflicts(&self) -> Vec<String> {
+        self.lock().conflicts.clone()
+    }
+
+    /// Waits until each of `nodes` watched nodes has delivered its current map.
+    pub async fn wait_started(&self, nodes: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.lock().latest.len() < nodes {
+            if Instant::now() >= deadline {
+                bail!("only nodes {:?} streamed a shard map within {timeout:?}", self.latest_per_node().keys());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MapRecorder {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Streams node `id`'s shard maps into `recorded`, reconnecting whenever the stream ends.
+async fn watch_map(id: u64, api_addr: String, recorded: Arc<Mutex<Recorded>>) {
+    loop {
+        // No request timeout: the stream lives as long as the test.
+        if let Ok(ep) = Endpoint::from_shared(format!("http://{api_addr}")) {
+            let mut api = NodeApiClient::new(ep.connect_timeout(Duration::from_millis(300)).connect_lazy());
+            if let Ok(r) = api.watch_shard_map(WatchShardMapRequest {}).await {
+                let mut stream = r.into_inner();
+                while let Ok(Some(mut map)) = stream.message().await {
+                    for s in &mut map.shards {
+                        s.leader_hint = 0;
+                    }
+                    let now = Instant::now();
+                    let mut rec = recorded.lock().expect("map recorder lock");
+                    rec.latest.insert(id, map.version);
+                    let newest = rec.versions.keys().next_back().copied();
+                    match rec.versions.get_mut(&map.version) {
+                        Some(v) => {
+                            v.seen_by.insert(id);
+                            if v.map != map {
+                                let first = v.seen_by.iter().next().copied().unwrap_or(0);
+                                let c = format!("version {}: node {id} delivered {map:?}, node {first} {:?}", map.version, v.map);
+                                rec.conflicts.push(c);
+                            }
+                        }
+                        None => {
+                            if newest.is_none_or(|n| map.version > n) {
+                                rec.last_change = Some(now);
+                            }
+                            let version = map.version;
+                            rec.versions.insert(version, MapVersion { map, first_seen: now, seen_by: BTreeSet::from([id]) });
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The shard map as `placement::check` takes it.
+pub fn placement_input(map: &ShardMap) -> Result<(Vec<NodeDesc>, Vec<ShardReplicas>)> {
+    let mut nodes = Vec::new();
+    for n in &map.nodes {
+        let state = match n.state.as_str() {
+            "active" => NodeState::Active,
+            "draining" => NodeState::Draining,
+            "removed" => NodeState::Removed,
+            other => bail!("map version {}: node {} has unknown state {other:?}", map.version, n.node_id),
+        };
+        nodes.push(NodeDesc { id: n.node_id, dc: n.dc.clone(), state });
+    }
+    let shards =
+        map.shards.iter().map(|s| ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: s.learners.clone() }).collect();
+    Ok((nodes, shards))
+}
+
+/// `placement::check` on every recorded version, as one line per violation; also every
+/// version whose shard count is not `shards`.
+pub fn placement_violations(versions: &BTreeMap<u64, MapVersion>, shards: u32, replicas: u32) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (version, v) in versions {
+        if v.map.shard_count != shards || v.map.shards.len() != shards as usize {
+            out.push(format!("version {version}: {} shards listed, shard_count {}", v.map.shards.len(), v.map.shard_count));
+        }
+        let (nodes, shard_list) = placement_input(&v.map)?;
+        out.extend(check(&nodes, &shard_list, replicas).into_iter().map(|x| format!("version {version}: {x}")));
+    }
+    Ok(out)
+}
+
+/// How many shards each registered node holds a replica of, as a voter or a learner.
+pub fn replica_counts(map: &ShardMap) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = map.nodes.iter().map(|n| (n.node_id, 0)).collect();
+    for s in &map.shards {
+        let held: BTreeSet<u64> = s.voters.iter().chain(&s.learners).copied().collect();
+        for id in held {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    counts
 }

@@ -3,5 +3,7 @@
 
 mod conformance;
 mod corruption;
+#[cfg(feature = "chaos")]
+mod failpoints;
 mod isolation;
 mod support;
