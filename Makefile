@@ -1,4 +1,4 @@
-# bongsu: the two commands people type are `make test` and (once the node lands) `make run`.
+# bongsu: the two commands people type are `make run` and `make test`.
 # Every target installs the build's missing system prerequisites first (see `deps`).
 
 CARGO ?= cargo
@@ -13,7 +13,7 @@ BENCH_NODE_DIR ?= data/bench-node
 BENCH_NODE_GROUPS ?= 1000
 BENCH_NODE_SECONDS ?= 10
 
-.PHONY: all deps build test bench-store bench-node clean
+.PHONY: all deps build run test bench-store bench-node clean
 
 all: build
 
@@ -30,6 +30,11 @@ deps:
 			echo "deps: libclang and a C++ compiler are needed; run: sudo apt-get install libclang-dev g++" >&2; exit 1; \
 		fi; \
 	fi
+
+# A local three-datacenter cluster (127.0.1.x, 127.0.2.x, 127.0.3.x), data under data/local.
+run: deps
+	$(CARGO) build $(PROFILE) -p bongsu-node --bin bongsu-node -p bongsu --bin bongsu
+	$(CARGO_TARGET_DIR)/release/bongsu run --dir data/local
 
 build: deps
 	$(CARGO) build $(PROFILE) --workspace --all-targets

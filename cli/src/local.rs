@@ -1,0 +1,186 @@
+//! `bongsu run`: a local cluster, three datacenters on one machine.
+//!
+//! Datacenter `d` is the loopback address group `127.0.d.x`; node `k` of it listens on
+//! `127.0.d.k` with the same ports everywhere (Raft 7100, internal API 7200, admin 7300), so
+//! addresses are easy to read and to type. Data lives under `--dir`; running again with the
+//! same directory restarts the same cluster instead of creating a new one.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bongsu_proto::internal::admin_client::AdminClient;
+use bongsu_proto::internal::{HelloRequest, InitRequest, StatusRequest};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Where the nodes keep their data and logs.
+    #[arg(long, default_value = "data/local")]
+    pub dir: PathBuf,
+    /// Nodes in each of the three datacenters.
+    #[arg(long, default_value_t = 1)]
+    pub nodes_per_dc: u32,
+    /// Shards of a new cluster (ignored when the directory holds one already).
+    #[arg(long, default_value_t = 16)]
+    pub shards: u32,
+    /// The node binary; by default `bongsu-node` next to this program.
+    #[arg(long)]
+    pub node_bin: Option<PathBuf>,
+}
+
+struct LocalNode {
+    id: u32,
+    dc: u32,
+    host: String,
+    child: Child,
+}
+
+impl LocalNode {
+    fn admin(&self) -> String {
+        format!("{}:7300", self.host)
+    }
+}
+
+/// Children are stopped with the cluster, also when `bongsu run` itself is killed.
+struct Nodes(Vec<LocalNode>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for n in &mut self.0 {
+            // SAFETY: plain kill(2) on the PID of a child this process started.
+            unsafe { libc::kill(n.child.id() as i32, libc::SIGTERM) };
+        }
+        for n in &mut self.0 {
+            let _ = n.child.wait();
+        }
+    }
+}
+
+fn node_binary(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let bin = match arg {
+        Some(b) => b,
+        None => std::env::current_exe()?.with_file_name("bongsu-node"),
+    };
+    if !bin.exists() {
+        bail!("{} not found: build it with `cargo build --release -p bongsu-node` (make run does)", bin.display());
+    }
+    Ok(bin)
+}
+
+fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result<Child> {
+    let ndir = dir.join(format!("n{id}"));
+    std::fs::create_dir_all(&ndir).with_context(|| format!("create {}", ndir.display()))?;
+    let log = std::fs::File::create(ndir.join("node.log"))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--node-id", &id.to_string(), "--dc", &format!("dc{dc}")])
+        .arg("--data-dir")
+        .arg(&ndir)
+        .args(["--raft-addr", &format!("{host}:7100"), "--api-addr", &format!("{host}:7200"), "--admin-addr", &format!("{host}:7300")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: prctl in the child before exec, async-signal-safe: the node dies with us.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("start node {id}"))
+}
+
+async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_millis(300));
+    Ok(AdminClient::new(ep.connect().await?))
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let bin = node_binary(a.node_bin)?;
+    let fresh = !a.dir.join("n1").exists();
+    let mut nodes = Nodes(Vec::new());
+    for k in 1..=a.nodes_per_dc {
+        for dc in 1..=3 {
+            let id = (k - 1) * 3 + dc;
+            let host = format!("127.0.{dc}.{k}");
+            let child = spawn(&bin, &a.dir, id, dc, &host)?;
+            nodes.0.push(LocalNode { id, dc, host, child });
+        }
+    }
+    for n in &nodes.0 {
+        let addr = n.admin();
+        wait_until(&format!("node {} at {addr}", n.id), Duration::from_secs(20), || {
+            let addr = addr.clone();
+            async move {
+                match admin(&addr).await {
+                    Ok(mut c) => c.hello(HelloRequest {}).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("node {} did not start; see {}", n.id, a.dir.join(format!("n{}/node.log", n.id)).display()))?;
+    }
+    let first = nodes.0[0].admin();
+    if fresh {
+        let all: Vec<String> = nodes.0.iter().map(|n| n.admin()).collect();
+        let r = admin(&first)
+            .await?
+            .init(InitRequest { node_admin_addrs: all, shards: a.shards, replicas: 3 })
+            .await
+            .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
+        println!("bongsu: new cluster, {} shards (shard map version {})", a.shards, r.into_inner().shard_map_version);
+    } else {
+        println!("bongsu: restarting the cluster in {}", a.dir.display());
+    }
+    wait_until("every shard to elect a leader", Duration::from_secs(30), || {
+        let first = first.clone();
+        async move {
+            let Ok(mut c) = admin(&first).await else { return false };
+            let Ok(s) = c.status(StatusRequest {}).await else { return false };
+            let s = s.into_inner();
+            !s.groups.is_empty() && s.groups.iter().all(|g| g.leader != 0)
+        }
+    })
+    .await?;
+    println!("bongsu: local cluster up, data and logs in {}", a.dir.display());
+    for n in &nodes.0 {
+        println!("  dc{}  node {:<2} internal API {}:7200  admin {}:7300", n.dc, n.id, n.host, n.host);
+    }
+    println!("  try: bongsu status --admin {first}");
+    println!("  (the gateway and the web client are not built yet)");
+    println!("Ctrl-C stops the cluster; `bongsu run` again with the same --dir restarts it.");
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                println!("bongsu: stopping");
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                for n in &mut nodes.0 {
+                    if let Ok(Some(status)) = n.child.try_wait() {
+                        bail!("node {} exited ({status}); see {}", n.id, a.dir.join(format!("n{}/node.log", n.id)).display());
+                    }
+                }
+            }
+        }
+    }
+}
