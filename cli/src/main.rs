@@ -25,7 +25,15 @@ enum Cmd {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    // Errors print as one line of causes, never as a backtrace: these are messages for people.
+    if let Err(e) = real_main().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(a) => local::run(a).await,
         Cmd::Status(a) => status::run(a).await,

@@ -280,6 +280,50 @@ impl Node {
 }
 
 impl Node {
+    /// Removes a drained node: it must hold no shard replica and no meta voter seat. It is
+    /// marked removed (it can never re-register) and dropped from the meta group's learners.
+    pub async fn remove_node(&self, node_id: u64) -> Result<()> {
+        let meta = self.meta();
+        let Some(rec) = meta.node(node_id) else {
+            return Err(NodeError::rejected(ErrorCode::UnknownNode, format!("no node {node_id}")));
+        };
+        if rec.state == NodeState::Active {
+            return Err(NodeError::rejected(ErrorCode::FailedPrecondition, format!("node {node_id} is active: drain it first")));
+        }
+        let held = meta.shards.iter().filter(|s| s.voters.contains(&node_id) || s.learners.contains(&node_id)).count();
+        if held > 0 {
+            return Err(NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("node {node_id} still holds {held} shard replicas; wait for the drain to finish"),
+            ));
+        }
+        if let Some(h) = self.group(META_GROUP) {
+            if h.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == node_id) {
+                return Err(NodeError::rejected(
+                    ErrorCode::FailedPrecondition,
+                    format!("node {node_id} is still a meta voter; wait for the drain to finish"),
+                ));
+            }
+        }
+        self.propose_meta(MetaCommand::SetNodeState { node_id, state: NodeState::Removed }).await?;
+        // The meta leader drops it from the meta learners (retried by reconcile if this fails).
+        self.drop_meta_learner(node_id).await;
+        Ok(())
+    }
+
+    /// On the meta leader: removes a removed node from the meta group's membership.
+    pub async fn drop_meta_learner(&self, node_id: u64) {
+        let Ok(h) = self.leading(META_GROUP) else { return };
+        let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+        if membership.get_node(&node_id).is_none() || membership.voter_ids().any(|v| v == node_id) {
+            return;
+        }
+        let change = openraft::ChangeMembers::RemoveNodes(std::iter::once(node_id).collect());
+        if let Err(e) = h.raft.change_membership(change, false).await {
+            tracing::warn!(node = node_id, error = %e, "drop meta learner");
+        }
+    }
+
     /// Refuses a drain that could never finish: plays the rebalancer's moves on a copy of the
     /// map and checks that the node ends with no replica.
     pub fn check_drain(&self, node_id: u64) -> Result<()> {
@@ -371,6 +415,12 @@ impl Admin for AdminService {
         self.node.check_drain(node_id)?;
         self.node.propose_meta(MetaCommand::SetNodeState { node_id, state: NodeState::Draining }).await?;
         Ok(Response::new(DrainReply { state: NodeState::Draining.as_str().into() }))
+    }
+
+    async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<RemoveReply>, Status> {
+        let node_id = req.into_inner().node_id;
+        self.node.remove_node(node_id).await?;
+        Ok(Response::new(RemoveReply {}))
     }
 
     async fn safe_to_stop(&self, req: Request<SafeToStopRequest>) -> Result<Response<SafeToStopReply>, Status> {

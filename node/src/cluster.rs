@@ -131,7 +131,9 @@ impl Node {
         if let Ok(h) = self.leading(META_GROUP) {
             let membership = h.raft.metrics().borrow().membership_config.membership().clone();
             for n in &meta.nodes {
-                if n.state != bongsu_raft_store::meta::NodeState::Removed && membership.get_node(&n.node_id).is_none() {
+                if n.state == bongsu_raft_store::meta::NodeState::Removed {
+                    self.drop_meta_learner(n.node_id).await;
+                } else if membership.get_node(&n.node_id).is_none() {
                     if let Err(e) = h.raft.add_learner(n.node_id, info_of(n), false).await {
                         tracing::warn!(node = n.node_id, error = %e, "add meta learner");
                     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bongsu_node::config::{NodeConfig, Overrides};
 use bongsu_proto::internal::admin_client::AdminClient;
-use bongsu_proto::internal::{DrainRequest, InitRequest, ReadyRequest, SafeToStopRequest, StatusRequest};
+use bongsu_proto::internal::{DrainRequest, InitRequest, ReadyRequest, RemoveRequest, SafeToStopRequest, StatusRequest};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
@@ -54,6 +54,13 @@ enum Cmd {
         #[arg(long)]
         node_id: u64,
     },
+    /// Remove a drained node from the cluster for good.
+    Remove {
+        #[arg(long)]
+        admin: String,
+        #[arg(long)]
+        node_id: u64,
+    },
     /// Exit 0 when the node is caught up with every group it hosts (a readiness probe).
     Ready {
         #[arg(long)]
@@ -78,7 +85,15 @@ async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Chann
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    // Errors print as one line of causes, never as a backtrace: these are messages for people.
+    if let Err(e) = real_main().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -120,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
             if !r.ready {
                 std::process::exit(1);
             }
+        }
+        Cmd::Remove { admin: addr, node_id } => {
+            admin(&addr).await?.remove(RemoveRequest { node_id }).await.map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
+            println!("node {node_id}: removed");
         }
         Cmd::Drain { admin: addr, node_id } => {
             let r = admin(&addr).await?.drain(DrainRequest { node_id }).await.map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?;
