@@ -57,8 +57,8 @@ impl From<NodeError> for tonic::Status {
         let code = e.code();
         let grpc = match code {
             ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
-            ErrorCode::UnknownConversation | ErrorCode::UnknownNode => tonic::Code::NotFound,
-            ErrorCode::ConversationExists | ErrorCode::AlreadyInitialized => tonic::Code::AlreadyExists,
+            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => tonic::Code::NotFound,
+            ErrorCode::ConversationExists | ErrorCode::AlreadyInitialized | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,

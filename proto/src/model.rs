@@ -122,11 +122,13 @@ pub enum ErrorCode {
     StaleEpoch,
     UnknownNode,
     FailedPrecondition,
+    HandleTaken,
+    UnknownUser,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::NotMember,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownConversation,
@@ -145,6 +147,8 @@ impl ErrorCode {
         ErrorCode::StaleEpoch,
         ErrorCode::UnknownNode,
         ErrorCode::FailedPrecondition,
+        ErrorCode::HandleTaken,
+        ErrorCode::UnknownUser,
     ];
 
     /// The protobuf enum value, whose name is the stable string clients match on.
@@ -168,6 +172,8 @@ impl ErrorCode {
             ErrorCode::StaleEpoch => v1::ErrorCode::StaleEpoch,
             ErrorCode::UnknownNode => v1::ErrorCode::UnknownNode,
             ErrorCode::FailedPrecondition => v1::ErrorCode::FailedPrecondition,
+            ErrorCode::HandleTaken => v1::ErrorCode::HandleTaken,
+            ErrorCode::UnknownUser => v1::ErrorCode::UnknownUser,
         }
     }
 
@@ -253,6 +259,28 @@ impl From<MessageKind> for v1::MessageKind {
             MessageKind::System => Self::System,
         }
     }
+}
+
+/// The longest and shortest handles people may pick.
+pub const HANDLE_MIN: usize = 3;
+pub const HANDLE_MAX: usize = 32;
+
+/// Normalizes and checks a handle: lowercase ASCII letters, digits, `_` and `.`, 3 to 32 long,
+/// not starting or ending with `.`. Handles are the only identity people give (no phone number,
+/// real name, birthday or address), so they are kept simple enough to read out loud.
+pub fn normalize_handle(handle: &str) -> Result<String> {
+    let h = handle.trim().to_ascii_lowercase();
+    let bad = |why: &str| Err(ModelError { code: ErrorCode::InvalidArgument, field: "handle", reason: why.to_string() });
+    if h.len() < HANDLE_MIN || h.len() > HANDLE_MAX {
+        return bad(&format!("must be {HANDLE_MIN} to {HANDLE_MAX} characters"));
+    }
+    if !h.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.') {
+        return bad("may hold only letters a-z, digits, '_' and '.'");
+    }
+    if h.starts_with('.') || h.ends_with('.') {
+        return bad("may not start or end with '.'");
+    }
+    Ok(h)
 }
 
 /// Checks a body against the size limit and, for text kinds, UTF-8.

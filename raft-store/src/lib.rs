@@ -20,6 +20,7 @@
 //! This crate must not depend on networking (tonic, the node, the gateway): it is the storage
 //! layer only.
 
+pub mod accounts;
 pub mod codec;
 pub mod errors;
 pub mod failpoints;

@@ -46,6 +46,11 @@ impl StateMachineStore {
         self.group
     }
 
+    /// The store this state machine lives in, for other views of the same group.
+    pub fn view_store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     /// Read access to the messaging state.
     pub fn view(&self) -> MessagingView {
         MessagingView::new(self.store.clone(), self.group)

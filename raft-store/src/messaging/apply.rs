@@ -34,6 +34,7 @@ pub(crate) fn apply_in(tx: &mut Overlay<'_>, cfg: &SmConfig, cmd: &Command, log_
         Command::Append(m) => append(tx, cfg, m, log_index),
         Command::MoveCursor { user, conv_id, seq } => move_cursor(tx, user, conv_id, *seq),
         Command::Meta(m) => crate::meta::apply(tx, m),
+        Command::Account(a) => crate::accounts::apply(tx, a),
     }
 }
 

@@ -20,6 +20,8 @@ pub enum Command {
     MoveCursor { user: UserId, conv_id: ConvId, seq: u64 },
     /// A change to the cluster's own state; only the meta group applies these.
     Meta(crate::meta::MetaCommand),
+    /// Sign-up, devices and refresh tokens.
+    Account(crate::accounts::AccountCommand),
 }
 
 /// The message part of [`Command::Append`].
@@ -56,6 +58,7 @@ impl fmt::Debug for Command {
             ),
             Command::MoveCursor { user, conv_id, seq } => write!(f, "MoveCursor({user} in {conv_id} to {seq})"),
             Command::Meta(m) => write!(f, "Meta({m:?})"),
+            Command::Account(a) => write!(f, "Account({a:?})"),
         }
     }
 }
@@ -75,6 +78,8 @@ pub enum CommandResult {
     Appended { seq: u64, duplicate: bool },
     /// The cursor after the command (unchanged if the command tried to move it back).
     CursorMoved { seq: u64 },
+    /// An account command succeeded for this user.
+    Account { user_id: bongsu_proto::model::UserId },
     /// The meta group's shard map after the command.
     MapChanged { version: u64 },
     /// The command broke a rule and changed nothing.
