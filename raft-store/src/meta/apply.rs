@@ -2,7 +2,7 @@
 
 use bongsu_proto::ErrorCode;
 
-use super::{MetaCommand, NodeRecord, NodeState, ShardRecord};
+use super::{MetaCommand, NodeRecord, NodeState, ShardRecord, SigningKey};
 use crate::errors::Result;
 use crate::keys::sm_key;
 use crate::messaging::CommandResult;
@@ -13,6 +13,7 @@ pub(crate) const TAG_CONFIG: u8 = 0x10;
 pub(crate) const TAG_NODE: u8 = 0x11;
 pub(crate) const TAG_SHARD: u8 = 0x12;
 pub(crate) const TAG_VERSION: u8 = 0x13;
+pub(crate) const TAG_KEY: u8 = 0x14;
 
 pub(crate) fn config_key(g: GroupId) -> Vec<u8> {
     sm_key(g, &[&[TAG_CONFIG]])
@@ -22,6 +23,9 @@ pub(crate) fn node_key(g: GroupId, node: u64) -> Vec<u8> {
 }
 pub(crate) fn shard_key(g: GroupId, shard: u32) -> Vec<u8> {
     sm_key(g, &[&[TAG_SHARD], &shard.to_be_bytes()])
+}
+pub(crate) fn signing_key_key(g: GroupId, kid: &str) -> Vec<u8> {
+    sm_key(g, &[&[TAG_KEY], kid.as_bytes()])
 }
 pub(crate) fn version_key(g: GroupId) -> Vec<u8> {
     sm_key(g, &[&[TAG_VERSION]])
@@ -97,6 +101,27 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &MetaCommand) -> Result<CommandRe
             }
             let rec = ShardRecord { shard: *shard, voters: voters.clone(), learners: learners.clone(), epoch: old.epoch + 1 };
             tx.put(key, &rec);
+        }
+        MetaCommand::AddSigningKey(k) => {
+            if k.kid.is_empty() || k.kid.len() > 64 {
+                return Ok(CommandResult::reject(ErrorCode::InvalidArgument, "kid: 1 to 64 bytes"));
+            }
+            let key = signing_key_key(g, &k.kid);
+            match tx.get::<SigningKey>(&key, "signing key")? {
+                Some(old) if old.seed == k.seed && old.public == k.public => {}
+                Some(_) => return Ok(CommandResult::reject(ErrorCode::InvalidArgument, format!("key {} exists", k.kid))),
+                None => tx.put(key, k),
+            }
+        }
+        MetaCommand::RetireSigningKey { kid, at_ms } => {
+            let key = signing_key_key(g, kid);
+            let Some(mut k) = tx.get::<SigningKey>(&key, "signing key")? else {
+                return Ok(CommandResult::reject(ErrorCode::InvalidArgument, format!("no key {kid}")));
+            };
+            if k.retired_at_ms.is_none() {
+                k.retired_at_ms = Some(*at_ms);
+                tx.put(key, &k);
+            }
         }
     }
     let version = tx.get::<u64>(&version_key(g), "map version")?.unwrap_or(0) + 1;

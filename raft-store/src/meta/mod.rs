@@ -87,6 +87,29 @@ pub struct ShardRecord {
     pub epoch: u64,
 }
 
+/// A token-signing key (Ed25519). Every gateway in every datacenter signs and verifies access
+/// tokens with the keys kept here, so no single service has to be reachable to sign in or to
+/// check a token (DESIGN.md invariant 2).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// Key id, carried in every token so verifiers pick the right key.
+    pub kid: String,
+    /// The Ed25519 secret seed. Nodes are trusted infrastructure; the seed never leaves the
+    /// cluster's internal APIs.
+    pub seed: [u8; 32],
+    pub public: [u8; 32],
+    pub created_at_ms: u64,
+    /// Set when the key stops signing; it still verifies tokens issued before.
+    pub retired_at_ms: Option<u64>,
+}
+
+/// Key material never reaches logs.
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({}, created {}, retired {:?})", self.kid, self.created_at_ms, self.retired_at_ms)
+    }
+}
+
 /// A change to the meta state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
@@ -97,6 +120,10 @@ pub enum MetaCommand {
     SetNodeState { node_id: NodeId, state: NodeState },
     /// Replaces a shard's replicas if its epoch is still `expected_epoch`.
     SetReplicas { shard: u32, voters: Vec<NodeId>, learners: Vec<NodeId>, expected_epoch: u64 },
+    /// Adds a signing key (idempotent for the same key id and material).
+    AddSigningKey(SigningKey),
+    /// Stops a key from signing new tokens.
+    RetireSigningKey { kid: String, at_ms: u64 },
 }
 
 #[cfg(test)]

@@ -72,4 +72,15 @@ async fn meta_commands_build_the_map_and_bump_its_version() {
     assert_eq!(view.snapshot().unwrap(), before, "a rejected command changed the map");
     let s2 = &before.shards[2];
     assert_eq!((s2.voters.clone(), s2.epoch), (vec![4, 2, 3], 1));
+
+    // Signing keys: added once, retired, never logged.
+    let key = SigningKey { kid: "k1".into(), seed: [7; 32], public: [8; 32], created_at_ms: 5, retired_at_ms: None };
+    assert!(matches!(run(MetaCommand::AddSigningKey(key.clone())).await, CommandResult::MapChanged { .. }));
+    assert!(matches!(run(MetaCommand::AddSigningKey(key.clone())).await, CommandResult::MapChanged { .. }), "a retry");
+    let other = SigningKey { seed: [9; 32], ..key.clone() };
+    assert_eq!(rejected(run(MetaCommand::AddSigningKey(other)).await), ErrorCode::InvalidArgument);
+    run(MetaCommand::RetireSigningKey { kid: "k1".into(), at_ms: 9 }).await;
+    let keys = view.snapshot().unwrap().signing_keys;
+    assert_eq!((keys.len(), keys[0].retired_at_ms), (1, Some(9)));
+    assert!(!format!("{:?}", keys[0]).contains("7, 7"), "key material in Debug output");
 }

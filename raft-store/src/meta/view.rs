@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use super::apply::{config_key, version_key, TAG_NODE, TAG_SHARD};
-use super::{ClusterConfig, NodeRecord, ShardRecord};
+use super::apply::{config_key, version_key, TAG_KEY, TAG_NODE, TAG_SHARD};
+use super::{ClusterConfig, NodeRecord, ShardRecord, SigningKey};
 use crate::codec::decode;
 use crate::errors::Result;
 use crate::keys::{sm_key, CF_SM};
@@ -18,6 +18,8 @@ pub struct MetaSnapshot {
     pub config: Option<ClusterConfig>,
     pub nodes: Vec<NodeRecord>,
     pub shards: Vec<ShardRecord>,
+    /// In key-id order.
+    pub signing_keys: Vec<SigningKey>,
 }
 
 impl MetaSnapshot {
@@ -67,6 +69,7 @@ impl MetaView {
                 config: self.get(&config_key(self.group), "cluster config")?,
                 nodes: self.list(TAG_NODE, "node")?,
                 shards: self.list(TAG_SHARD, "shard")?,
+                signing_keys: self.list(TAG_KEY, "signing key")?,
             };
             if self.version()? == version {
                 return Ok(snap);
