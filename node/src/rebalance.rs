@@ -165,25 +165,31 @@ pub async fn step(node: &Node) -> Result<bool> {
             Ok(true)
         }
         Some(Move::Replace { shard, from, to }) => {
+            if !node.is_live(to) {
+                // Not onto a node that does not answer; re-planned next tick.
+                return Ok(false);
+            }
             let s = &meta.shards[shard as usize];
             let g = shard_group(shard);
             tracing::info!(shard, from, to, "moving replica");
             // 1. List the newcomer, so it starts the group and can be caught up.
             set_replicas(node, s, s.voters.clone(), vec![to]).await?;
+            let listed_epoch = s.epoch + 1;
             // 2. The group's leader adds it, waits for it, and swaps it in.
             let moved = node.move_replica(g, from, to).await;
             // 3. Record the outcome (or, on failure, forget the newcomer).
-            node.refresh_meta()?;
-            let now = node.meta();
-            let Some(s) = now.shards.get(shard as usize).cloned() else { return Ok(true) };
+            // Compare-and-set against the entry written in step 1: if anyone changed the shard
+            // since, this fails with STALE_EPOCH and the interrupted-move path reconciles the
+            // map with the group's real membership.
+            let listed = ShardRecord { epoch: listed_epoch, ..s.clone() };
             match moved {
                 Ok(_) => {
                     let voters = s.voters.iter().map(|v| if *v == from { to } else { *v }).collect();
-                    set_replicas(node, &s, voters, Vec::new()).await?;
+                    set_replicas(node, &listed, voters, Vec::new()).await?;
                 }
                 Err(e) => {
                     tracing::warn!(shard, from, to, error = %e, "replica move failed; will re-plan");
-                    set_replicas(node, &s, s.voters.clone(), Vec::new()).await?;
+                    set_replicas(node, &listed, s.voters.clone(), Vec::new()).await?;
                 }
             }
             Ok(true)
@@ -218,9 +224,10 @@ async fn replace_meta_voter(node: &Node, meta: &MetaSnapshot) -> Result<bool> {
     let Some(to) = candidates.first() else { return Ok(false) };
     tracing::info!(from = out, to = to.node_id, "moving a meta voter");
     h.raft
-        .add_learner(to.node_id, crate::cluster::info_of(to), true)
+        .add_learner(to.node_id, crate::cluster::info_of(to), false)
         .await
         .map_err(|e| crate::errors::NodeError::Unavailable(format!("meta: add learner {}: {e}", to.node_id)))?;
+    node.wait_caught_up(&h, to.node_id).await?;
     let mut next = voters.clone();
     next.remove(&out);
     next.insert(to.node_id);

@@ -135,7 +135,7 @@ impl Node {
             Err(_) => return self.forward_move(group, from, to).await,
         };
         let membership = h.raft.metrics().borrow().membership_config.membership().clone();
-        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters.contains(&to) && !voters.contains(&from) {
             return Ok(voters.into_iter().collect()); // done before
         }
@@ -154,10 +154,27 @@ impl Node {
             .node(to)
             .map(info_of)
             .ok_or_else(|| NodeError::rejected(ErrorCode::UnknownNode, format!("node {to} is not registered")))?;
-        match tokio::time::timeout(CATCH_UP_TIMEOUT, h.raft.add_learner(to, info, true)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(NodeError::Unavailable(format!("group {group}: add learner {to}: {e}"))),
-            Err(_) => return Err(NodeError::Unavailable(format!("group {group}: learner {to} did not catch up"))),
+        if !self.is_live(to) {
+            return Err(NodeError::Unavailable(format!("group {group}: node {to} is not live")));
+        }
+        h.raft
+            .add_learner(to, info, false)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("group {group}: add learner {to}: {e}")))?;
+        // openraft's own "blocking" add only waits until the learner is within 5,000 entries,
+        // which an empty node is while the group is young: wait for the real thing.
+        if let Err(e) = self.wait_caught_up(&h, to).await {
+            // Leave no half-added learner behind for the leader to keep feeding.
+            let drop = openraft::ChangeMembers::RemoveNodes(std::iter::once(to).collect());
+            if let Err(e2) = h.raft.change_membership(drop, false).await {
+                tracing::warn!(group, node = to, error = %e2, "remove learner after a failed move");
+            }
+            return Err(e);
+        }
+        // The voter set may have changed while we waited (another move): start from it again.
+        let mut voters: BTreeSet<NodeId> = h.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if !voters.contains(&from) {
+            return Err(NodeError::rejected(ErrorCode::StaleEpoch, format!("group {group}: node {from} left meanwhile")));
         }
         voters.remove(&from);
         voters.insert(to);
@@ -167,6 +184,34 @@ impl Node {
             .map_err(|e| NodeError::Unavailable(format!("group {group}: change membership: {e}")))?;
         tracing::info!(group, from, to, "replica moved");
         Ok(voters.into_iter().collect())
+    }
+
+    /// Waits until the leader has replicated its whole log (within a few entries) to `node`,
+    /// which must stay live; a new voter must hold the data before it counts toward a quorum.
+    pub async fn wait_caught_up(&self, h: &crate::node::GroupHandle, node: NodeId) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+        let mut metrics = h.raft.metrics();
+        loop {
+            let (last, matched, leading) = {
+                let m = metrics.borrow_and_update();
+                let matched = m.replication.as_ref().and_then(|r| r.get(&node).cloned()).flatten().map(|l| l.index);
+                (m.last_log_index.unwrap_or(0), matched, m.state == ServerState::Leader)
+            };
+            if !leading {
+                return Err(NodeError::Unavailable(format!("group {}: lost leadership while {node} caught up", h.group)));
+            }
+            if matched.is_some_and(|m| last.saturating_sub(m) <= MAX_TRANSFER_LAG) {
+                return Ok(());
+            }
+            if !self.is_live(node) {
+                return Err(NodeError::Unavailable(format!("group {}: node {node} went down while catching up", h.group)));
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(NodeError::Unavailable(format!("group {} stopped", h.group))),
+                Err(_) => return Err(NodeError::Unavailable(format!("group {}: node {node} did not catch up", h.group))),
+            }
+        }
     }
 
     async fn forward_move(&self, group: GroupId, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {

@@ -5,6 +5,9 @@
 //! other stable code ends the call. Retrying writes is safe because they are idempotent: an append carries its
 //! `client_msg_id`, and creating a conversation that exists with the same kind and creator is
 //! a success.
+//!
+//! [`ShardWriters`] puts a continuous write load on every shard and checks afterwards that
+//! nothing acknowledged was lost.
 
 use std::collections::HashMap;
 use std::future::Future;

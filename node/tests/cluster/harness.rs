@@ -639,6 +639,47 @@ impl Cluster {
         Ok(AdminClient::new(ep.connect_lazy()))
     }
 
+    /// Waits until each shard's leader reports the map's voters and no learners, and every
+    /// running node hosts exactly the meta group and the shards the map places on it.
+    pub async fn wait_groups_match(&mut self, map: &ShardMap, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut wrong = Vec::new();
+            let leaders = self.leaders().await;
+            for s in &map.shards {
+                let want: BTreeSet<u64> = s.voters.iter().copied().collect();
+                match leaders.get(&shard_group(s.shard)) {
+                    None => wrong.push(format!("shard {}: no leader", s.shard)),
+                    Some(l) => {
+                        let voters: BTreeSet<u64> = l.status.voters.iter().copied().collect();
+                        if voters != want || !l.status.learners.is_empty() {
+                            wrong.push(format!(
+                                "shard {}: leader {} has voters {voters:?} learners {:?}, the map {want:?}",
+                                s.shard, l.leader, l.status.learners
+                            ));
+                        }
+                    }
+                }
+            }
+            for (id, st) in self.statuses().await {
+                let hosted: BTreeSet<u64> = st.groups.iter().map(|g| g.group).collect();
+                let placed: BTreeSet<u64> = std::iter::once(META_GROUP)
+                    .chain(map.shards.iter().filter(|s| s.voters.contains(&id) || s.learners.contains(&id)).map(|s| shard_group(s.shard)))
+                    .collect();
+                if hosted != placed {
+                    wrong.push(format!("node {id} hosts groups {hosted:?}, the map places {placed:?}"));
+                }
+            }
+            if wrong.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("groups disagree with map version {} after {timeout:?}:\n{}", map.version, wrong.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts recording every shard map that `WatchShardMap` delivers on each of `ids`.
     pub fn record_shard_maps(&self, ids: &[u64]) -> MapRecorder {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
@@ -772,6 +813,10 @@ async fn watch_map(id: u64, api_addr: String, recorded: Arc<Mutex<Recorded>>) {
             if let Ok(r) = api.watch_shard_map(WatchShardMapRequest {}).await {
                 let mut stream = r.into_inner();
                 while let Ok(Some(mut map)) = stream.message().await {
+                    // A node that has not received the map yet (a newcomer) streams version 0.
+                    if map.version == 0 {
+                        continue;
+                    }
                     for s in &mut map.shards {
                         s.leader_hint = 0;
                     }

@@ -16,7 +16,7 @@ use bongsu_proto::internal::{ReadyRequest, ShardMap};
 
 use crate::bounded;
 use crate::client::ShardWriters;
-use crate::harness::{placement_violations, replica_counts, shard_group, Cluster, MapRecorder, Spec, META_GROUP};
+use crate::harness::{placement_violations, replica_counts, Cluster, MapRecorder, Spec};
 
 const SHARDS: u32 = 16;
 /// The datacenter the new node joins.
@@ -76,6 +76,9 @@ async fn join(name: &str) -> Result<()> {
     ensure!(conflicts.is_empty(), "nodes streamed different maps under one version:\n{}", conflicts.join("\n"));
     let seen: BTreeSet<u64> = versions.range(initial.version..).map(|(v, _)| *v).collect();
     let missed: Vec<u64> = (initial.version..=last.version).filter(|v| !seen.contains(v)).collect();
+    // Moves list the newcomer as a learner first: those intermediate maps were checked too.
+    let with_learners = versions.values().filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty())).count();
+    ensure!(with_learners > 0, "no streamed map version had a move in flight (learners listed); versions {:?}", seen);
 
     // The new node holds its share, balanced within its datacenter.
     let counts = replica_counts(&last);
@@ -93,7 +96,7 @@ async fn join(name: &str) -> Result<()> {
 
     // Every shard's Raft membership is what the map says, and every node runs exactly the
     // groups the map places on it.
-    check_memberships(&mut cluster, &last).await?;
+    cluster.wait_groups_match(&last, CONVERGE_BOUND).await?;
 
     // The new node reports itself caught up.
     let ready_in = wait_ready(&cluster, new_id).await?;
@@ -114,7 +117,7 @@ async fn join(name: &str) -> Result<()> {
     );
     eprintln!(
         "{name}: node {new_id} joined {dc} ({dc} replicas {dc_counts:?}, preferred leader of {preferred} shards), \
-         map versions {}..={} ({} streamed, not streamed by any node: {missed:?}), ready {} ms after settling; \
+         map versions {}..={} ({} streamed, {with_learners} with moves in flight, not streamed by any node: {missed:?}), ready {} ms after settling; \
          {} acknowledged appends ({} needed more than one node, {} answered as duplicates), worst gap on shard {}; {} s in all",
         initial.version,
         last.version,
@@ -168,47 +171,6 @@ async fn wait_for_share(maps: &MapRecorder, new_id: u64, dc: u8) -> Result<(Shar
     }
 }
 
-/// Waits (bounded) until each shard's leader reports the map's voters and no learners, and
-/// every running node hosts exactly the meta group and the shards the map places on it.
-pub async fn check_memberships(cluster: &mut Cluster, map: &ShardMap) -> Result<()> {
-    let deadline = Instant::now() + CONVERGE_BOUND;
-    loop {
-        let mut wrong = Vec::new();
-        let leaders = cluster.leaders().await;
-        for s in &map.shards {
-            let want: BTreeSet<u64> = s.voters.iter().copied().collect();
-            match leaders.get(&shard_group(s.shard)) {
-                None => wrong.push(format!("shard {}: no leader", s.shard)),
-                Some(l) => {
-                    let voters: BTreeSet<u64> = l.status.voters.iter().copied().collect();
-                    if voters != want || !l.status.learners.is_empty() {
-                        wrong.push(format!(
-                            "shard {}: leader {} has voters {voters:?} learners {:?}, the map {want:?}",
-                            s.shard, l.leader, l.status.learners
-                        ));
-                    }
-                }
-            }
-        }
-        for (id, st) in cluster.statuses().await {
-            let hosted: BTreeSet<u64> = st.groups.iter().map(|g| g.group).collect();
-            let placed: BTreeSet<u64> = std::iter::once(META_GROUP)
-                .chain(map.shards.iter().filter(|s| s.voters.contains(&id) || s.learners.contains(&id)).map(|s| shard_group(s.shard)))
-                .collect();
-            if hosted != placed {
-                wrong.push(format!("node {id} hosts groups {hosted:?}, the map places {placed:?}"));
-            }
-        }
-        if wrong.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("groups disagree with map version {} after {CONVERGE_BOUND:?}:\n{}", map.version, wrong.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits (bounded) until `Admin.Ready` on `id` says ready; returns how long that took.
 async fn wait_ready(cluster: &Cluster, id: u64) -> Result<Duration> {
     let started = Instant::now();
@@ -224,4 +186,58 @@ async fn wait_ready(cluster: &Cluster, id: u64) -> Result<Duration> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A newcomer that stops answering right after registering (SIGSTOP) must not become a voter
+/// of any shard: a move waits for the learner to catch up before swapping it in.
+///
+/// openraft 0.9's `add_learner(.., blocking = true)` returns as soon as the learner is within
+/// `replication_lag_threshold` (default 5,000) entries, even with nothing replicated; this test
+/// caught `move_replica` promoting such an empty learner, before it waited for real catch-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_newcomer_is_not_made_a_voter() -> Result<()> {
+    bounded(Duration::from_secs(60), stopped_newcomer("join-stopped-3x2")).await
+}
+
+/// How long the test watches the map with the newcomer stopped.
+const STOPPED_FOR: Duration = Duration::from_secs(6);
+
+async fn stopped_newcomer(name: &str) -> Result<()> {
+    let mut cluster = Cluster::start(name, Spec::new(3, 2).shards(SHARDS)).await?;
+    let new_id = cluster.add_node(JOIN_DC)?;
+    let maps = cluster.record_shard_maps(&cluster.running_ids());
+    maps.wait_started(cluster.running_ids().len(), Duration::from_secs(10)).await?;
+    cluster.start_node(new_id).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !maps.latest().is_some_and(|v| v.map.nodes.iter().any(|n| n.node_id == new_id)) {
+        ensure!(Instant::now() < deadline, "node {new_id} did not register");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cluster.pause(new_id)?;
+    let paused = Instant::now();
+    tokio::time::sleep(STOPPED_FOR).await;
+    // Where the newest map (and any version since the pause) lists the stopped node as a voter.
+    let versions = maps.versions();
+    let since: Vec<&ShardMap> = versions.values().filter(|v| v.first_seen > paused).map(|v| &v.map).collect();
+    let first = since.iter().find(|m| m.shards.iter().any(|s| s.voters.contains(&new_id))).map(|m| m.version);
+    let promoted: Vec<String> = since
+        .last()
+        .map(|m| m.shards.iter().filter(|s| s.voters.contains(&new_id)).map(|s| format!("shard {} voters {:?}", s.shard, s.voters)).collect())
+        .unwrap_or_default();
+    let in_raft: Vec<u64> = cluster
+        .leaders()
+        .await
+        .into_iter()
+        .filter(|(g, l)| *g != crate::harness::META_GROUP && l.status.voters.contains(&new_id))
+        .map(|(g, _)| g - 1)
+        .collect();
+    cluster.resume(new_id)?;
+    ensure!(
+        first.is_none() && in_raft.is_empty(),
+        "node {new_id}, stopped since it registered, became a voter of shards {in_raft:?} in Raft, in the map from version {first:?}; \
+         the newest map: {}",
+        promoted.join("; ")
+    );
+    cluster.pass();
+    Ok(())
 }

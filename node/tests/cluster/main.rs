@@ -5,14 +5,20 @@
 //! - [`client`] is a test-only client that follows leader hints and retries idempotently;
 //! - [`basic`] checks messaging end to end and replica placement over datacenters;
 //! - [`failover`] SIGKILLs shard leaders under a continuous write load and checks that writes
-//!   resume and nothing acknowledged is lost.
+//!   resume and nothing acknowledged is lost;
+//! - [`join`] adds a node under a continuous write load and checks that it takes its share of
+//!   replicas with the placement rules holding in every shard map version;
+//! - [`drain`] drains a node under a continuous write load and checks that it ends with
+//!   nothing, and that a drain that could never finish is refused.
 //!
 //! Cluster tests take turns (a file lock), so that one does not skew another's timing.
 
 mod basic;
 mod client;
+mod drain;
 mod failover;
 mod harness;
+mod join;
 
 use std::future::Future;
 use std::time::Duration;
