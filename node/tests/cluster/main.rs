@@ -19,6 +19,7 @@ mod drain;
 mod failover;
 mod harness;
 mod join;
+mod subscribe;
 
 use std::future::Future;
 use std::time::Duration;
