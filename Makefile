@@ -12,8 +12,13 @@ BENCH_SECONDS ?= 5
 BENCH_NODE_DIR ?= data/bench-node
 BENCH_NODE_GROUPS ?= 1000
 BENCH_NODE_SECONDS ?= 10
+CHAOS_OUT ?= data/chaos
+CHAOS_MODE ?= auto
+DURATION ?= 120
+SEED ?=
+CHAOS_BIN = $(CARGO_TARGET_DIR)/release/bongsu-chaos
 
-.PHONY: all deps build run test bench-store bench-node clean
+.PHONY: all deps build run test chaos-ci chaos chaos-build chaos-deps bench-store bench-node clean
 
 all: build
 
@@ -41,6 +46,7 @@ build: deps
 
 # Every test in the workspace. cargo-nextest runs each test in its own process; plain
 # `cargo test` is the fallback where nextest is not installed.
+# The chaos scenarios of `chaos-ci` run after them.
 test: deps
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "+ $(CARGO) nextest run $(PROFILE) --workspace --no-fail-fast"; \
@@ -48,6 +54,35 @@ test: deps
 	else \
 		echo "+ $(CARGO) test $(PROFILE) --workspace --no-fail-fast"; \
 		$(CARGO) test $(PROFILE) --workspace --no-fail-fast; \
+	fi
+	$(MAKE) chaos-ci
+
+# Chaos scenarios against real node processes in three datacenters (chaos-tests/). As root,
+# each datacenter is a network namespace on a bridge (netns mode, needs `ip` from iproute2);
+# otherwise datacenters are loopback address groups and the nodes drop traffic themselves
+# (portable mode). CHAOS_MODE=auto|netns|portable forces one.
+# Each scenario prints `chaos: scenario=NAME acked=N lost=0 ...` and writes report.json and
+# timeline.svg into $(CHAOS_OUT)/<scenario>/; the target fails on any violation.
+chaos-ci: chaos-build
+	$(CHAOS_BIN) --mode $(CHAOS_MODE) --out $(CHAOS_OUT) ci
+
+# A randomized mix of every fault: make chaos DURATION=120 SEED=42 (the seed defaults to the
+# time and is printed first, so a failing run can be repeated).
+chaos: chaos-build
+	$(CHAOS_BIN) --mode $(CHAOS_MODE) --out $(CHAOS_OUT) mix --duration $(DURATION) $(if $(SEED),--seed $(SEED))
+
+# The chaos binary and a node binary with failpoints and fault rules (the `chaos` feature), in
+# one build: a plain `-p bongsu-node` build writes a node binary without them to the same path.
+chaos-build: deps chaos-deps
+	$(CARGO) build $(PROFILE) -p bongsu-node -p bongsu-chaos --features bongsu-node/chaos --bins
+
+# netns mode needs `ip`; install iproute2 when it is missing and we are root, otherwise the
+# chaos binary falls back to portable mode and says so.
+chaos-deps:
+	@if [ "$$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: installing iproute2 with apt-get (chaos tests, netns mode)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null || \
+			echo "deps: could not install iproute2; chaos tests will use portable mode" >&2; \
 	fi
 
 # Raw fdatasync rate of the data directory's disk against the store's durable appends.

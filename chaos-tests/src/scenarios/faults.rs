@@ -1,0 +1,363 @@
+//! The faults, each injected, held and healed on a running cluster under the workload, and
+//! recorded in the history as one [`Fault`] (or one per kill for repeated kills).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use crate::harness::Cluster;
+use crate::history::Fault;
+use crate::workload::{ChatClient, Workload};
+
+/// How long a restarted node may take to catch up with its groups' leaders.
+const CATCH_UP: Duration = Duration::from_secs(40);
+/// How long a node with a failing fsync may take to stop by itself. It stops within about
+/// 100 ms of its next write; writes arrive every few milliseconds.
+const FAIL_STOP_BOUND: Duration = Duration::from_secs(5);
+/// The exit code of a node that stopped because a group failed (see `node/src/quiesce.rs`).
+const FAIL_STOP_CODE: i32 = 70;
+
+/// Every fault a scenario can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// SIGKILL every node of a datacenter, later start them again.
+    DcKill,
+    /// Cut a datacenter off from the others, later heal.
+    DcPartition,
+    /// SIGSTOP every node of a datacenter, later SIGCONT.
+    DcPause,
+    /// SIGKILL the meta group's leader, later start it again.
+    MetaLeaderKill,
+    /// Restart every node in turn (SIGTERM, start, wait until caught up).
+    RollingRestart,
+    /// Three times: SIGKILL the node leading the most shards, start it again.
+    LeaderKills,
+    /// Make one node's fsync fail: it must stop by itself and never acknowledge what it lost.
+    FsyncFail,
+    /// Make one node's fsync 200 ms slower.
+    SlowDisk,
+}
+
+/// Which datacenter or node a fault hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The datacenter (or node) leading the most shards.
+    Busiest,
+    Dc(u8),
+    Node(u64),
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::DcKill,
+        FaultKind::DcPartition,
+        FaultKind::DcPause,
+        FaultKind::MetaLeaderKill,
+        FaultKind::RollingRestart,
+        FaultKind::LeaderKills,
+        FaultKind::FsyncFail,
+        FaultKind::SlowDisk,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::DcKill => "dc-kill",
+            FaultKind::DcPartition => "dc-partition",
+            FaultKind::DcPause => "dc-pause",
+            FaultKind::MetaLeaderKill => "meta-leader-kill",
+            FaultKind::RollingRestart => "rolling-restart",
+            FaultKind::LeaderKills => "leader-kills",
+            FaultKind::FsyncFail => "fsync-fail",
+            FaultKind::SlowDisk => "slow-disk",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            FaultKind::DcKill => "SIGKILL every node of the datacenter leading the most shards, restart it after the hold",
+            FaultKind::DcPartition => "cut the datacenter leading the most shards off from the others, heal after the hold",
+            FaultKind::DcPause => "SIGSTOP every node of the datacenter leading the most shards, SIGCONT after the hold",
+            FaultKind::MetaLeaderKill => "SIGKILL the meta group's leader, restart it after the hold",
+            FaultKind::RollingRestart => "restart every node in turn, each once the previous one caught up",
+            FaultKind::LeaderKills => "three times: SIGKILL the node leading the most shards, restart it",
+            FaultKind::FsyncFail => "fail fsync on the node leading the most shards: it must fail-stop; restart it",
+            FaultKind::SlowDisk => "add 200 ms to every fsync of the node leading the most shards for the hold",
+        }
+    }
+}
+
+/// What a fault needs from the run.
+pub struct Env<'a, C: ChatClient> {
+    pub cluster: &'a mut Cluster,
+    pub workload: &'a Workload<C>,
+    pub faults: &'a mut Vec<Fault>,
+    /// Safety or liveness problems found while injecting (the run fails on any).
+    pub problems: &'a mut Vec<String>,
+    /// Nodes expected to exit by themselves, with the time from which they may.
+    pub expected_exits: &'a mut Vec<(u64, u64)>,
+    pub rng: &'a mut StdRng,
+}
+
+impl<C: ChatClient> Env<'_, C> {
+    fn now(&self) -> u64 {
+        self.cluster.now_ms()
+    }
+
+    /// Prints a progress line, stamped with the run's time.
+    pub fn say(&self, line: &str) {
+        eprintln!("chaos: [{:>7.3}s] {line}", self.now() as f64 / 1000.0);
+    }
+
+    async fn pick_dc(&mut self, target: Target) -> (u8, String) {
+        let (busiest, led) = self.cluster.busiest_dc().await;
+        let d = match target {
+            Target::Dc(d) => d,
+            Target::Node(id) => self.cluster.dc_of(id),
+            Target::Busiest => busiest,
+        };
+        let counts = self.cluster.shard_leader_counts().await;
+        let here: usize = self
+            .cluster
+            .dc_nodes(d)
+            .iter()
+            .map(|id| counts.get(id).copied().unwrap_or(0))
+            .sum();
+        let shards = self.cluster.spec.shards;
+        let mut why = if d == busiest && target == Target::Busiest {
+            format!("leads {led} of {shards} shards, the most (ties go to the lowest number)")
+        } else {
+            format!("leads {here} of {shards} shards")
+        };
+        let meta = self.cluster.meta_leader().await;
+        if let Some(m) = meta.filter(|m| self.cluster.dc_of(*m) == d) {
+            why.push_str(&format!(" and the meta group (node {m})"));
+        }
+        (d, why)
+    }
+
+    async fn pick_node(&mut self, target: Target) -> (u64, String) {
+        let counts = self.cluster.shard_leader_counts().await;
+        let (busiest, _) = self.cluster.busiest_node().await;
+        let id = match target {
+            Target::Node(id) => id,
+            Target::Dc(d) => self.cluster.dc_nodes(d)[0],
+            Target::Busiest => busiest,
+        };
+        (
+            id,
+            format!(
+                "leads {} of {} shards",
+                counts.get(&id).copied().unwrap_or(0),
+                self.cluster.spec.shards
+            ),
+        )
+    }
+
+    fn open(&mut self, name: &str, target: String) -> usize {
+        self.faults.push(Fault {
+            name: name.into(),
+            start: self.now(),
+            end: None,
+            target,
+        });
+        self.faults.len() - 1
+    }
+
+    fn close(&mut self, i: usize) {
+        self.faults[i].end = Some(self.now());
+    }
+
+    async fn catch_up(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Err(e) = self.cluster.wait_caught_up(*id, CATCH_UP).await {
+                self.problems
+                    .push(format!("restarted node did not catch up: {e:#}"));
+            }
+        }
+    }
+
+    /// Injects `kind`, holds it for `hold`, heals it.
+    pub async fn apply(&mut self, kind: FaultKind, target: Target, hold: Duration) -> Result<()> {
+        match kind {
+            FaultKind::DcKill => {
+                let (d, why) = self.pick_dc(target).await;
+                let ids = self.cluster.dc_nodes(d);
+                let f = self.open(kind.name(), format!("dc{d}"));
+                self.cluster.kill_dc(d)?;
+                self.say(&format!("dc-kill: SIGKILLed dc{d} (nodes {ids:?}; {why})"));
+                tokio::time::sleep(hold).await;
+                self.cluster.restart_dc(d).await?;
+                self.close(f);
+                self.say(&format!("dc-kill: dc{d} restarted"));
+                self.catch_up(&ids).await;
+            }
+            FaultKind::DcPartition => {
+                let (d, why) = self.pick_dc(target).await;
+                let f = self.open(kind.name(), format!("dc{d}"));
+                self.cluster.partition(d).await?;
+                self.say(&format!(
+                    "dc-partition: dc{d} cut off ({why}; {} mode)",
+                    self.cluster.mode.name()
+                ));
+                tokio::time::sleep(hold).await;
+                self.cluster.heal_partition().await?;
+                self.close(f);
+                self.say(&format!("dc-partition: dc{d} healed"));
+                let ids = self.cluster.dc_nodes(d);
+                self.catch_up(&ids).await;
+            }
+            FaultKind::DcPause => {
+                let (d, why) = self.pick_dc(target).await;
+                let f = self.open(kind.name(), format!("dc{d}"));
+                self.cluster.pause_dc(d)?;
+                self.say(&format!("dc-pause: SIGSTOPped dc{d} ({why})"));
+                tokio::time::sleep(hold).await;
+                self.cluster.resume_dc(d)?;
+                self.close(f);
+                self.say(&format!("dc-pause: dc{d} resumed"));
+                let ids = self.cluster.dc_nodes(d);
+                self.catch_up(&ids).await;
+            }
+            FaultKind::MetaLeaderKill => {
+                let id = match self.cluster.meta_leader().await {
+                    Some(id) => id,
+                    None => anyhow::bail!("meta-leader-kill: the meta group has no leader"),
+                };
+                let f = self.open(kind.name(), format!("n{id}"));
+                self.cluster.kill(id, libc::SIGKILL)?;
+                self.say(&format!(
+                    "meta-leader-kill: SIGKILLed node {id} (dc{})",
+                    self.cluster.dc_of(id)
+                ));
+                tokio::time::sleep(hold).await;
+                self.cluster.restart(id).await?;
+                self.close(f);
+                self.say(&format!("meta-leader-kill: node {id} restarted"));
+                self.catch_up(&[id]).await;
+            }
+            FaultKind::RollingRestart => {
+                let ids = self.cluster.ids();
+                let f = self.open(kind.name(), format!("n{}..n{}", ids[0], ids[ids.len() - 1]));
+                for id in ids {
+                    self.cluster.kill(id, libc::SIGTERM)?;
+                    self.cluster.restart(id).await?;
+                    self.catch_up(&[id]).await;
+                    self.say(&format!(
+                        "rolling-restart: node {id} restarted and caught up"
+                    ));
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                self.close(f);
+            }
+            FaultKind::LeaderKills => {
+                for round in 1..=3 {
+                    let (id, why) = self.pick_node(Target::Busiest).await;
+                    let f = self.open("leader-kill", format!("n{id}"));
+                    self.cluster.kill(id, libc::SIGKILL)?;
+                    self.say(&format!(
+                        "leader-kills: round {round}: SIGKILLed node {id} ({why})"
+                    ));
+                    tokio::time::sleep(hold / 3).await;
+                    self.cluster.restart(id).await?;
+                    self.close(f);
+                    self.catch_up(&[id]).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            FaultKind::FsyncFail => {
+                let (id, why) = self.pick_node(target).await;
+                let acks_before = self.workload.recorder.acks().len();
+                // The fault is recorded from the moment the node stopped: writes it had
+                // already made durable may still be acknowledged between the failpoint and
+                // the stop, and would hide the outage from the RTO (first ack after the
+                // fault's start).
+                let f = self.open(kind.name(), format!("n{id}"));
+                let on = self.now();
+                self.expected_exits.push((id, on));
+                self.cluster
+                    .set_failpoint(id, "log_before_fsync", true)
+                    .await?;
+                self.say(&format!(
+                    "fsync-fail: log_before_fsync on node {id} ({why})"
+                ));
+                match self.cluster.wait_exit(id, FAIL_STOP_BOUND).await {
+                    Some(e) if e.status.code() == Some(FAIL_STOP_CODE) => {
+                        self.faults[f].start = e.noticed_ms;
+                        self.say(&format!("fsync-fail: node {id} stopped by itself {} ms after the failpoint (exit code {FAIL_STOP_CODE})", e.noticed_ms - on))
+                    }
+                    Some(e) => self.problems.push(format!(
+                        "fsync-fail: {} ({} ms after the failpoint), expected exit code {FAIL_STOP_CODE}",
+                        e.describe(),
+                        e.noticed_ms - on
+                    )),
+                    None => {
+                        self.problems.push(format!("fsync-fail: node {id} did not stop within {FAIL_STOP_BOUND:?} of its fsync failing"));
+                        self.cluster.kill(id, libc::SIGKILL)?;
+                    }
+                }
+                let late: Vec<_> = self.workload.recorder.acks()[acks_before..]
+                    .iter()
+                    .filter(|a| a.node == id && a.at > on)
+                    .copied()
+                    .collect();
+                if !late.is_empty() {
+                    // Entries fsynced before the failpoint may still be acknowledged after it;
+                    // whether anything acknowledged was lost is the no_lost_ack checker's call.
+                    self.say(&format!(
+                        "fsync-fail: node {id} acknowledged {} send(s) after the failpoint, the last {} ms after",
+                        late.len(),
+                        late.iter().map(|a| a.at - on).max().unwrap_or(0)
+                    ));
+                }
+                let left = Duration::from_millis(on + hold.as_millis() as u64)
+                    .saturating_sub(Duration::from_millis(self.now()));
+                tokio::time::sleep(left).await;
+                self.cluster.restart(id).await?;
+                self.close(f);
+                self.say(&format!(
+                    "fsync-fail: node {id} restarted (failpoints off in the new process)"
+                ));
+                self.catch_up(&[id]).await;
+            }
+            FaultKind::SlowDisk => {
+                let (id, why) = self.pick_node(target).await;
+                let f = self.open(kind.name(), format!("n{id}"));
+                self.cluster
+                    .set_failpoint(id, "log_slow_fsync", true)
+                    .await?;
+                self.say(&format!("slow-disk: log_slow_fsync on node {id} ({why})"));
+                tokio::time::sleep(hold).await;
+                self.cluster
+                    .set_failpoint(id, "log_slow_fsync", false)
+                    .await?;
+                self.close(f);
+                self.say(&format!("slow-disk: node {id} back to normal"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A random target for the mix: half the time the busiest, otherwise a random datacenter
+    /// or node.
+    pub fn random_target(&mut self, kind: FaultKind) -> Target {
+        let busiest = self.rng.random_bool(0.5);
+        match kind {
+            // These choose their own victims.
+            FaultKind::MetaLeaderKill | FaultKind::RollingRestart | FaultKind::LeaderKills => {
+                Target::Busiest
+            }
+            _ if busiest => Target::Busiest,
+            FaultKind::FsyncFail | FaultKind::SlowDisk => {
+                let ids = self.cluster.ids();
+                Target::Node(ids[self.rng.random_range(0..ids.len())])
+            }
+            _ => Target::Dc(self.rng.random_range(1..=self.cluster.spec.dcs)),
+        }
+    }
+}
