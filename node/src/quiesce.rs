@@ -32,6 +32,8 @@ struct Activity {
     since: Instant,
     quiesced: bool,
     campaigned_for: Option<NodeId>,
+    /// Elections switched off because fewer than a majority of the group's voters answer pings.
+    isolated: bool,
 }
 
 /// The parts of a group's metrics this loop reads.
@@ -106,16 +108,21 @@ async fn run(node: Arc<Node>) {
                 since: Instant::now(),
                 quiesced: false,
                 campaigned_for: None,
+                isolated: false,
             });
-            if a.last_index != m.last_log_index || a.leader != m.current_leader {
+            let index_changed = a.last_index != m.last_log_index;
+            if index_changed || a.leader != m.current_leader {
                 a.last_index = m.last_log_index;
                 a.leader = m.current_leader;
                 a.since = Instant::now();
                 a.campaigned_for = None;
-                if a.quiesced {
-                    wake(&h);
-                    a.quiesced = false;
-                }
+            }
+            // New entries mean an active leader: the group's timers go back on. A mere leader
+            // change does not turn elections on: a restarted node that just learned its leader
+            // (which may be quiet) would otherwise time out and depose it.
+            if index_changed && a.quiesced {
+                wake(&h);
+                a.quiesced = false;
             }
             let leader = m.current_leader;
             if m.state == ServerState::Leader
@@ -123,14 +130,39 @@ async fn run(node: Arc<Node>) {
             {
                 let _ = h.raft.trigger().heartbeat().await;
             }
-            if leader.is_none() && m.state != ServerState::Leader && node.started.elapsed() > startup_grace {
-                // No leader heard of since the grace period: let the group elect one.
+            let is_voter = m.membership_config.membership().voter_ids().any(|v| v == node.id());
+            // openraft 0.9 has no pre-vote. A voter that cannot reach a majority of its group
+            // (a partitioned or freshly restarted node) could only win nothing and, campaigning
+            // anyway, inflate its term and depose a healthy leader once it reconnects. Node
+            // liveness stands in for the pre-vote round: no majority answering pings, no
+            // elections.
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let live_voters = voters.iter().filter(|v| node.is_live(**v)).count();
+            let has_quorum = live_voters * 2 > voters.len();
+            // Elections come back on with new entries or a liveness-triggered campaign, never
+            // just because peers answer again.
+            if is_voter && m.state != ServerState::Leader && !has_quorum && !a.isolated {
+                h.raft.runtime_config().elect(false);
+                a.isolated = true;
+            }
+            if has_quorum {
+                a.isolated = false;
+            }
+            let settled = node.started.elapsed() > startup_grace;
+            if leader.is_none() && m.state != ServerState::Leader && settled && has_quorum {
+                // No leader heard of since the grace period, and a majority answers: let the
+                // group elect one.
                 wake(&h);
             }
-            let is_voter = m.membership_config.membership().voter_ids().any(|v| v == node.id());
             // The leader's node stopped answering pings: campaign now, by rank.
             if let Some(l) = leader {
-                if l != node.id() && is_voter && !node.is_live(l) && a.campaigned_for != Some(l) {
+                if settled
+                    && has_quorum
+                    && l != node.id()
+                    && is_voter
+                    && !node.is_live(l)
+                    && a.campaigned_for != Some(l)
+                {
                     a.campaigned_for = Some(l);
                     a.quiesced = false;
                     let rank = m
