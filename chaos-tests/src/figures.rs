@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::check::Report;
-use crate::history::{Fault, History, Ms, OpKind};
+use crate::history::{Fault, History, Ms, OpKind, Outcome};
 
 /// What happened during one second of the run.
 ///
@@ -34,6 +34,12 @@ pub fn timeline(h: &History) -> Vec<Second> {
         })
         .collect();
     for op in &h.ops {
+        // A non-member's read refused with NOT_MEMBER is the system working: not a failure.
+        if let (OpKind::Read { member: false, .. }, Outcome::Failed { code }) = (&op.kind, &op.outcome) {
+            if code == "NOT_MEMBER" {
+                continue;
+            }
+        }
         let i = usize::try_from(op.settled_at() / 1000).expect("run_end covers every op");
         let s = &mut out[i];
         let count = match (op.kind.is_send(), op.outcome.is_ok()) {
@@ -185,7 +191,7 @@ mod tests {
                 row(0, 2, 0, 0, 0), // ops 1, 2
                 row(1, 2, 0, 0, 0), // ops 3, 5
                 row(2, 0, 2, 0, 1), // op 4 timed out (counted when issued), op 6 failed, read 10 timed out
-                row(3, 1, 0, 1, 1), // op 7, read 8, non-member read 9 failed
+                row(3, 1, 0, 1, 0), // op 7, read 8; non-member read 9 refused (NOT_MEMBER): not a failure
             ]
         );
     }

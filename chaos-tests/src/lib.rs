@@ -13,6 +13,10 @@
 //!   unavailability window (RTO) per fault and shard, the one-line summary;
 //! - [`report`] and [`svg`]: the JSON report and the timeline plot written beside a run.
 //!
+//! The other half runs the experiments: [`harness`] (real node processes, datacenters as
+//! network namespaces or loopback address groups), [`workload`] (clients that record every
+//! operation) and [`scenarios`] (the named faults and the run that judges them).
+//!
 //! The checkers and figures are pure functions of the history: they never talk to a cluster.
 //! `history`, `check`, `figures`, `report` and `svg` must not use the harness, the workload,
 //! the node or the network stack, so that a recorded history can be re-checked offline
