@@ -275,6 +275,9 @@ async fn run_all(cli: Cli) -> Result<bool> {
         mode.name(),
         if passed { "all passed" } else { "FAILED" }
     );
+    // The plain closing line test runners use, so CI logs read the same as nextest's.
+    let ok = results.iter().filter(|r| r.passed()).count();
+    println!("chaos: {ok} passed, {} failed", results.len() - ok);
     Ok(passed)
 }
 
