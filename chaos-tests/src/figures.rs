@@ -35,7 +35,9 @@ pub fn timeline(h: &History) -> Vec<Second> {
         .collect();
     for op in &h.ops {
         // A non-member's read refused with NOT_MEMBER is the system working: not a failure.
-        if let (OpKind::Read { member: false, .. }, Outcome::Failed { code }) = (&op.kind, &op.outcome) {
+        if let (OpKind::Read { member: false, .. }, Outcome::Failed { code }) =
+            (&op.kind, &op.outcome)
+        {
             if code == "NOT_MEMBER" {
                 continue;
             }

@@ -64,7 +64,10 @@ fn node_binary(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => std::env::current_exe()?.with_file_name("bongsu-node"),
     };
     if !bin.exists() {
-        bail!("{} not found: build it with `cargo build --release -p bongsu-node` (make run does)", bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p bongsu-node` (make run does)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -74,13 +77,26 @@ fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result
     std::fs::create_dir_all(&ndir).with_context(|| format!("create {}", ndir.display()))?;
     let log = std::fs::File::create(ndir.join("node.log"))?;
     let mut cmd = Command::new(bin);
-    cmd.args(["run", "--node-id", &id.to_string(), "--dc", &format!("dc{dc}")])
-        .arg("--data-dir")
-        .arg(&ndir)
-        .args(["--raft-addr", &format!("{host}:7100"), "--api-addr", &format!("{host}:7200"), "--admin-addr", &format!("{host}:7300")])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    cmd.args([
+        "run",
+        "--node-id",
+        &id.to_string(),
+        "--dc",
+        &format!("dc{dc}"),
+    ])
+    .arg("--data-dir")
+    .arg(&ndir)
+    .args([
+        "--raft-addr",
+        &format!("{host}:7100"),
+        "--api-addr",
+        &format!("{host}:7200"),
+        "--admin-addr",
+        &format!("{host}:7300"),
+    ])
+    .stdin(Stdio::null())
+    .stdout(log.try_clone()?)
+    .stderr(log);
     // SAFETY: prctl in the child before exec, async-signal-safe: the node dies with us.
     unsafe {
         cmd.pre_exec(|| {
@@ -92,7 +108,8 @@ fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result
 }
 
 async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_millis(300));
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(300));
     Ok(AdminClient::new(ep.connect().await?))
 }
 
@@ -120,48 +137,85 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             let id = (k - 1) * 3 + dc;
             let host = format!("127.0.{dc}.{k}");
             let child = spawn(&bin, &a.dir, id, dc, &host)?;
-            nodes.0.push(LocalNode { id, dc, host, child });
+            nodes.0.push(LocalNode {
+                id,
+                dc,
+                host,
+                child,
+            });
         }
     }
     for n in &nodes.0 {
         let addr = n.admin();
-        wait_until(&format!("node {} at {addr}", n.id), Duration::from_secs(20), || {
-            let addr = addr.clone();
-            async move {
-                match admin(&addr).await {
-                    Ok(mut c) => c.hello(HelloRequest {}).await.is_ok(),
-                    Err(_) => false,
+        wait_until(
+            &format!("node {} at {addr}", n.id),
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move {
+                    match admin(&addr).await {
+                        Ok(mut c) => c.hello(HelloRequest {}).await.is_ok(),
+                        Err(_) => false,
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
-        .with_context(|| format!("node {} did not start; see {}", n.id, a.dir.join(format!("n{}/node.log", n.id)).display()))?;
+        .with_context(|| {
+            format!(
+                "node {} did not start; see {}",
+                n.id,
+                a.dir.join(format!("n{}/node.log", n.id)).display()
+            )
+        })?;
     }
     let first = nodes.0[0].admin();
     if fresh {
         let all: Vec<String> = nodes.0.iter().map(|n| n.admin()).collect();
         let r = admin(&first)
             .await?
-            .init(InitRequest { node_admin_addrs: all, shards: a.shards, replicas: 3 })
+            .init(InitRequest {
+                node_admin_addrs: all,
+                shards: a.shards,
+                replicas: 3,
+            })
             .await
             .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
-        println!("bongsu: new cluster, {} shards (shard map version {})", a.shards, r.into_inner().shard_map_version);
+        println!(
+            "bongsu: new cluster, {} shards (shard map version {})",
+            a.shards,
+            r.into_inner().shard_map_version
+        );
     } else {
         println!("bongsu: restarting the cluster in {}", a.dir.display());
     }
-    wait_until("every shard to elect a leader", Duration::from_secs(30), || {
-        let first = first.clone();
-        async move {
-            let Ok(mut c) = admin(&first).await else { return false };
-            let Ok(s) = c.status(StatusRequest {}).await else { return false };
-            let s = s.into_inner();
-            !s.groups.is_empty() && s.groups.iter().all(|g| g.leader != 0)
-        }
-    })
+    wait_until(
+        "every shard to elect a leader",
+        Duration::from_secs(30),
+        || {
+            let first = first.clone();
+            async move {
+                let Ok(mut c) = admin(&first).await else {
+                    return false;
+                };
+                let Ok(s) = c.status(StatusRequest {}).await else {
+                    return false;
+                };
+                let s = s.into_inner();
+                !s.groups.is_empty() && s.groups.iter().all(|g| g.leader != 0)
+            }
+        },
+    )
     .await?;
-    println!("bongsu: local cluster up, data and logs in {}", a.dir.display());
+    println!(
+        "bongsu: local cluster up, data and logs in {}",
+        a.dir.display()
+    );
     for n in &nodes.0 {
-        println!("  dc{}  node {:<2} internal API {}:7200  admin {}:7300", n.dc, n.id, n.host, n.host);
+        println!(
+            "  dc{}  node {:<2} internal API {}:7200  admin {}:7300",
+            n.dc, n.id, n.host, n.host
+        );
     }
     println!("  try: bongsu status --admin {first}");
     println!("  (the gateway and the web client are not built yet)");

@@ -10,7 +10,10 @@ mod status;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bongsu", about = "bongsu: a messaging cluster that survives losing a datacenter")]
+#[command(
+    name = "bongsu",
+    about = "bongsu: a messaging cluster that survives losing a datacenter"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

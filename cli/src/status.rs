@@ -16,29 +16,76 @@ pub struct StatusArgs {
 }
 
 pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", a.admin))?.connect_timeout(Duration::from_secs(2));
-    let mut c = AdminClient::new(ep.connect().await.with_context(|| format!("connect to {}", a.admin))?);
-    let s = c.status(StatusRequest {}).await.map_err(|s| anyhow::anyhow!("status: {}", s.message()))?.into_inner();
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", a.admin))?
+        .connect_timeout(Duration::from_secs(2));
+    let mut c = AdminClient::new(
+        ep.connect()
+            .await
+            .with_context(|| format!("connect to {}", a.admin))?,
+    );
+    let s = c
+        .status(StatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?
+        .into_inner();
     let map = s.map.unwrap_or_default();
     let mut out = String::new();
-    writeln!(out,"node {} ({}) sees shard map version {}, {} shards", s.node_id, s.dc, map.version, map.shard_count)?;
+    writeln!(
+        out,
+        "node {} ({}) sees shard map version {}, {} shards",
+        s.node_id, s.dc, map.version, map.shard_count
+    )?;
     writeln!(out)?;
-    writeln!(out, "{:<6} {:<6} {:<10} {:<8} {:<15}", "node", "dc", "state", "live", "admin")?;
+    writeln!(
+        out,
+        "{:<6} {:<6} {:<10} {:<8} {:<15}",
+        "node", "dc", "state", "live", "admin"
+    )?;
     for (n, state) in map.nodes.iter().zip(map.node_states.iter()) {
-        let live = s.liveness.iter().find(|l| l.node_id == n.node_id).map(|l| l.live).unwrap_or(false);
-        writeln!(out, "{:<6} {:<6} {:<10} {:<8} {:<15}", n.node_id, n.dc, state, if live { "yes" } else { "NO" }, n.admin_addr)?;
+        let live = s
+            .liveness
+            .iter()
+            .find(|l| l.node_id == n.node_id)
+            .map(|l| l.live)
+            .unwrap_or(false);
+        writeln!(
+            out,
+            "{:<6} {:<6} {:<10} {:<8} {:<15}",
+            n.node_id,
+            n.dc,
+            state,
+            if live { "yes" } else { "NO" },
+            n.admin_addr
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "groups hosted on node {}:", s.node_id)?;
-    writeln!(out, "{:<8} {:<7} {:<6} {:<9} {:<9} {:<12} lag", "group", "leader", "term", "commit", "applied", "voters")?;
+    writeln!(
+        out,
+        "{:<8} {:<7} {:<6} {:<9} {:<9} {:<12} lag",
+        "group", "leader", "term", "commit", "applied", "voters"
+    )?;
     for g in &s.groups {
-        let name = if g.group == 0 { "meta".to_string() } else { format!("shard {}", g.group - 1) };
-        let lag: Vec<String> = g.follower_lag.iter().map(|(n, l)| format!("{n}:{l}")).collect();
+        let name = if g.group == 0 {
+            "meta".to_string()
+        } else {
+            format!("shard {}", g.group - 1)
+        };
+        let lag: Vec<String> = g
+            .follower_lag
+            .iter()
+            .map(|(n, l)| format!("{n}:{l}"))
+            .collect();
         let voters: Vec<String> = g.voters.iter().map(|v| v.to_string()).collect();
-        writeln!(out, 
+        writeln!(
+            out,
             "{:<8} {:<7} {:<6} {:<9} {:<9} {:<12} {}",
             name,
-            if g.leader == 0 { "-".to_string() } else { g.leader.to_string() },
+            if g.leader == 0 {
+                "-".to_string()
+            } else {
+                g.leader.to_string()
+            },
             g.term,
             g.commit_index,
             g.applied_index,

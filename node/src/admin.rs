@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bongsu_proto::internal::admin_server::Admin;
 use bongsu_proto::internal::*;
 use bongsu_proto::ErrorCode;
-use bongsu_raft_store::meta::{ClusterConfig, MetaCommand, NodeRecord, NodeState, ShardRecord, META_GROUP};
+use bongsu_raft_store::meta::{
+    ClusterConfig, MetaCommand, NodeRecord, NodeState, ShardRecord, META_GROUP,
+};
 use bongsu_raft_store::NodeInfo;
 use openraft::error::{InitializeError, RaftError};
 use tonic::{Request, Response, Status};
@@ -40,7 +42,11 @@ fn record(id: &NodeIdentity) -> NodeRecord {
 
 /// The meta group's voters: this node (which initializes the group, so it must be one) and
 /// then nodes of other datacenters, round-robin, never more than a minority per datacenter.
-fn meta_voters(me: &NodeIdentity, nodes: &[NodeIdentity], replicas: usize) -> Result<Vec<NodeIdentity>> {
+fn meta_voters(
+    me: &NodeIdentity,
+    nodes: &[NodeIdentity],
+    replicas: usize,
+) -> Result<Vec<NodeIdentity>> {
     let cap = replicas / 2; // the most voters one datacenter may hold without a majority
     let mut by_dc: BTreeMap<&str, Vec<&NodeIdentity>> = BTreeMap::new();
     for n in nodes.iter().filter(|n| n.node_id != me.node_id) {
@@ -82,28 +88,52 @@ impl Node {
         let me = identity(self);
         let mut nodes = vec![me.clone()];
         for addr in req.node_admin_addrs.iter().filter(|a| **a != me.admin_addr) {
-            let id = admin_client(addr).await?.hello(HelloRequest {}).await.map_err(|s| {
-                NodeError::Unavailable(format!("node at {addr} did not answer: {}", s.message()))
-            })?;
+            let id = admin_client(addr)
+                .await?
+                .hello(HelloRequest {})
+                .await
+                .map_err(|s| {
+                    NodeError::Unavailable(format!(
+                        "node at {addr} did not answer: {}",
+                        s.message()
+                    ))
+                })?;
             nodes.push(id.into_inner());
         }
         let ids: BTreeSet<u64> = nodes.iter().map(|n| n.node_id).collect();
         if ids.len() != nodes.len() {
-            return Err(NodeError::rejected(ErrorCode::InvalidArgument, "two nodes share a node id"));
+            return Err(NodeError::rejected(
+                ErrorCode::InvalidArgument,
+                "two nodes share a node id",
+            ));
         }
-        let descs: Vec<NodeDesc> =
-            nodes.iter().map(|n| NodeDesc { id: n.node_id, dc: n.dc.clone(), state: placement::NodeState::Active }).collect();
+        let descs: Vec<NodeDesc> = nodes
+            .iter()
+            .map(|n| NodeDesc {
+                id: n.node_id,
+                dc: n.dc.clone(),
+                state: placement::NodeState::Active,
+            })
+            .collect();
         let placed = placement::initial_placement(&descs, shards, replicas)
             .map_err(|e| NodeError::rejected(ErrorCode::InvalidArgument, e.to_string()))?;
         let voters = meta_voters(&me, &nodes, replicas as usize)?;
         let meta = self.ensure_group(META_GROUP).await?;
-        let members: BTreeMap<u64, NodeInfo> = voters.iter().map(|n| (n.node_id, info_of(&record(n)))).collect();
+        let members: BTreeMap<u64, NodeInfo> = voters
+            .iter()
+            .map(|n| (n.node_id, info_of(&record(n))))
+            .collect();
         match meta.raft.initialize(members).await {
-            Ok(()) => tracing::info!(voters = ?voters.iter().map(|v| v.node_id).collect::<Vec<_>>(), "initialized the meta group"),
+            Ok(()) => {
+                tracing::info!(voters = ?voters.iter().map(|v| v.node_id).collect::<Vec<_>>(), "initialized the meta group")
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => return Err(NodeError::Raft(format!("initialize the meta group: {e}"))),
         }
-        let created_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let created_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let config = ClusterConfig {
             shards,
             replicas,
@@ -113,9 +143,19 @@ impl Node {
         };
         let shards = placed
             .into_iter()
-            .map(|s| ShardRecord { shard: s.shard, voters: s.voters, learners: s.learners, epoch: 0 })
+            .map(|s| ShardRecord {
+                shard: s.shard,
+                voters: s.voters,
+                learners: s.learners,
+                epoch: 0,
+            })
             .collect();
-        self.propose_meta(MetaCommand::Init { config, nodes: nodes.iter().map(record).collect(), shards }).await
+        self.propose_meta(MetaCommand::Init {
+            config,
+            nodes: nodes.iter().map(record).collect(),
+            shards,
+        })
+        .await
     }
 
     pub fn status(&self) -> ClusterStatus {
@@ -130,10 +170,25 @@ impl Node {
             let follower_lag = m
                 .replication
                 .as_ref()
-                .map(|r| r.iter().map(|(id, matched)| (*id, last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)))).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, matched)| {
+                            (
+                                *id,
+                                last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            let commit_index =
-                self.store.log_store(h.group).committed().ok().flatten().map(|l| l.index).unwrap_or(0);
+            let commit_index = self
+                .store
+                .log_store(h.group)
+                .committed()
+                .ok()
+                .flatten()
+                .map(|l| l.index)
+                .unwrap_or(0);
             groups.push(GroupStatus {
                 group: h.group,
                 leader: m.current_leader.unwrap_or(0),
@@ -154,7 +209,9 @@ impl Node {
                 last_seen_ms_ago: if n.node_id == self.id() {
                     0
                 } else {
-                    self.last_heard(n.node_id).map(|d| d.as_millis() as u64).unwrap_or(u64::MAX)
+                    self.last_heard(n.node_id)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(u64::MAX)
                 },
             })
             .collect();
@@ -175,7 +232,11 @@ impl Node {
                         admin_addr: n.admin_addr.clone(),
                     })
                     .collect(),
-                node_states: meta.nodes.iter().map(|n| n.state.as_str().to_string()).collect(),
+                node_states: meta
+                    .nodes
+                    .iter()
+                    .map(|n| n.state.as_str().to_string())
+                    .collect(),
             }),
             groups,
             liveness,
@@ -187,24 +248,55 @@ impl Node {
     pub fn safe_to_stop(&self, req: &SafeToStopRequest) -> Result<SafeToStopReply> {
         let meta = self.meta();
         let stopping: Vec<u64> = match (req.node_id, req.dc.as_str()) {
-            (0, "") => return Err(NodeError::rejected(ErrorCode::InvalidArgument, "give one of node_id and dc")),
-            (0, dc) => meta.nodes.iter().filter(|n| n.dc == dc).map(|n| n.node_id).collect(),
+            (0, "") => {
+                return Err(NodeError::rejected(
+                    ErrorCode::InvalidArgument,
+                    "give one of node_id and dc",
+                ))
+            }
+            (0, dc) => meta
+                .nodes
+                .iter()
+                .filter(|n| n.dc == dc)
+                .map(|n| n.node_id)
+                .collect(),
             (id, "") => vec![id],
-            _ => return Err(NodeError::rejected(ErrorCode::InvalidArgument, "give only one of node_id and dc")),
+            _ => {
+                return Err(NodeError::rejected(
+                    ErrorCode::InvalidArgument,
+                    "give only one of node_id and dc",
+                ))
+            }
         };
         if stopping.is_empty() || stopping.iter().any(|id| meta.node(*id).is_none()) {
-            return Err(NodeError::rejected(ErrorCode::UnknownNode, "no such node or datacenter"));
+            return Err(NodeError::rejected(
+                ErrorCode::UnknownNode,
+                "no such node or datacenter",
+            ));
         }
-        let down: Vec<u64> = meta.nodes.iter().map(|n| n.node_id).filter(|id| !self.is_live(*id)).collect();
+        let down: Vec<u64> = meta
+            .nodes
+            .iter()
+            .map(|n| n.node_id)
+            .filter(|id| !self.is_live(*id))
+            .collect();
         let descs: Vec<NodeDesc> = meta
             .nodes
             .iter()
-            .map(|n| NodeDesc { id: n.node_id, dc: n.dc.clone(), state: placement_state(n.state) })
+            .map(|n| NodeDesc {
+                id: n.node_id,
+                dc: n.dc.clone(),
+                state: placement_state(n.state),
+            })
             .collect();
         let shards: Vec<placement::ShardReplicas> = meta
             .shards
             .iter()
-            .map(|s| placement::ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: s.learners.clone() })
+            .map(|s| placement::ShardReplicas {
+                shard: s.shard,
+                voters: s.voters.clone(),
+                learners: s.learners.clone(),
+            })
             .collect();
         let mut reasons = placement::safe_to_stop(&descs, &shards, &stopping, &down);
         // A replica far behind its leader would not help a quorum soon: count it as down for
@@ -218,7 +310,9 @@ impl Node {
                 .voters
                 .iter()
                 .filter(|v| !stopping.contains(v) && !down.contains(v))
-                .filter(|v| **v == self.id() || g.follower_lag.get(v).is_some_and(|lag| *lag <= LAG_LIMIT))
+                .filter(|v| {
+                    **v == self.id() || g.follower_lag.get(v).is_some_and(|lag| *lag <= LAG_LIMIT)
+                })
                 .count();
             if up_to_date * 2 <= g.voters.len() && !stopping.contains(&self.id()) {
                 reasons.push(format!(
@@ -228,7 +322,10 @@ impl Node {
                 ));
             }
         }
-        Ok(SafeToStopReply { safe: reasons.is_empty(), reasons })
+        Ok(SafeToStopReply {
+            safe: reasons.is_empty(),
+            reasons,
+        })
     }
 }
 
@@ -242,21 +339,36 @@ impl Node {
         let me = self.id();
         let mut reasons = Vec::new();
         if self.meta().config.is_none() {
-            reasons.push("the cluster is not initialized (or this node has not received the shard map)".to_string());
+            reasons.push(
+                "the cluster is not initialized (or this node has not received the shard map)"
+                    .to_string(),
+            );
         }
         let mine = self.status();
         let mut leaders: BTreeMap<u64, Vec<GroupStatus>> = BTreeMap::new();
         for g in &mine.groups {
             if g.leader == 0 {
-                reasons.push(format!("{}: no leader known", crate::api::shard_label(g.group)));
+                reasons.push(format!(
+                    "{}: no leader known",
+                    crate::api::shard_label(g.group)
+                ));
             } else if g.leader != me {
                 leaders.entry(g.leader).or_default().push(g.clone());
             }
         }
         for (leader, groups) in leaders {
-            let Some(addr) = self.leader_of(groups[0].group).map(|(_, info)| info.admin_addr) else { continue };
+            let Some(addr) = self
+                .leader_of(groups[0].group)
+                .map(|(_, info)| info.admin_addr)
+            else {
+                continue;
+            };
             let status = match admin_client(&addr).await {
-                Ok(mut c) => c.status(StatusRequest {}).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string()),
+                Ok(mut c) => c
+                    .status(StatusRequest {})
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| s.message().to_string()),
                 Err(e) => Err(e.to_string()),
             };
             let status = match status {
@@ -267,15 +379,27 @@ impl Node {
                 }
             };
             for g in groups {
-                let theirs = status.groups.iter().find(|s| s.group == g.group && s.leader == leader);
+                let theirs = status
+                    .groups
+                    .iter()
+                    .find(|s| s.group == g.group && s.leader == leader);
                 match theirs.and_then(|s| s.follower_lag.get(&me).copied()) {
                     Some(lag) if lag <= READY_LAG => {}
-                    Some(lag) => reasons.push(format!("{}: {lag} entries behind node {leader}", crate::api::shard_label(g.group))),
-                    None => reasons.push(format!("{}: node {leader} does not report this replica", crate::api::shard_label(g.group))),
+                    Some(lag) => reasons.push(format!(
+                        "{}: {lag} entries behind node {leader}",
+                        crate::api::shard_label(g.group)
+                    )),
+                    None => reasons.push(format!(
+                        "{}: node {leader} does not report this replica",
+                        crate::api::shard_label(g.group)
+                    )),
                 }
             }
         }
-        ReadyReply { ready: reasons.is_empty(), reasons }
+        ReadyReply {
+            ready: reasons.is_empty(),
+            reasons,
+        }
     }
 }
 
@@ -285,12 +409,22 @@ impl Node {
     pub async fn remove_node(&self, node_id: u64) -> Result<()> {
         let meta = self.meta();
         let Some(rec) = meta.node(node_id) else {
-            return Err(NodeError::rejected(ErrorCode::UnknownNode, format!("no node {node_id}")));
+            return Err(NodeError::rejected(
+                ErrorCode::UnknownNode,
+                format!("no node {node_id}"),
+            ));
         };
         if rec.state == NodeState::Active {
-            return Err(NodeError::rejected(ErrorCode::FailedPrecondition, format!("node {node_id} is active: drain it first")));
+            return Err(NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("node {node_id} is active: drain it first"),
+            ));
         }
-        let held = meta.shards.iter().filter(|s| s.voters.contains(&node_id) || s.learners.contains(&node_id)).count();
+        let held = meta
+            .shards
+            .iter()
+            .filter(|s| s.voters.contains(&node_id) || s.learners.contains(&node_id))
+            .count();
         if held > 0 {
             return Err(NodeError::rejected(
                 ErrorCode::FailedPrecondition,
@@ -298,14 +432,25 @@ impl Node {
             ));
         }
         if let Some(h) = self.group(META_GROUP) {
-            if h.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == node_id) {
+            if h.raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == node_id)
+            {
                 return Err(NodeError::rejected(
                     ErrorCode::FailedPrecondition,
                     format!("node {node_id} is still a meta voter; wait for the drain to finish"),
                 ));
             }
         }
-        self.propose_meta(MetaCommand::SetNodeState { node_id, state: NodeState::Removed }).await?;
+        self.propose_meta(MetaCommand::SetNodeState {
+            node_id,
+            state: NodeState::Removed,
+        })
+        .await?;
         // The meta leader drops it from the meta learners (retried by reconcile if this fails).
         self.drop_meta_learner(node_id).await;
         Ok(())
@@ -313,8 +458,16 @@ impl Node {
 
     /// On the meta leader: removes a removed node from the meta group's membership.
     pub async fn drop_meta_learner(&self, node_id: u64) {
-        let Ok(h) = self.leading(META_GROUP) else { return };
-        let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+        let Ok(h) = self.leading(META_GROUP) else {
+            return;
+        };
+        let membership = h
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         if membership.get_node(&node_id).is_none() || membership.voter_ids().any(|v| v == node_id) {
             return;
         }
@@ -328,9 +481,15 @@ impl Node {
     /// map and checks that the node ends with no replica.
     pub fn check_drain(&self, node_id: u64) -> Result<()> {
         let meta = self.meta();
-        let cfg = meta.config.as_ref().ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, "not initialized"))?;
+        let cfg = meta
+            .config
+            .as_ref()
+            .ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, "not initialized"))?;
         if meta.node(node_id).is_none() {
-            return Err(NodeError::rejected(ErrorCode::UnknownNode, format!("no node {node_id}")));
+            return Err(NodeError::rejected(
+                ErrorCode::UnknownNode,
+                format!("no node {node_id}"),
+            ));
         }
         let nodes: Vec<NodeDesc> = meta
             .nodes
@@ -338,17 +497,27 @@ impl Node {
             .map(|n| NodeDesc {
                 id: n.node_id,
                 dc: n.dc.clone(),
-                state: if n.node_id == node_id { placement::NodeState::Draining } else { placement_state(n.state) },
+                state: if n.node_id == node_id {
+                    placement::NodeState::Draining
+                } else {
+                    placement_state(n.state)
+                },
             })
             .collect();
         let mut shards: Vec<placement::ShardReplicas> = meta
             .shards
             .iter()
-            .map(|s| placement::ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: Vec::new() })
+            .map(|s| placement::ShardReplicas {
+                shard: s.shard,
+                voters: s.voters.clone(),
+                learners: Vec::new(),
+            })
             .collect();
         let bound = shards.len() * cfg.replicas as usize * 4 + 16;
         for _ in 0..bound {
-            let Some(mv) = placement::plan_move(&nodes, &shards, cfg.replicas) else { break };
+            let Some(mv) = placement::plan_move(&nodes, &shards, cfg.replicas) else {
+                break;
+            };
             if !placement::apply_move(&mut shards, &mv) {
                 break;
             }
@@ -376,45 +545,79 @@ pub fn placement_state(s: NodeState) -> placement::NodeState {
 impl Admin for AdminService {
     async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitReply>, Status> {
         let version = self.node.init_cluster(req.into_inner()).await?;
-        Ok(Response::new(InitReply { shard_map_version: version }))
+        Ok(Response::new(InitReply {
+            shard_map_version: version,
+        }))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        let id = req.into_inner().node.ok_or_else(|| Status::invalid_argument("node: missing"))?;
+        let id = req
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("node: missing"))?;
         if id.node_id == 0 || id.dc.is_empty() || id.raft_addr.is_empty() {
-            return Err(NodeError::rejected(ErrorCode::InvalidArgument, "node: needs node_id, dc and raft_addr").into());
+            return Err(NodeError::rejected(
+                ErrorCode::InvalidArgument,
+                "node: needs node_id, dc and raft_addr",
+            )
+            .into());
         }
-        let version = self.node.propose_meta(MetaCommand::RegisterNode(record(&id))).await?;
-        Ok(Response::new(JoinReply { shard_map_version: version }))
+        let version = self
+            .node
+            .propose_meta(MetaCommand::RegisterNode(record(&id)))
+            .await?;
+        Ok(Response::new(JoinReply {
+            shard_map_version: version,
+        }))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<ClusterStatus>, Status> {
         Ok(Response::new(self.node.status()))
     }
 
-    async fn transfer_leader(&self, req: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderReply>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
         let r = req.into_inner();
         let leader = self.node.transfer_leader(r.group, r.to_node).await?;
         Ok(Response::new(TransferLeaderReply { leader }))
     }
 
-    async fn move_replica(&self, req: Request<MoveReplicaRequest>) -> Result<Response<MoveReplicaReply>, Status> {
+    async fn move_replica(
+        &self,
+        req: Request<MoveReplicaRequest>,
+    ) -> Result<Response<MoveReplicaReply>, Status> {
         let r = req.into_inner();
-        let voters = self.node.move_replica(r.group, r.from_node, r.to_node).await?;
+        let voters = self
+            .node
+            .move_replica(r.group, r.from_node, r.to_node)
+            .await?;
         Ok(Response::new(MoveReplicaReply { voters }))
     }
 
-    async fn campaign(&self, req: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {
+    async fn campaign(
+        &self,
+        req: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignReply>, Status> {
         let r = req.into_inner();
-        self.node.campaign(r.group, std::time::Duration::from_millis(r.delay_ms))?;
+        self.node
+            .campaign(r.group, std::time::Duration::from_millis(r.delay_ms))?;
         Ok(Response::new(CampaignReply {}))
     }
 
     async fn drain(&self, req: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
         let node_id = req.into_inner().node_id;
         self.node.check_drain(node_id)?;
-        self.node.propose_meta(MetaCommand::SetNodeState { node_id, state: NodeState::Draining }).await?;
-        Ok(Response::new(DrainReply { state: NodeState::Draining.as_str().into() }))
+        self.node
+            .propose_meta(MetaCommand::SetNodeState {
+                node_id,
+                state: NodeState::Draining,
+            })
+            .await?;
+        Ok(Response::new(DrainReply {
+            state: NodeState::Draining.as_str().into(),
+        }))
     }
 
     async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<RemoveReply>, Status> {
@@ -423,7 +626,10 @@ impl Admin for AdminService {
         Ok(Response::new(RemoveReply {}))
     }
 
-    async fn safe_to_stop(&self, req: Request<SafeToStopRequest>) -> Result<Response<SafeToStopReply>, Status> {
+    async fn safe_to_stop(
+        &self,
+        req: Request<SafeToStopRequest>,
+    ) -> Result<Response<SafeToStopReply>, Status> {
         Ok(Response::new(self.node.safe_to_stop(&req.into_inner())?))
     }
 
@@ -431,17 +637,31 @@ impl Admin for AdminService {
         Ok(Response::new(self.node.ready().await))
     }
 
-    async fn group_digests(&self, _: Request<GroupDigestsRequest>) -> Result<Response<GroupDigestsReply>, Status> {
+    async fn group_digests(
+        &self,
+        _: Request<GroupDigestsRequest>,
+    ) -> Result<Response<GroupDigestsReply>, Status> {
         let mut groups = Vec::new();
         for h in self.node.groups() {
             let (applied_index, digest) = h.sm.digest().map_err(NodeError::from)?;
             let last_log_index = h.raft.metrics().borrow().last_log_index.unwrap_or(0);
-            groups.push(GroupDigest { group: h.group, applied_index, digest, last_log_index });
+            groups.push(GroupDigest {
+                group: h.group,
+                applied_index,
+                digest,
+                last_log_index,
+            });
         }
-        Ok(Response::new(GroupDigestsReply { node_id: self.node.id(), groups }))
+        Ok(Response::new(GroupDigestsReply {
+            node_id: self.node.id(),
+            groups,
+        }))
     }
 
-    async fn set_failpoint(&self, req: Request<SetFailpointRequest>) -> Result<Response<SetFailpointReply>, Status> {
+    async fn set_failpoint(
+        &self,
+        req: Request<SetFailpointRequest>,
+    ) -> Result<Response<SetFailpointReply>, Status> {
         let r = req.into_inner();
         bongsu_raft_store::failpoints::set(&r.name, r.enabled)
             .map_err(|e| NodeError::rejected(ErrorCode::FailedPrecondition, e))?;
@@ -449,7 +669,10 @@ impl Admin for AdminService {
         Ok(Response::new(SetFailpointReply {}))
     }
 
-    async fn set_faults(&self, req: Request<SetFaultsRequest>) -> Result<Response<SetFaultsReply>, Status> {
+    async fn set_faults(
+        &self,
+        req: Request<SetFaultsRequest>,
+    ) -> Result<Response<SetFaultsReply>, Status> {
         let r = req.into_inner();
         self.node.faults.set(&r.rules)?;
         tracing::warn!(rules = r.rules.len(), "network fault rules replaced");
@@ -460,9 +683,13 @@ impl Admin for AdminService {
         Ok(Response::new(identity(&self.node)))
     }
 
-    async fn meta_propose(&self, req: Request<MetaProposeRequest>) -> Result<Response<MetaProposeReply>, Status> {
-        let cmd: MetaCommand = postcard::from_bytes(&req.into_inner().command)
-            .map_err(|e| NodeError::rejected(ErrorCode::InvalidArgument, format!("command: {e}")))?;
+    async fn meta_propose(
+        &self,
+        req: Request<MetaProposeRequest>,
+    ) -> Result<Response<MetaProposeReply>, Status> {
+        let cmd: MetaCommand = postcard::from_bytes(&req.into_inner().command).map_err(|e| {
+            NodeError::rejected(ErrorCode::InvalidArgument, format!("command: {e}"))
+        })?;
         let version = self.node.propose_meta(cmd).await?;
         Ok(Response::new(MetaProposeReply { version }))
     }

@@ -6,13 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bongsu_proto::internal::node_api_server::NodeApi;
 use bongsu_proto::internal::{
-    self as pb, write_reply, write_request, ReadReply, ReadRequest, ShardMap, SubscribeEvent, SubscribeRequest,
-    WatchShardMapRequest, WriteReply, WriteRequest,
+    self as pb, write_reply, write_request, ReadReply, ReadRequest, ShardMap, SubscribeEvent,
+    SubscribeRequest, WatchShardMapRequest, WriteReply, WriteRequest,
 };
-use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId};
+use bongsu_proto::model::{
+    shard_of, ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId,
+};
 use bongsu_proto::{v1, ErrorCode, ModelError};
-use bongsu_raft_store::meta::{group_shard, shard_group, MetaSnapshot};
 use bongsu_raft_store::messaging::AppendMessage;
+use bongsu_raft_store::meta::{group_shard, shard_group, MetaSnapshot};
 use bongsu_raft_store::{Command, CommandResult};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,32 +37,60 @@ impl ApiService {
 }
 
 fn bad(e: ModelError) -> NodeError {
-    NodeError::Rejected { code: e.code, reason: e.to_string() }
+    NodeError::Rejected {
+        code: e.code,
+        reason: e.to_string(),
+    }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn users(list: &[Vec<u8>]) -> Result<Vec<UserId>> {
-    list.iter().map(|b| UserId::try_from(b.as_slice()).map_err(bad)).collect()
+    list.iter()
+        .map(|b| UserId::try_from(b.as_slice()).map_err(bad))
+        .collect()
 }
 
 /// Validates a write and turns it into a command, with the id that decides its shard.
 fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
     let at_ms = now_ms();
-    let cmd = req.command.ok_or_else(|| NodeError::rejected(ErrorCode::InvalidArgument, "command: missing"))?;
+    let cmd = req
+        .command
+        .ok_or_else(|| NodeError::rejected(ErrorCode::InvalidArgument, "command: missing"))?;
     Ok(match cmd {
         write_request::Command::Create(c) => {
             let conv_id = ConvId::try_from(c.conv_id.as_slice()).map_err(bad)?;
             let kind = ConversationKind::try_from(c.kind).map_err(bad)?;
             let creator = UserId::try_from(c.creator.as_slice()).map_err(bad)?;
-            (conv_id.0, Command::CreateConversation { conv_id, kind, creator, members: users(&c.members)?, at_ms })
+            (
+                conv_id.0,
+                Command::CreateConversation {
+                    conv_id,
+                    kind,
+                    creator,
+                    members: users(&c.members)?,
+                    at_ms,
+                },
+            )
         }
         write_request::Command::ChangeMembers(c) => {
             let conv_id = ConvId::try_from(c.conv_id.as_slice()).map_err(bad)?;
             let actor = UserId::try_from(c.actor.as_slice()).map_err(bad)?;
-            (conv_id.0, Command::ChangeMembers { conv_id, actor, add: users(&c.add)?, remove: users(&c.remove)?, at_ms })
+            (
+                conv_id.0,
+                Command::ChangeMembers {
+                    conv_id,
+                    actor,
+                    add: users(&c.add)?,
+                    remove: users(&c.remove)?,
+                    at_ms,
+                },
+            )
         }
         write_request::Command::Append(m) => {
             let conv_id = ConvId::try_from(m.conv_id.as_slice()).map_err(bad)?;
@@ -79,7 +109,14 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
             let user = UserId::try_from(c.user.as_slice()).map_err(bad)?;
             let conv_id = ConvId::try_from(c.conv_id.as_slice()).map_err(bad)?;
             // A read cursor is the user's own state: it lives in the user's shard.
-            (user.0, Command::MoveCursor { user, conv_id, seq: c.seq })
+            (
+                user.0,
+                Command::MoveCursor {
+                    user,
+                    conv_id,
+                    seq: c.seq,
+                },
+            )
         }
     })
 }
@@ -90,7 +127,12 @@ impl Node {
             .config
             .as_ref()
             .map(|c| c.shards)
-            .ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, "the cluster is not initialized"))
+            .ok_or_else(|| {
+                NodeError::rejected(
+                    ErrorCode::FailedPrecondition,
+                    "the cluster is not initialized",
+                )
+            })
     }
 
     /// Applies a validated write on the shard that owns it.
@@ -100,13 +142,26 @@ impl Node {
         let (res, log_index) = self.write_local(shard_group(shard), cmd).await?;
         let result = match res {
             CommandResult::Created { .. } => write_reply::Result::Created(true),
-            CommandResult::MembersChanged { member_count } => write_reply::Result::MemberCount(member_count),
-            CommandResult::Appended { seq, duplicate } => write_reply::Result::Appended(pb::Appended { seq, duplicate }),
+            CommandResult::MembersChanged { member_count } => {
+                write_reply::Result::MemberCount(member_count)
+            }
+            CommandResult::Appended { seq, duplicate } => {
+                write_reply::Result::Appended(pb::Appended { seq, duplicate })
+            }
             CommandResult::CursorMoved { seq } => write_reply::Result::Cursor(seq),
-            CommandResult::Rejected(r) => return Err(NodeError::Rejected { code: r.code, reason: r.reason }),
+            CommandResult::Rejected(r) => {
+                return Err(NodeError::Rejected {
+                    code: r.code,
+                    reason: r.reason,
+                })
+            }
             other => return Err(NodeError::Raft(format!("unexpected result {other:?}"))),
         };
-        Ok(WriteReply { shard, log_index, result: Some(result) })
+        Ok(WriteReply {
+            shard,
+            log_index,
+            result: Some(result),
+        })
     }
 
     /// A linearizable read: confirms leadership with a quorum (read index), waits until that
@@ -118,13 +173,22 @@ impl Node {
         let h = self.leading(group)?;
         // A read index needs a heartbeat round; a quiesced group must be awake for it.
         crate::quiesce::wake(&h);
-        h.raft.ensure_linearizable().await.map_err(|_| self.not_leader(group))?;
+        h.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|_| self.not_leader(group))?;
         let view = h.sm.view();
         let Some(info) = view.conversation(&conv)? else {
-            return Err(NodeError::rejected(ErrorCode::UnknownConversation, format!("no conversation {conv}")));
+            return Err(NodeError::rejected(
+                ErrorCode::UnknownConversation,
+                format!("no conversation {conv}"),
+            ));
         };
         if view.role(&conv, &user)?.is_none() {
-            return Err(NodeError::rejected(ErrorCode::NotMember, format!("{user} is not a member of {conv}")));
+            return Err(NodeError::rejected(
+                ErrorCode::NotMember,
+                format!("{user} is not a member of {conv}"),
+            ));
         }
         let limit = req.limit.clamp(1, MAX_READ) as usize;
         let messages = if req.before_seq > 0 {
@@ -132,7 +196,10 @@ impl Node {
         } else {
             view.read_from(&conv, req.from_seq.max(1), limit)?
         };
-        Ok(ReadReply { messages: messages.into_iter().map(v1::Message::from).collect(), last_seq: info.last_seq })
+        Ok(ReadReply {
+            messages: messages.into_iter().map(v1::Message::from).collect(),
+            last_seq: info.last_seq,
+        })
     }
 
     pub fn shard_map(&self, meta: &MetaSnapshot) -> ShardMap {
@@ -158,7 +225,10 @@ impl Node {
                     shard: s.shard,
                     voters: s.voters.clone(),
                     learners: s.learners.clone(),
-                    leader_hint: self.leader_of(shard_group(s.shard)).map(|(id, _)| id).unwrap_or(0),
+                    leader_hint: self
+                        .leader_of(shard_group(s.shard))
+                        .map(|(id, _)| id)
+                        .unwrap_or(0),
                 })
                 .collect(),
         }
@@ -179,10 +249,16 @@ impl NodeApi for ApiService {
 
     /// Streams applied messages of a shard from any replica that hosts it, resuming after
     /// `after_index`; the stream waits for new entries and ends when the client goes away.
-    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = req.into_inner();
         let group = shard_group(req.shard);
-        let h = self.node.group(group).ok_or_else(|| self.node.not_leader(group))?;
+        let h = self
+            .node
+            .group(group)
+            .ok_or_else(|| self.node.not_leader(group))?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut after = req.after_index;
@@ -206,7 +282,14 @@ impl NodeApi for ApiService {
                 }
                 for (index, m) in events {
                     after = index;
-                    if tx.send(Ok(SubscribeEvent { log_index: index, message: Some(m.into()) })).await.is_err() {
+                    if tx
+                        .send(Ok(SubscribeEvent {
+                            log_index: index,
+                            message: Some(m.into()),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -217,7 +300,10 @@ impl NodeApi for ApiService {
 
     type WatchShardMapStream = ReceiverStream<Result<ShardMap, Status>>;
 
-    async fn watch_shard_map(&self, _: Request<WatchShardMapRequest>) -> Result<Response<Self::WatchShardMapStream>, Status> {
+    async fn watch_shard_map(
+        &self,
+        _: Request<WatchShardMapRequest>,
+    ) -> Result<Response<Self::WatchShardMapStream>, Status> {
         let node = self.node.clone();
         let mut rx = node.watch_meta();
         let (tx, out) = mpsc::channel(8);

@@ -20,7 +20,11 @@ use crate::node::Node;
 const META_DEADLINE: Duration = Duration::from_secs(10);
 
 pub fn info_of(n: &NodeRecord) -> NodeInfo {
-    NodeInfo { addr: n.raft_addr.clone(), dc: n.dc.clone(), admin_addr: n.admin_addr.clone() }
+    NodeInfo {
+        addr: n.raft_addr.clone(),
+        dc: n.dc.clone(),
+        admin_addr: n.admin_addr.clone(),
+    }
 }
 
 pub fn identity(node: &Node) -> NodeIdentity {
@@ -39,7 +43,10 @@ pub async fn admin_client(addr: &str) -> Result<AdminClient<tonic::transport::Ch
         .map_err(|e| NodeError::Unavailable(format!("bad address {addr}: {e}")))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(15));
-    let ch = ep.connect().await.map_err(|e| NodeError::Unavailable(format!("connect {addr}: {e}")))?;
+    let ch = ep
+        .connect()
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("connect {addr}: {e}")))?;
     Ok(AdminClient::new(ch))
 }
 
@@ -48,12 +55,16 @@ impl Node {
     pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(CommandResult, u64)> {
         let h = self.leading(group)?;
         if self.is_transferring(group) {
-            return Err(NodeError::Unavailable(format!("group {group} is handing over its leadership; retry")));
+            return Err(NodeError::Unavailable(format!(
+                "group {group} is handing over its leadership; retry"
+            )));
         }
         crate::quiesce::wake(&h);
         match h.raft.client_write(cmd).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader(group)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_leader(group))
+            }
             Err(e) => Err(NodeError::Unavailable(format!("group {group}: {e}"))),
         }
     }
@@ -63,13 +74,27 @@ impl Node {
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + META_DEADLINE;
         loop {
-            let attempt = match self.write_local(META_GROUP, Command::Meta(cmd.clone())).await {
+            let attempt = match self
+                .write_local(META_GROUP, Command::Meta(cmd.clone()))
+                .await
+            {
                 Ok((CommandResult::MapChanged { version }, _)) => return Ok(version),
-                Ok((CommandResult::Rejected(r), _)) => return Err(NodeError::Rejected { code: r.code, reason: r.reason }),
-                Ok((other, _)) => return Err(NodeError::Raft(format!("unexpected meta result {other:?}"))),
+                Ok((CommandResult::Rejected(r), _)) => {
+                    return Err(NodeError::Rejected {
+                        code: r.code,
+                        reason: r.reason,
+                    })
+                }
+                Ok((other, _)) => {
+                    return Err(NodeError::Raft(format!("unexpected meta result {other:?}")))
+                }
                 Err(NodeError::NotLeader { .. }) => match self.leader_of(META_GROUP) {
-                    Some((leader, info)) if leader != self.id() => self.forward_meta(&info.admin_addr, &cmd).await,
-                    _ => Err(NodeError::Unavailable("the meta group has no leader".into())),
+                    Some((leader, info)) if leader != self.id() => {
+                        self.forward_meta(&info.admin_addr, &cmd).await
+                    }
+                    _ => Err(NodeError::Unavailable(
+                        "the meta group has no leader".into(),
+                    )),
                 },
                 Err(e) => Err(e),
             };
@@ -87,7 +112,10 @@ impl Node {
 
     async fn forward_meta(&self, admin_addr: &str, cmd: &MetaCommand) -> Result<u64> {
         let bytes = postcard::to_allocvec(cmd).map_err(|e| NodeError::Raft(e.to_string()))?;
-        let reply = admin_client(admin_addr).await?.meta_propose(MetaProposeRequest { command: bytes }).await;
+        let reply = admin_client(admin_addr)
+            .await?
+            .meta_propose(MetaProposeRequest { command: bytes })
+            .await;
         match reply {
             Ok(r) => Ok(r.into_inner().version),
             Err(s) => Err(status_to_error(&s)),
@@ -108,9 +136,15 @@ impl Node {
                 let h = self.ensure_group(g).await?;
                 // Each new shard is initialized once, by its preferred leader; later changes of
                 // its replicas go through Raft membership changes, never through this.
-                if s.epoch == 0 && s.voters.first() == Some(&me) && !h.raft.is_initialized().await.unwrap_or(true) {
-                    let members: BTreeMap<NodeId, NodeInfo> =
-                        s.voters.iter().filter_map(|v| meta.node(*v).map(|n| (*v, info_of(n)))).collect();
+                if s.epoch == 0
+                    && s.voters.first() == Some(&me)
+                    && !h.raft.is_initialized().await.unwrap_or(true)
+                {
+                    let members: BTreeMap<NodeId, NodeInfo> = s
+                        .voters
+                        .iter()
+                        .filter_map(|v| meta.node(*v).map(|n| (*v, info_of(n))))
+                        .collect();
                     match h.raft.initialize(members).await {
                         Ok(()) => tracing::info!(group = g, "initialized shard group"),
                         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -129,7 +163,13 @@ impl Node {
         // The meta leader makes every registered node a meta learner, so that every node has
         // the shard map locally.
         if let Ok(h) = self.leading(META_GROUP) {
-            let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+            let membership = h
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .clone();
             for n in &meta.nodes {
                 if n.state == bongsu_raft_store::meta::NodeState::Removed {
                     self.drop_meta_learner(n.node_id).await;
@@ -146,12 +186,19 @@ impl Node {
 
 /// Turns a failed admin call back into the node error it was made from.
 pub fn status_to_error(s: &tonic::Status) -> NodeError {
-    let code = s.metadata().get(crate::errors::CODE_KEY).and_then(|v| v.to_str().ok()).and_then(|c| {
-        ErrorCode::ALL.into_iter().find(|e| e.as_str() == c)
-    });
+    let code = s
+        .metadata()
+        .get(crate::errors::CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| ErrorCode::ALL.into_iter().find(|e| e.as_str() == c));
     match code {
-        Some(ErrorCode::Unavailable | ErrorCode::NotLeader) | None => NodeError::Unavailable(s.message().to_string()),
-        Some(code) => NodeError::Rejected { code, reason: s.message().to_string() },
+        Some(ErrorCode::Unavailable | ErrorCode::NotLeader) | None => {
+            NodeError::Unavailable(s.message().to_string())
+        }
+        Some(code) => NodeError::Rejected {
+            code,
+            reason: s.message().to_string(),
+        },
     }
 }
 
@@ -167,7 +214,9 @@ pub fn spawn_background(node: Arc<Node>) {
 /// Re-reads the meta state whenever the meta group applies something, and reconciles; also
 /// once a second, so a failed step is retried.
 async fn follow_meta(node: Arc<Node>) {
-    let Some(meta) = node.group(META_GROUP) else { return };
+    let Some(meta) = node.group(META_GROUP) else {
+        return;
+    };
     let mut metrics = meta.raft.metrics();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -189,7 +238,8 @@ async fn follow_meta(node: Arc<Node>) {
 /// Pings every known peer each interval: one call per node pair, whatever the group count.
 async fn liveness(node: Arc<Node>) {
     let interval = Duration::from_millis(node.cfg.timing.liveness_interval_ms);
-    let mut clients: HashMap<String, RaftTransportClient<tonic::transport::Channel>> = HashMap::new();
+    let mut clients: HashMap<String, RaftTransportClient<tonic::transport::Channel>> =
+        HashMap::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -198,7 +248,11 @@ async fn liveness(node: Arc<Node>) {
             let client = match clients.get(&info.addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{}", info.addr)) else { continue };
+                    let Ok(ep) =
+                        tonic::transport::Endpoint::from_shared(format!("http://{}", info.addr))
+                    else {
+                        continue;
+                    };
                     let c = RaftTransportClient::new(ep.connect_timeout(interval).connect_lazy());
                     clients.insert(info.addr.clone(), c.clone());
                     c
@@ -210,7 +264,10 @@ async fn liveness(node: Arc<Node>) {
                     return;
                 }
                 let mut c = client;
-                let ping = c.ping(PingRequest { from_node: node.id(), to_node: id });
+                let ping = c.ping(PingRequest {
+                    from_node: node.id(),
+                    to_node: id,
+                });
                 if let Ok(Ok(_)) = tokio::time::timeout(interval * 2, ping).await {
                     crate::transport::server::RaftHost::heard_from(node.as_ref(), id);
                 }
@@ -229,7 +286,9 @@ async fn join(node: Arc<Node>) {
             return;
         }
         for seed in &node.cfg.seeds {
-            let req = JoinRequest { node: Some(identity(&node)) };
+            let req = JoinRequest {
+                node: Some(identity(&node)),
+            };
             match admin_client(seed).await {
                 Ok(mut c) => match c.join(req).await {
                     Ok(_) => {

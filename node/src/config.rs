@@ -30,7 +30,13 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { heartbeat_ms: 50, election_min_ms: 250, election_max_ms: 400, liveness_interval_ms: 100, liveness_timeout_ms: 300 }
+        Self {
+            heartbeat_ms: 50,
+            election_min_ms: 250,
+            election_max_ms: 400,
+            liveness_interval_ms: 100,
+            liveness_timeout_ms: 300,
+        }
     }
 }
 
@@ -75,7 +81,10 @@ pub struct Overrides {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
-    NodeError::Config { field, reason: reason.into() }
+    NodeError::Config {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl NodeConfig {
@@ -85,7 +94,9 @@ impl NodeConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| invalid("config", format!("read {}: {e}", path.display())))?;
-                text.parse().map_err(|e: toml::de::Error| invalid("config", format!("{}: {}", path.display(), e.message())))?
+                text.parse().map_err(|e: toml::de::Error| {
+                    invalid("config", format!("{}: {}", path.display(), e.message()))
+                })?
             }
             None => toml::Table::new(),
         };
@@ -96,14 +107,24 @@ impl NodeConfig {
         };
         set("node_id", o.node_id.map(|v| toml::Value::Integer(v as i64)));
         set("dc", o.dc.clone().map(toml::Value::String));
-        set("data_dir", o.data_dir.as_ref().map(|p| toml::Value::String(p.display().to_string())));
+        set(
+            "data_dir",
+            o.data_dir
+                .as_ref()
+                .map(|p| toml::Value::String(p.display().to_string())),
+        );
         set("raft_addr", o.raft_addr.clone().map(toml::Value::String));
         set("api_addr", o.api_addr.clone().map(toml::Value::String));
         set("admin_addr", o.admin_addr.clone().map(toml::Value::String));
-        set("seeds", o.seeds.clone().map(|s| toml::Value::Array(s.into_iter().map(toml::Value::String).collect())));
-        let cfg: NodeConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            invalid("config", e.message().to_string())
-        })?;
+        set(
+            "seeds",
+            o.seeds
+                .clone()
+                .map(|s| toml::Value::Array(s.into_iter().map(toml::Value::String).collect())),
+        );
+        let cfg: NodeConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid("config", e.message().to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -112,24 +133,47 @@ impl NodeConfig {
         if self.node_id == 0 {
             return Err(invalid("node_id", "must be a positive integer"));
         }
-        if self.dc.is_empty() || !self.dc.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-            return Err(invalid("dc", format!("{:?} must be letters, digits, '-' or '_'", self.dc)));
+        if self.dc.is_empty()
+            || !self
+                .dc
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(invalid(
+                "dc",
+                format!("{:?} must be letters, digits, '-' or '_'", self.dc),
+            ));
         }
-        for (field, addr) in [("raft_addr", &self.raft_addr), ("api_addr", &self.api_addr), ("admin_addr", &self.admin_addr)] {
-            addr.parse::<SocketAddr>().map_err(|e| invalid(field, format!("{addr:?} is not host:port: {e}")))?;
+        for (field, addr) in [
+            ("raft_addr", &self.raft_addr),
+            ("api_addr", &self.api_addr),
+            ("admin_addr", &self.admin_addr),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| invalid(field, format!("{addr:?} is not host:port: {e}")))?;
         }
         for s in &self.seeds {
-            s.parse::<SocketAddr>().map_err(|e| invalid("seeds", format!("{s:?} is not host:port: {e}")))?;
+            s.parse::<SocketAddr>()
+                .map_err(|e| invalid("seeds", format!("{s:?} is not host:port: {e}")))?;
         }
         let t = &self.timing;
         if t.heartbeat_ms == 0 || t.heartbeat_ms >= t.election_min_ms {
-            return Err(invalid("timing.heartbeat_ms", "must be positive and below timing.election_min_ms"));
+            return Err(invalid(
+                "timing.heartbeat_ms",
+                "must be positive and below timing.election_min_ms",
+            ));
         }
         if t.election_min_ms >= t.election_max_ms {
-            return Err(invalid("timing.election_min_ms", "must be below timing.election_max_ms"));
+            return Err(invalid(
+                "timing.election_min_ms",
+                "must be below timing.election_max_ms",
+            ));
         }
         if t.liveness_interval_ms == 0 || t.liveness_timeout_ms <= t.liveness_interval_ms {
-            return Err(invalid("timing.liveness_timeout_ms", "must be above timing.liveness_interval_ms"));
+            return Err(invalid(
+                "timing.liveness_timeout_ms",
+                "must be above timing.liveness_interval_ms",
+            ));
         }
         Ok(())
     }
@@ -158,8 +202,15 @@ admin_addr = "127.0.1.1:7300"
     fn file_then_overrides() {
         let f = write(GOOD);
         let cfg = NodeConfig::load(Some(f.path()), &Overrides::default()).unwrap();
-        assert_eq!((cfg.node_id, cfg.dc.as_str(), cfg.timing.heartbeat_ms), (1, "dc1", 50));
-        let o = Overrides { node_id: Some(7), seeds: Some(vec!["127.0.2.1:7300".into()]), ..Default::default() };
+        assert_eq!(
+            (cfg.node_id, cfg.dc.as_str(), cfg.timing.heartbeat_ms),
+            (1, "dc1", 50)
+        );
+        let o = Overrides {
+            node_id: Some(7),
+            seeds: Some(vec!["127.0.2.1:7300".into()]),
+            ..Default::default()
+        };
         let cfg = NodeConfig::load(Some(f.path()), &o).unwrap();
         assert_eq!((cfg.node_id, cfg.seeds.len()), (7, 1));
     }
@@ -174,7 +225,10 @@ admin_addr = "127.0.1.1:7300"
             ("seeds = [\"x\"]", "seeds"),
             ("[timing]\nheartbeat_ms = 500", "timing.heartbeat_ms"),
             ("[timing]\nelection_min_ms = 900", "timing.election_min_ms"),
-            ("[timing]\nliveness_timeout_ms = 10", "timing.liveness_timeout_ms"),
+            (
+                "[timing]\nliveness_timeout_ms = 10",
+                "timing.liveness_timeout_ms",
+            ),
             ("colour = \"blue\"", "config"),
             ("node_id = \"one\"", "config"),
         ];
@@ -183,15 +237,23 @@ admin_addr = "127.0.1.1:7300"
             let text: String = if key.starts_with('[') {
                 format!("{GOOD}\n{change}\n")
             } else {
-                GOOD.lines().filter(|l| !l.starts_with(&format!("{key} "))).chain([*change]).collect::<Vec<_>>().join("\n")
+                GOOD.lines()
+                    .filter(|l| !l.starts_with(&format!("{key} ")))
+                    .chain([*change])
+                    .collect::<Vec<_>>()
+                    .join("\n")
             };
             let f = write(&text);
             match NodeConfig::load(Some(f.path()), &Overrides::default()) {
-                Err(NodeError::Config { field: got, reason }) => assert_eq!(got, *field, "{change}: {reason}"),
+                Err(NodeError::Config { field: got, reason }) => {
+                    assert_eq!(got, *field, "{change}: {reason}")
+                }
                 other => panic!("{change}: expected an error naming {field}, got {other:?}"),
             }
         }
-        let missing = NodeConfig::load(None, &Overrides::default()).unwrap_err().to_string();
+        let missing = NodeConfig::load(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("node_id"), "{missing}");
     }
 }

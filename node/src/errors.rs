@@ -16,7 +16,10 @@ pub enum NodeError {
 
     /// This node does not lead the group; `leader` is who does, if known.
     #[error("NOT_LEADER: group {group} is led by {leader:?}")]
-    NotLeader { group: u64, leader: Option<(u64, String)> },
+    NotLeader {
+        group: u64,
+        leader: Option<(u64, String)>,
+    },
 
     #[error("UNAVAILABLE: {0}")]
     Unavailable(String),
@@ -32,16 +35,24 @@ pub type Result<T, E = NodeError> = std::result::Result<T, E>;
 
 impl NodeError {
     pub fn rejected(code: ErrorCode, reason: impl Into<String>) -> Self {
-        NodeError::Rejected { code, reason: reason.into() }
+        NodeError::Rejected {
+            code,
+            reason: reason.into(),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
         match self {
             NodeError::Config { .. } => ErrorCode::InvalidArgument,
-            NodeError::Store(bongsu_raft_store::StoreError::Corrupt { .. }) => ErrorCode::CorruptData,
+            NodeError::Store(bongsu_raft_store::StoreError::Corrupt { .. }) => {
+                ErrorCode::CorruptData
+            }
             NodeError::Rejected { code, .. } => *code,
             NodeError::NotLeader { .. } => ErrorCode::NotLeader,
-            NodeError::Store(_) | NodeError::Unavailable(_) | NodeError::Raft(_) | NodeError::Io(_) => ErrorCode::Unavailable,
+            NodeError::Store(_)
+            | NodeError::Unavailable(_)
+            | NodeError::Raft(_)
+            | NodeError::Io(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -57,13 +68,19 @@ impl From<NodeError> for tonic::Status {
         let code = e.code();
         let grpc = match code {
             ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
-            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => tonic::Code::NotFound,
-            ErrorCode::ConversationExists | ErrorCode::AlreadyInitialized | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
+            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => {
+                tonic::Code::NotFound
+            }
+            ErrorCode::ConversationExists
+            | ErrorCode::AlreadyInitialized
+            | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
             ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::CorruptData => tonic::Code::DataLoss,
-            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => {
+                tonic::Code::FailedPrecondition
+            }
             ErrorCode::MessageTooLarge
             | ErrorCode::InvalidArgument
             | ErrorCode::InvalidMembers
@@ -75,7 +92,11 @@ impl From<NodeError> for tonic::Status {
         if let Ok(v) = code.as_str().parse() {
             md.insert(CODE_KEY, v);
         }
-        if let NodeError::NotLeader { leader: Some((id, addr)), .. } = &e {
+        if let NodeError::NotLeader {
+            leader: Some((id, addr)),
+            ..
+        } = &e
+        {
             if let Ok(v) = id.to_string().parse() {
                 md.insert(LEADER_ID_KEY, v);
             }

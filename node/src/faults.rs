@@ -44,14 +44,22 @@ impl TryFrom<&FaultRule> for Rule {
             "to" => Direction::To,
             "from" => Direction::From,
             "both" | "" => Direction::Both,
-            d => return Err(bad(format!("rule: direction {d:?} is not to, from or both"))),
+            d => {
+                return Err(bad(format!(
+                    "rule: direction {d:?} is not to, from or both"
+                )))
+            }
         };
         let action = match r.action.as_str() {
             "drop" => Action::Drop,
             "delay" => Action::Delay(Duration::from_millis(r.delay_ms)),
             a => return Err(bad(format!("rule: action {a:?} is not drop or delay"))),
         };
-        Ok(Rule { dc: r.dc.clone(), direction, action })
+        Ok(Rule {
+            dc: r.dc.clone(),
+            direction,
+            action,
+        })
     }
 }
 
@@ -69,7 +77,10 @@ impl Faults {
                 "fault rules need a build with the `chaos` feature",
             ));
         }
-        let parsed = rules.iter().map(Rule::try_from).collect::<Result<Vec<_>>>()?;
+        let parsed = rules
+            .iter()
+            .map(Rule::try_from)
+            .collect::<Result<Vec<_>>>()?;
         *self.rules.write().expect("faults lock poisoned") = parsed;
         Ok(())
     }
@@ -115,17 +126,34 @@ mod tests {
             action: action.into(),
             delay_ms: 5,
         };
-        assert_eq!(Rule::try_from(&r("dc2", "to", "drop")).unwrap().direction, Direction::To);
-        assert_eq!(Rule::try_from(&r("dc2", "", "delay")).unwrap().action, Action::Delay(Duration::from_millis(5)));
-        for bad in [r("", "to", "drop"), r("dc1", "up", "drop"), r("dc1", "to", "explode")] {
-            assert_eq!(Rule::try_from(&bad).unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            Rule::try_from(&r("dc2", "to", "drop")).unwrap().direction,
+            Direction::To
+        );
+        assert_eq!(
+            Rule::try_from(&r("dc2", "", "delay")).unwrap().action,
+            Action::Delay(Duration::from_millis(5))
+        );
+        for bad in [
+            r("", "to", "drop"),
+            r("dc1", "up", "drop"),
+            r("dc1", "to", "explode"),
+        ] {
+            assert_eq!(
+                Rule::try_from(&bad).unwrap_err().code(),
+                ErrorCode::InvalidArgument
+            );
         }
     }
 
     #[tokio::test]
     async fn directions_apply_to_the_right_traffic() {
         let f = Faults::default();
-        *f.rules.write().unwrap() = vec![Rule { dc: "dc2".into(), direction: Direction::To, action: Action::Drop }];
+        *f.rules.write().unwrap() = vec![Rule {
+            dc: "dc2".into(),
+            direction: Direction::To,
+            action: Action::Drop,
+        }];
         assert!(!f.pass("dc2", true).await);
         assert!(f.pass("dc2", false).await);
         assert!(f.pass("dc3", true).await);

@@ -6,14 +6,19 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bongsu_node::config::{NodeConfig, Overrides};
 use bongsu_proto::internal::admin_client::AdminClient;
-use bongsu_proto::internal::{DrainRequest, InitRequest, ReadyRequest, RemoveRequest, SafeToStopRequest, StatusRequest};
+use bongsu_proto::internal::{
+    DrainRequest, InitRequest, ReadyRequest, RemoveRequest, SafeToStopRequest, StatusRequest,
+};
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "bongsu-node", about = "A bongsu node: many Raft groups on one RocksDB")]
+#[command(
+    name = "bongsu-node",
+    about = "A bongsu node: many Raft groups on one RocksDB"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -81,7 +86,9 @@ async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Chann
     let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(60));
-    Ok(AdminClient::new(ep.connect().await.with_context(|| format!("connect to admin API at {addr}"))?))
+    Ok(AdminClient::new(ep.connect().await.with_context(|| {
+        format!("connect to admin API at {addr}")
+    })?))
 }
 
 #[tokio::main]
@@ -108,26 +115,48 @@ async fn real_main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().cmd {
         Cmd::Run { config, overrides } => {
-            let cfg = NodeConfig::load(config.as_deref(), &overrides).context("load node configuration")?;
+            let cfg = NodeConfig::load(config.as_deref(), &overrides)
+                .context("load node configuration")?;
             bongsu_node::server::run(cfg).await.context("run node")?;
         }
-        Cmd::Init { admin: addr, nodes, shards, replicas } => {
+        Cmd::Init {
+            admin: addr,
+            nodes,
+            shards,
+            replicas,
+        } => {
             if nodes.is_empty() {
                 bail!("--nodes: give the admin addresses of the first nodes");
             }
             let reply = admin(&addr)
                 .await?
-                .init(InitRequest { node_admin_addrs: nodes, shards, replicas })
+                .init(InitRequest {
+                    node_admin_addrs: nodes,
+                    shards,
+                    replicas,
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
-            println!("initialized: shard map version {}", reply.into_inner().shard_map_version);
+            println!(
+                "initialized: shard map version {}",
+                reply.into_inner().shard_map_version
+            );
         }
         Cmd::Status { admin: addr } => {
-            let s = admin(&addr).await?.status(StatusRequest {}).await.map_err(|s| anyhow::anyhow!("status: {}", s.message()))?;
+            let s = admin(&addr)
+                .await?
+                .status(StatusRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?;
             println!("{:#?}", s.into_inner());
         }
         Cmd::Ready { admin: addr } => {
-            let r = admin(&addr).await?.ready(ReadyRequest {}).await.map_err(|s| anyhow::anyhow!("ready: {}", s.message()))?.into_inner();
+            let r = admin(&addr)
+                .await?
+                .ready(ReadyRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("ready: {}", s.message()))?
+                .into_inner();
             println!("ready: {}", r.ready);
             for reason in &r.reasons {
                 println!("  {reason}");
@@ -136,15 +165,33 @@ async fn real_main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Cmd::Remove { admin: addr, node_id } => {
-            admin(&addr).await?.remove(RemoveRequest { node_id }).await.map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
+        Cmd::Remove {
+            admin: addr,
+            node_id,
+        } => {
+            admin(&addr)
+                .await?
+                .remove(RemoveRequest { node_id })
+                .await
+                .map_err(|s| anyhow::anyhow!("remove: {}", s.message()))?;
             println!("node {node_id}: removed");
         }
-        Cmd::Drain { admin: addr, node_id } => {
-            let r = admin(&addr).await?.drain(DrainRequest { node_id }).await.map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?;
+        Cmd::Drain {
+            admin: addr,
+            node_id,
+        } => {
+            let r = admin(&addr)
+                .await?
+                .drain(DrainRequest { node_id })
+                .await
+                .map_err(|s| anyhow::anyhow!("drain: {}", s.message()))?;
             println!("node {node_id}: {}", r.into_inner().state);
         }
-        Cmd::SafeToStop { admin: addr, node_id, dc } => {
+        Cmd::SafeToStop {
+            admin: addr,
+            node_id,
+            dc,
+        } => {
             let r = admin(&addr)
                 .await?
                 .safe_to_stop(SafeToStopRequest { node_id, dc })

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bongsu_raft_store::meta::{group_shard, MetaSnapshot, MetaView, META_GROUP};
-use bongsu_raft_store::{GroupId, NodeId, NodeInfo, SmConfig, StateMachineStore, Store, StoreOptions, TypeConfig};
+use bongsu_raft_store::{
+    GroupId, NodeId, NodeInfo, SmConfig, StateMachineStore, Store, StoreOptions, TypeConfig,
+};
 use openraft::{Raft, ServerState};
 use tokio::sync::watch;
 
@@ -61,7 +63,10 @@ impl Node {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| NodeError::Config { field: "timing", reason: e.to_string() })?;
+        .map_err(|e| NodeError::Config {
+            field: "timing",
+            reason: e.to_string(),
+        })?;
         let meta = MetaView::new(store.clone(), META_GROUP).snapshot()?;
         let (meta_tx, _) = watch::channel(Arc::new(meta));
         let faults = Arc::new(Faults::default());
@@ -93,12 +98,20 @@ impl Node {
 
     /// How this node appears in Raft memberships.
     pub fn info(&self) -> NodeInfo {
-        NodeInfo { addr: self.cfg.raft_addr.clone(), dc: self.cfg.dc.clone(), admin_addr: self.cfg.admin_addr.clone() }
+        NodeInfo {
+            addr: self.cfg.raft_addr.clone(),
+            dc: self.cfg.dc.clone(),
+            admin_addr: self.cfg.admin_addr.clone(),
+        }
     }
 
     /// The state-machine limits: the cluster's, once the meta group knows them.
     fn sm_config(&self) -> SmConfig {
-        self.meta().config.as_ref().map(|c| c.sm_config()).unwrap_or_default()
+        self.meta()
+            .config
+            .as_ref()
+            .map(|c| c.sm_config())
+            .unwrap_or_default()
     }
 
     /// Starts the group if it is not running yet.
@@ -111,21 +124,43 @@ impl Node {
             return Ok(g);
         }
         let sm = self.store.state_machine(group, self.sm_config());
-        let net = GroupNetworkFactory { group, transport: self.transport.clone() };
-        let raft = Raft::new(self.id(), self.raft_config.clone(), net, self.store.log_store(group), sm.clone())
-            .await
-            .map_err(|e| NodeError::Raft(format!("start group {group}: {e}")))?;
+        let net = GroupNetworkFactory {
+            group,
+            transport: self.transport.clone(),
+        };
+        let raft = Raft::new(
+            self.id(),
+            self.raft_config.clone(),
+            net,
+            self.store.log_store(group),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(format!("start group {group}: {e}")))?;
         let handle = GroupHandle { group, raft, sm };
-        self.groups.write().expect("groups lock poisoned").insert(group, handle.clone());
+        self.groups
+            .write()
+            .expect("groups lock poisoned")
+            .insert(group, handle.clone());
         Ok(handle)
     }
 
     pub fn group(&self, group: GroupId) -> Option<GroupHandle> {
-        self.groups.read().expect("groups lock poisoned").get(&group).cloned()
+        self.groups
+            .read()
+            .expect("groups lock poisoned")
+            .get(&group)
+            .cloned()
     }
 
     pub fn groups(&self) -> Vec<GroupHandle> {
-        let mut v: Vec<_> = self.groups.read().expect("groups lock poisoned").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .groups
+            .read()
+            .expect("groups lock poisoned")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by_key(|g| g.group);
         v
     }
@@ -133,7 +168,11 @@ impl Node {
     /// Stops a group this node no longer hosts. Its data stays until the group is re-created
     /// here or cleaned up.
     pub async fn stop_group(&self, group: GroupId) {
-        let h = self.groups.write().expect("groups lock poisoned").remove(&group);
+        let h = self
+            .groups
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&group);
         if let Some(h) = h {
             if let Err(e) = h.raft.shutdown().await {
                 tracing::warn!(group, error = %e, "group shutdown");
@@ -164,7 +203,11 @@ impl Node {
         let h = self.group(group)?;
         let m = h.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
-        let info = m.membership_config.membership().get_node(&leader).cloned()?;
+        let info = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()?;
         Some((leader, info))
     }
 
@@ -174,7 +217,12 @@ impl Node {
     pub fn not_leader(&self, group: GroupId) -> NodeError {
         let meta = self.meta();
         let leader = match self.leader_of(group) {
-            Some((id, info)) => Some((id, meta.node(id).map(|n| n.api_addr.clone()).unwrap_or(info.addr))),
+            Some((id, info)) => Some((
+                id,
+                meta.node(id)
+                    .map(|n| n.api_addr.clone())
+                    .unwrap_or(info.addr),
+            )),
             None if self.group(group).is_none() => group_shard(group)
                 .and_then(|s| meta.shards.get(s as usize))
                 .and_then(|s| s.voters.iter().find(|v| self.is_live(**v)))
@@ -205,16 +253,26 @@ impl Node {
     }
 
     pub fn is_transferring(&self, group: GroupId) -> bool {
-        self.transferring.lock().expect("transfer lock poisoned").contains(&group)
+        self.transferring
+            .lock()
+            .expect("transfer lock poisoned")
+            .contains(&group)
     }
 
     /// Whether `node` answered within the liveness timeout (this node is always live).
     pub fn is_live(&self, node: NodeId) -> bool {
-        node == self.id() || self.last_heard(node).is_some_and(|d| d < Duration::from_millis(self.cfg.timing.liveness_timeout_ms))
+        node == self.id()
+            || self
+                .last_heard(node)
+                .is_some_and(|d| d < Duration::from_millis(self.cfg.timing.liveness_timeout_ms))
     }
 
     pub fn last_heard(&self, node: NodeId) -> Option<Duration> {
-        self.heard.lock().expect("liveness lock poisoned").get(&node).map(|t| t.elapsed())
+        self.heard
+            .lock()
+            .expect("liveness lock poisoned")
+            .get(&node)
+            .map(|t| t.elapsed())
     }
 
     pub fn transport(&self) -> &Arc<Transport> {
@@ -225,10 +283,24 @@ impl Node {
     pub fn known_peers(&self) -> BTreeMap<NodeId, NodeInfo> {
         let mut peers = BTreeMap::new();
         for n in &self.meta().nodes {
-            peers.insert(n.node_id, NodeInfo { addr: n.raft_addr.clone(), dc: n.dc.clone(), admin_addr: n.admin_addr.clone() });
+            peers.insert(
+                n.node_id,
+                NodeInfo {
+                    addr: n.raft_addr.clone(),
+                    dc: n.dc.clone(),
+                    admin_addr: n.admin_addr.clone(),
+                },
+            );
         }
         if let Some(meta) = self.group(META_GROUP) {
-            for (id, info) in meta.raft.metrics().borrow().membership_config.membership().nodes() {
+            for (id, info) in meta
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+            {
                 peers.entry(*id).or_insert_with(|| info.clone());
             }
         }
@@ -256,11 +328,17 @@ impl RaftHost for Node {
     }
 
     fn heard_from(&self, node: NodeId) {
-        self.heard.lock().expect("liveness lock poisoned").insert(node, Instant::now());
+        self.heard
+            .lock()
+            .expect("liveness lock poisoned")
+            .insert(node, Instant::now());
     }
 
     fn dc_of(&self, node: NodeId) -> Option<String> {
-        self.meta().node(node).map(|n| n.dc.clone()).or_else(|| self.known_peers().get(&node).map(|i| i.dc.clone()))
+        self.meta()
+            .node(node)
+            .map(|n| n.dc.clone())
+            .or_else(|| self.known_peers().get(&node).map(|i| i.dc.clone()))
     }
 
     fn faults(&self) -> &Faults {

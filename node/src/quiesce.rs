@@ -91,7 +91,11 @@ async fn run(node: Arc<Node>) {
                     current_leader: m.current_leader,
                     state: m.state,
                     membership_config: m.membership_config.clone(),
-                    replication: if m.state == ServerState::Leader { m.replication.clone() } else { None },
+                    replication: if m.state == ServerState::Leader {
+                        m.replication.clone()
+                    } else {
+                        None
+                    },
                 }
             };
             if let Err(e) = &m.running_state {
@@ -126,11 +130,17 @@ async fn run(node: Arc<Node>) {
             }
             let leader = m.current_leader;
             if m.state == ServerState::Leader
-                && returned.iter().any(|p| m.membership_config.membership().get_node(p).is_some())
+                && returned
+                    .iter()
+                    .any(|p| m.membership_config.membership().get_node(p).is_some())
             {
                 let _ = h.raft.trigger().heartbeat().await;
             }
-            let is_voter = m.membership_config.membership().voter_ids().any(|v| v == node.id());
+            let is_voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == node.id());
             // openraft 0.9 has no pre-vote. A voter that cannot reach a majority of its group
             // (a partitioned or freshly restarted node) could only win nothing and, campaigning
             // anyway, inflate its term and depose a healthy leader once it reconnects. Node
@@ -199,10 +209,9 @@ async fn run(node: Arc<Node>) {
             match m.state {
                 ServerState::Leader if idle >= LEADER_IDLE => {
                     let last = m.last_log_index;
-                    let caught_up = m
-                        .replication
-                        .as_ref()
-                        .is_some_and(|r| r.values().all(|matched| matched.map(|l| l.index) == last));
+                    let caught_up = m.replication.as_ref().is_some_and(|r| {
+                        r.values().all(|matched| matched.map(|l| l.index) == last)
+                    });
                     if caught_up {
                         let rc = h.raft.runtime_config();
                         rc.heartbeat(false);
@@ -210,7 +219,9 @@ async fn run(node: Arc<Node>) {
                         a.quiesced = true;
                     }
                 }
-                ServerState::Follower if idle >= FOLLOWER_IDLE && leader.is_some_and(|l| node.is_live(l)) => {
+                ServerState::Follower
+                    if idle >= FOLLOWER_IDLE && leader.is_some_and(|l| node.is_live(l)) =>
+                {
                     let rc = h.raft.runtime_config();
                     rc.elect(false);
                     rc.tick(false);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bongsu_proto::internal::StatusRequest;
-use bongsu_raft_store::meta::{shard_group, MetaCommand, MetaSnapshot, NodeState, ShardRecord, META_GROUP};
+use bongsu_raft_store::meta::{
+    shard_group, MetaCommand, MetaSnapshot, NodeState, ShardRecord, META_GROUP,
+};
 use bongsu_raft_store::{GroupId, NodeId};
 
 use crate::admin::placement_state;
@@ -28,11 +30,23 @@ pub fn spawn(node: Arc<Node>) {
 }
 
 fn descs(meta: &MetaSnapshot) -> (Vec<NodeDesc>, Vec<ShardReplicas>) {
-    let nodes = meta.nodes.iter().map(|n| NodeDesc { id: n.node_id, dc: n.dc.clone(), state: placement_state(n.state) }).collect();
+    let nodes = meta
+        .nodes
+        .iter()
+        .map(|n| NodeDesc {
+            id: n.node_id,
+            dc: n.dc.clone(),
+            state: placement_state(n.state),
+        })
+        .collect();
     let shards = meta
         .shards
         .iter()
-        .map(|s| ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: s.learners.clone() })
+        .map(|s| ShardReplicas {
+            shard: s.shard,
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+        })
         .collect();
     (nodes, shards)
 }
@@ -63,19 +77,38 @@ async fn preferred_leaders(node: Arc<Node>) {
         // The meta group has no preferred leader, but a draining node gives it away.
         if node.leading(META_GROUP).is_ok() && !active(&meta, node.id()) {
             let h = node.group(META_GROUP);
-            let voters: Vec<NodeId> =
-                h.map(|h| h.raft.metrics().borrow().membership_config.membership().voter_ids().collect()).unwrap_or_default();
-            if let Some(v) = voters.into_iter().find(|v| *v != node.id() && node.is_live(*v) && active(&meta, *v)) {
+            let voters: Vec<NodeId> = h
+                .map(|h| {
+                    h.raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(v) = voters
+                .into_iter()
+                .find(|v| *v != node.id() && node.is_live(*v) && active(&meta, *v))
+            {
                 wanted.insert(0, (META_GROUP, v));
             }
         }
         for (g, to) in wanted {
-            if last.get(&g).is_some_and(|t| t.elapsed() < TRANSFER_COOLDOWN) {
+            if last
+                .get(&g)
+                .is_some_and(|t| t.elapsed() < TRANSFER_COOLDOWN)
+            {
                 continue;
             }
             last.insert(g, Instant::now());
             match node.transfer_leader(g, to).await {
-                Ok(l) => tracing::info!(group = g, leader = l, "moved leadership to its preferred node"),
+                Ok(l) => tracing::info!(
+                    group = g,
+                    leader = l,
+                    "moved leadership to its preferred node"
+                ),
                 Err(e) => tracing::debug!(group = g, to, error = %e, "leadership transfer"),
             }
             break;
@@ -97,21 +130,53 @@ async fn rebalancer(node: Arc<Node>) {
     }
 }
 
-async fn set_replicas(node: &Node, s: &ShardRecord, voters: Vec<NodeId>, learners: Vec<NodeId>) -> Result<u64> {
-    node.propose_meta(MetaCommand::SetReplicas { shard: s.shard, voters, learners, expected_epoch: s.epoch }).await
+async fn set_replicas(
+    node: &Node,
+    s: &ShardRecord,
+    voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+) -> Result<u64> {
+    node.propose_meta(MetaCommand::SetReplicas {
+        shard: s.shard,
+        voters,
+        learners,
+        expected_epoch: s.epoch,
+    })
+    .await
 }
 
 /// The voters of a group as its members report them, from any node that hosts it.
-async fn group_voters(node: &Node, meta: &MetaSnapshot, s: &ShardRecord) -> Option<BTreeSet<NodeId>> {
+async fn group_voters(
+    node: &Node,
+    meta: &MetaSnapshot,
+    s: &ShardRecord,
+) -> Option<BTreeSet<NodeId>> {
     let g = shard_group(s.shard);
     if let Some(h) = node.group(g) {
-        return Some(h.raft.metrics().borrow().membership_config.membership().voter_ids().collect());
+        return Some(
+            h.raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect(),
+        );
     }
     for id in s.voters.iter().chain(&s.learners) {
         let Some(n) = meta.node(*id) else { continue };
-        let Ok(mut c) = admin_client(&n.admin_addr).await else { continue };
-        let Ok(st) = c.status(StatusRequest {}).await else { continue };
-        if let Some(gs) = st.into_inner().groups.into_iter().find(|gs| gs.group == g && gs.leader != 0) {
+        let Ok(mut c) = admin_client(&n.admin_addr).await else {
+            continue;
+        };
+        let Ok(st) = c.status(StatusRequest {}).await else {
+            continue;
+        };
+        if let Some(gs) = st
+            .into_inner()
+            .groups
+            .into_iter()
+            .find(|gs| gs.group == g && gs.leader != 0)
+        {
             return Some(gs.voters.into_iter().collect());
         }
     }
@@ -122,17 +187,30 @@ async fn group_voters(node: &Node, meta: &MetaSnapshot, s: &ShardRecord) -> Opti
 /// leaderships, then move one replica.
 pub async fn step(node: &Node) -> Result<bool> {
     let meta = node.meta();
-    let Some(cfg) = meta.config.clone() else { return Ok(false) };
+    let Some(cfg) = meta.config.clone() else {
+        return Ok(false);
+    };
 
     // A shard listing learners is a move that an earlier meta leader did not finish: make the
     // map agree with the group's own membership.
     if let Some(s) = meta.shards.iter().find(|s| !s.learners.is_empty()) {
-        let Some(actual) = group_voters(node, &meta, s).await else { return Ok(false) };
-        let mut voters: Vec<NodeId> = s.voters.iter().copied().filter(|v| actual.contains(v)).collect();
+        let Some(actual) = group_voters(node, &meta, s).await else {
+            return Ok(false);
+        };
+        let mut voters: Vec<NodeId> = s
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| actual.contains(v))
+            .collect();
         for v in &actual {
             if !voters.contains(v) {
                 // The newcomer takes the rank of the voter it replaced.
-                let pos = s.voters.iter().position(|old| !actual.contains(old)).unwrap_or(voters.len());
+                let pos = s
+                    .voters
+                    .iter()
+                    .position(|old| !actual.contains(old))
+                    .unwrap_or(voters.len());
                 voters.insert(pos.min(voters.len()), *v);
             }
         }
@@ -145,7 +223,10 @@ pub async fn step(node: &Node) -> Result<bool> {
     }
 
     let (nodes, shards) = descs(&meta);
-    if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards).into_iter().next() {
+    if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards)
+        .into_iter()
+        .next()
+    {
         let s = &meta.shards[shard as usize];
         let mut voters = s.voters.clone();
         voters.retain(|v| *v != to);
@@ -181,10 +262,17 @@ pub async fn step(node: &Node) -> Result<bool> {
             // Compare-and-set against the entry written in step 1: if anyone changed the shard
             // since, this fails with STALE_EPOCH and the interrupted-move path reconciles the
             // map with the group's real membership.
-            let listed = ShardRecord { epoch: listed_epoch, ..s.clone() };
+            let listed = ShardRecord {
+                epoch: listed_epoch,
+                ..s.clone()
+            };
             match moved {
                 Ok(_) => {
-                    let voters = s.voters.iter().map(|v| if *v == from { to } else { *v }).collect();
+                    let voters = s
+                        .voters
+                        .iter()
+                        .map(|v| if *v == from { to } else { *v })
+                        .collect();
                     set_replicas(node, &listed, voters, Vec::new()).await?;
                 }
                 Err(e) => {
@@ -201,11 +289,25 @@ pub async fn step(node: &Node) -> Result<bool> {
 /// replaced by a live Active node, of the same datacenter if there is one, else of a
 /// datacenter that stays below a majority.
 async fn replace_meta_voter(node: &Node, meta: &MetaSnapshot) -> Result<bool> {
-    let Ok(h) = node.leading(META_GROUP) else { return Ok(false) };
-    let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+    let Ok(h) = node.leading(META_GROUP) else {
+        return Ok(false);
+    };
+    let membership = h
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     // The leader's own voter seat is handled by moving the leadership first.
-    let Some(out) = voters.iter().copied().find(|v| *v != node.id() && !active(meta, *v)) else { return Ok(false) };
+    let Some(out) = voters
+        .iter()
+        .copied()
+        .find(|v| *v != node.id() && !active(meta, *v))
+    else {
+        return Ok(false);
+    };
     let out_dc = meta.node(out).map(|n| n.dc.clone()).unwrap_or_default();
     let mut per_dc: HashMap<String, usize> = HashMap::new();
     for v in voters.iter().filter(|v| **v != out) {
@@ -217,23 +319,28 @@ async fn replace_meta_voter(node: &Node, meta: &MetaSnapshot) -> Result<bool> {
     let mut candidates: Vec<_> = meta
         .nodes
         .iter()
-        .filter(|n| n.state == NodeState::Active && !voters.contains(&n.node_id) && node.is_live(n.node_id))
+        .filter(|n| {
+            n.state == NodeState::Active && !voters.contains(&n.node_id) && node.is_live(n.node_id)
+        })
         .filter(|n| per_dc.get(&n.dc).copied().unwrap_or(0) < cap)
         .collect();
     candidates.sort_by_key(|n| (n.dc != out_dc, n.node_id));
-    let Some(to) = candidates.first() else { return Ok(false) };
+    let Some(to) = candidates.first() else {
+        return Ok(false);
+    };
     tracing::info!(from = out, to = to.node_id, "moving a meta voter");
     h.raft
         .add_learner(to.node_id, crate::cluster::info_of(to), false)
         .await
-        .map_err(|e| crate::errors::NodeError::Unavailable(format!("meta: add learner {}: {e}", to.node_id)))?;
+        .map_err(|e| {
+            crate::errors::NodeError::Unavailable(format!("meta: add learner {}: {e}", to.node_id))
+        })?;
     node.wait_caught_up(&h, to.node_id).await?;
     let mut next = voters.clone();
     next.remove(&out);
     next.insert(to.node_id);
-    h.raft
-        .change_membership(next, true)
-        .await
-        .map_err(|e| crate::errors::NodeError::Unavailable(format!("meta: change membership: {e}")))?;
+    h.raft.change_membership(next, true).await.map_err(|e| {
+        crate::errors::NodeError::Unavailable(format!("meta: change membership: {e}"))
+    })?;
     Ok(true)
 }

@@ -17,7 +17,10 @@ use crate::transport::RaftService;
 const MAX_MESSAGE: usize = 256 << 20;
 
 fn addr(s: &str, field: &'static str) -> Result<SocketAddr> {
-    s.parse().map_err(|e| NodeError::Config { field, reason: format!("{s:?}: {e}") })
+    s.parse().map_err(|e| NodeError::Config {
+        field,
+        reason: format!("{s:?}: {e}"),
+    })
 }
 
 /// Runs a node until one of its servers stops (which is an error) or the process is killed.
@@ -33,7 +36,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     );
-    let api = Server::builder().tcp_nodelay(true).add_service(NodeApiServer::new(ApiService::new(node.clone())));
+    let api = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(NodeApiServer::new(ApiService::new(node.clone())));
     let admin = Server::builder().add_service(AdminServer::new(AdminService::new(node.clone())));
     let raft = tokio::spawn(raft.serve(raft_addr));
     let api = tokio::spawn(api.serve(api_addr));
@@ -50,4 +55,3 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     res.map_err(|e| NodeError::Unavailable(format!("{which} server: {e}")))?;
     Err(NodeError::Unavailable(format!("{which} server stopped")))
 }
-

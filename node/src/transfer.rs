@@ -36,15 +36,21 @@ impl Node {
         }
         if self.group(group).is_none() {
             let meta = self.meta();
-            let shard = bongsu_raft_store::meta::group_shard(group).and_then(|s| meta.shards.get(s as usize));
+            let shard = bongsu_raft_store::meta::group_shard(group)
+                .and_then(|s| meta.shards.get(s as usize));
             if let Some(s) = shard {
-                let replica = s.voters.iter().find(|v| **v != self.id() && self.is_live(**v));
+                let replica = s
+                    .voters
+                    .iter()
+                    .find(|v| **v != self.id() && self.is_live(**v));
                 if let Some(n) = replica.and_then(|v| meta.node(*v)) {
                     return Ok(n.admin_addr.clone());
                 }
             }
         }
-        Err(NodeError::Unavailable(format!("group {group} has no leader to forward to")))
+        Err(NodeError::Unavailable(format!(
+            "group {group} has no leader to forward to"
+        )))
     }
 
     /// Hands leadership of `group` to voter `to`; returns the new leader.
@@ -67,18 +73,33 @@ impl Node {
         let m = h.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         if !membership.voter_ids().any(|v| v == to) {
-            return Err(NodeError::rejected(ErrorCode::FailedPrecondition, format!("node {to} is not a voter of group {group}")));
+            return Err(NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("node {to} is not a voter of group {group}"),
+            ));
         }
         let last = m.last_log_index.unwrap_or(0);
-        let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned()).flatten().map(|l| l.index).unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&to).cloned())
+            .flatten()
+            .map(|l| l.index)
+            .unwrap_or(0);
         if last.saturating_sub(matched) > MAX_TRANSFER_LAG {
             return Err(NodeError::rejected(
                 ErrorCode::FailedPrecondition,
-                format!("node {to} is {} entries behind in group {group}", last - matched),
+                format!(
+                    "node {to} is {} entries behind in group {group}",
+                    last - matched
+                ),
             ));
         }
         let Some(info) = membership.get_node(&to).cloned() else {
-            return Err(NodeError::rejected(ErrorCode::UnknownNode, format!("no address for node {to}")));
+            return Err(NodeError::rejected(
+                ErrorCode::UnknownNode,
+                format!("no address for node {to}"),
+            ));
         };
         let lease = Duration::from_millis(self.cfg.timing.election_max_ms + 50);
         self.set_transferring(group, true);
@@ -86,7 +107,10 @@ impl Node {
         let result = async {
             admin_client(&info.admin_addr)
                 .await?
-                .campaign(CampaignRequest { group, delay_ms: lease.as_millis() as u64 })
+                .campaign(CampaignRequest {
+                    group,
+                    delay_ms: lease.as_millis() as u64,
+                })
                 .await
                 .map_err(|s| status_to_error(&s))?;
             let mut metrics = h.raft.metrics();
@@ -103,7 +127,11 @@ impl Node {
                 }
                 match tokio::time::timeout_at(deadline, metrics.changed()).await {
                     Ok(Ok(())) => {}
-                    _ => return Err(NodeError::Unavailable(format!("group {group}: node {to} did not take over"))),
+                    _ => {
+                        return Err(NodeError::Unavailable(format!(
+                            "group {group}: node {to} did not take over"
+                        )))
+                    }
                 }
             }
         }
@@ -111,13 +139,23 @@ impl Node {
         h.raft.runtime_config().heartbeat(true);
         self.set_transferring(group, false);
         let leader = result?;
-        tracing::info!(group, from = self.id(), to = leader, "leadership transferred");
+        tracing::info!(
+            group,
+            from = self.id(),
+            to = leader,
+            "leadership transferred"
+        );
         Ok(leader)
     }
 
     /// Starts an election for `group` after `delay` (run on a transfer's target).
     pub fn campaign(&self, group: GroupId, delay: Duration) -> Result<()> {
-        let h = self.group(group).ok_or_else(|| NodeError::rejected(ErrorCode::FailedPrecondition, format!("group {group} is not hosted here")))?;
+        let h = self.group(group).ok_or_else(|| {
+            NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("group {group} is not hosted here"),
+            )
+        })?;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Err(e) = h.raft.trigger().elect().await {
@@ -129,33 +167,55 @@ impl Node {
 
     /// Replaces voter `from` of `group` by `to`: `to` joins as a learner, catches up, and one
     /// membership change swaps the two, so the group never has fewer than its voters.
-    pub async fn move_replica(&self, group: GroupId, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
+    pub async fn move_replica(
+        &self,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<Vec<NodeId>> {
         let h = match self.leading(group) {
             Ok(h) => h,
             Err(_) => return self.forward_move(group, from, to).await,
         };
-        let membership = h.raft.metrics().borrow().membership_config.membership().clone();
+        let membership = h
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters.contains(&to) && !voters.contains(&from) {
             return Ok(voters.into_iter().collect()); // done before
         }
         if !voters.contains(&from) {
-            return Err(NodeError::rejected(ErrorCode::FailedPrecondition, format!("node {from} is not a voter of group {group}")));
+            return Err(NodeError::rejected(
+                ErrorCode::FailedPrecondition,
+                format!("node {from} is not a voter of group {group}"),
+            ));
         }
         if from == self.id() {
             // A leader does not remove itself: hand over first, then let the new leader move.
-            let other = voters.iter().copied().find(|v| *v != from && *v != to && self.is_live(*v));
-            let other = other.ok_or_else(|| NodeError::Unavailable(format!("group {group}: no live voter to take over")))?;
+            let other = voters
+                .iter()
+                .copied()
+                .find(|v| *v != from && *v != to && self.is_live(*v));
+            let other = other.ok_or_else(|| {
+                NodeError::Unavailable(format!("group {group}: no live voter to take over"))
+            })?;
             self.transfer_leader(group, other).await?;
             return self.forward_move(group, from, to).await;
         }
-        let info: NodeInfo = self
-            .meta()
-            .node(to)
-            .map(info_of)
-            .ok_or_else(|| NodeError::rejected(ErrorCode::UnknownNode, format!("node {to} is not registered")))?;
+        let info: NodeInfo = self.meta().node(to).map(info_of).ok_or_else(|| {
+            NodeError::rejected(
+                ErrorCode::UnknownNode,
+                format!("node {to} is not registered"),
+            )
+        })?;
         if !self.is_live(to) {
-            return Err(NodeError::Unavailable(format!("group {group}: node {to} is not live")));
+            return Err(NodeError::Unavailable(format!(
+                "group {group}: node {to} is not live"
+            )));
         }
         h.raft
             .add_learner(to, info, false)
@@ -172,16 +232,28 @@ impl Node {
             return Err(e);
         }
         // The voter set may have changed while we waited (another move): start from it again.
-        let mut voters: BTreeSet<NodeId> = h.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let mut voters: BTreeSet<NodeId> = h
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         if !voters.contains(&from) {
-            return Err(NodeError::rejected(ErrorCode::StaleEpoch, format!("group {group}: node {from} left meanwhile")));
+            return Err(NodeError::rejected(
+                ErrorCode::StaleEpoch,
+                format!("group {group}: node {from} left meanwhile"),
+            ));
         }
         voters.remove(&from);
         voters.insert(to);
         h.raft
             .change_membership(voters.clone(), false)
             .await
-            .map_err(|e| NodeError::Unavailable(format!("group {group}: change membership: {e}")))?;
+            .map_err(|e| {
+                NodeError::Unavailable(format!("group {group}: change membership: {e}"))
+            })?;
         tracing::info!(group, from, to, "replica moved");
         Ok(voters.into_iter().collect())
     }
@@ -194,22 +266,44 @@ impl Node {
         loop {
             let (last, matched, leading) = {
                 let m = metrics.borrow_and_update();
-                let matched = m.replication.as_ref().and_then(|r| r.get(&node).cloned()).flatten().map(|l| l.index);
-                (m.last_log_index.unwrap_or(0), matched, m.state == ServerState::Leader)
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&node).cloned())
+                    .flatten()
+                    .map(|l| l.index);
+                (
+                    m.last_log_index.unwrap_or(0),
+                    matched,
+                    m.state == ServerState::Leader,
+                )
             };
             if !leading {
-                return Err(NodeError::Unavailable(format!("group {}: lost leadership while {node} caught up", h.group)));
+                return Err(NodeError::Unavailable(format!(
+                    "group {}: lost leadership while {node} caught up",
+                    h.group
+                )));
             }
             if matched.is_some_and(|m| last.saturating_sub(m) <= MAX_TRANSFER_LAG) {
                 return Ok(());
             }
             if !self.is_live(node) {
-                return Err(NodeError::Unavailable(format!("group {}: node {node} went down while catching up", h.group)));
+                return Err(NodeError::Unavailable(format!(
+                    "group {}: node {node} went down while catching up",
+                    h.group
+                )));
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(NodeError::Unavailable(format!("group {} stopped", h.group))),
-                Err(_) => return Err(NodeError::Unavailable(format!("group {}: node {node} did not catch up", h.group))),
+                Ok(Err(_)) => {
+                    return Err(NodeError::Unavailable(format!("group {} stopped", h.group)))
+                }
+                Err(_) => {
+                    return Err(NodeError::Unavailable(format!(
+                        "group {}: node {node} did not catch up",
+                        h.group
+                    )))
+                }
             }
         }
     }
@@ -221,7 +315,11 @@ impl Node {
                 if let Ok(addr) = self.leader_admin(group) {
                     let r = admin_client(&addr)
                         .await?
-                        .move_replica(MoveReplicaRequest { group, from_node: from, to_node: to })
+                        .move_replica(MoveReplicaRequest {
+                            group,
+                            from_node: from,
+                            to_node: to,
+                        })
                         .await
                         .map_err(|s| status_to_error(&s))?;
                     return Ok(r.into_inner().voters);
@@ -231,6 +329,8 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(NodeError::Unavailable(format!("group {group} has no leader")))
+        Err(NodeError::Unavailable(format!(
+            "group {group} has no leader"
+        )))
     }
 }

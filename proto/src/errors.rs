@@ -16,7 +16,11 @@ pub struct ModelError {
 
 impl ModelError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self { code: ErrorCode::InvalidArgument, field, reason: reason.into() }
+        Self {
+            code: ErrorCode::InvalidArgument,
+            field,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -24,10 +24,10 @@ pub mod pb {
     }
 }
 
-/// The public API (`bongsu.v1`).
-pub use pb::bongsu::v1;
 /// Internal APIs between nodes, and between gateways, tools and nodes (`bongsu.internal.v1`).
 pub use pb::bongsu::internal::v1 as internal;
+/// The public API (`bongsu.v1`).
+pub use pb::bongsu::v1;
 
 pub use errors::{ModelError, Result};
 pub use model::ErrorCode;

@@ -205,7 +205,10 @@ impl TryFrom<i32> for ConversationKind {
             Ok(v1::ConversationKind::Direct) => Ok(Self::Direct),
             Ok(v1::ConversationKind::Group) => Ok(Self::Group),
             Ok(v1::ConversationKind::Channel) => Ok(Self::Channel),
-            _ => Err(ModelError::invalid("kind", format!("unknown conversation kind {v}"))),
+            _ => Err(ModelError::invalid(
+                "kind",
+                format!("unknown conversation kind {v}"),
+            )),
         }
     }
 }
@@ -245,7 +248,10 @@ impl TryFrom<i32> for MessageKind {
             Ok(v1::MessageKind::LinkCard) => Ok(Self::LinkCard),
             Ok(v1::MessageKind::Sealed) => Ok(Self::Sealed),
             Ok(v1::MessageKind::System) => Ok(Self::System),
-            _ => Err(ModelError::invalid("kind", format!("unknown message kind {v}"))),
+            _ => Err(ModelError::invalid(
+                "kind",
+                format!("unknown message kind {v}"),
+            )),
         }
     }
 }
@@ -270,11 +276,20 @@ pub const HANDLE_MAX: usize = 32;
 /// real name, birthday or address), so they are kept simple enough to read out loud.
 pub fn normalize_handle(handle: &str) -> Result<String> {
     let h = handle.trim().to_ascii_lowercase();
-    let bad = |why: &str| Err(ModelError { code: ErrorCode::InvalidArgument, field: "handle", reason: why.to_string() });
+    let bad = |why: &str| {
+        Err(ModelError {
+            code: ErrorCode::InvalidArgument,
+            field: "handle",
+            reason: why.to_string(),
+        })
+    };
     if h.len() < HANDLE_MIN || h.len() > HANDLE_MAX {
         return bad(&format!("must be {HANDLE_MIN} to {HANDLE_MAX} characters"));
     }
-    if !h.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.') {
+    if !h
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.')
+    {
         return bad("may hold only letters a-z, digits, '_' and '.'");
     }
     if h.starts_with('.') || h.ends_with('.') {

@@ -29,15 +29,25 @@ pub fn decode<T: DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T> {
-    let corrupt = |reason: String| StoreError::Corrupt { group, key: display_key(key), what, reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        group,
+        key: display_key(key),
+        what,
+        reason,
+    };
     if bytes.len() < CRC_LEN {
-        return Err(corrupt(format!("{} bytes is shorter than a checksum", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes is shorter than a checksum",
+            bytes.len()
+        )));
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
     let stored = u32::from_le_bytes(crc.try_into().expect("split_at left exactly CRC_LEN bytes"));
     let actual = crc32fast::hash(body);
     if stored != actual {
-        return Err(corrupt(format!("checksum mismatch: stored {stored:08x}, computed {actual:08x}")));
+        return Err(corrupt(format!(
+            "checksum mismatch: stored {stored:08x}, computed {actual:08x}"
+        )));
     }
     let (value, rest) = postcard::take_from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
     if !rest.is_empty() {

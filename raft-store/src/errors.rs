@@ -8,14 +8,26 @@ use crate::GroupId;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("open rocksdb at {path}: {source}")]
-    Open { path: String, source: rocksdb::Error },
+    Open {
+        path: String,
+        source: rocksdb::Error,
+    },
 
     #[error("rocksdb {op} for group {group}: {source}")]
-    RocksDb { group: GroupId, op: &'static str, source: rocksdb::Error },
+    RocksDb {
+        group: GroupId,
+        op: &'static str,
+        source: rocksdb::Error,
+    },
 
     /// A value read back from disk did not decode. The store never guesses around it.
     #[error("corrupt value in group {group} at key {key} ({what}): {reason}")]
-    Corrupt { group: GroupId, key: String, what: &'static str, reason: String },
+    Corrupt {
+        group: GroupId,
+        key: String,
+        what: &'static str,
+        reason: String,
+    },
 
     /// An earlier write failed; the writer acknowledges nothing any more (fail-stop).
     #[error("the log writer stopped after a failed write: {0}")]

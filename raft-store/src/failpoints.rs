@@ -29,13 +29,19 @@ mod chaos_rs_hooks {
 
     pub fn before_fsync() -> Result<(), String> {
         chaos_rs::maybe_sleep!("log_slow_fsync", 200);
-        chaos_rs::maybe_fail!("log_before_fsync", "failpoint log_before_fsync: injected fsync failure".to_string());
+        chaos_rs::maybe_fail!(
+            "log_before_fsync",
+            "failpoint log_before_fsync: injected fsync failure".to_string()
+        );
         Ok(())
     }
 
     pub fn set(name: &str, enabled: bool) -> Result<(), String> {
         let Some(tag) = super::NAMES.iter().find(|n| **n == name) else {
-            return Err(format!("unknown failpoint {name:?}; known: {}", super::NAMES.join(", ")));
+            return Err(format!(
+                "unknown failpoint {name:?}; known: {}",
+                super::NAMES.join(", ")
+            ));
         };
         if enabled {
             enable_failpoint(tag);
@@ -54,6 +60,8 @@ mod chaos_rs_hooks {
     }
 
     pub fn set(name: &str, _enabled: bool) -> Result<(), String> {
-        Err(format!("failpoint {name:?}: this build has no failpoints (build with the `chaos` feature)"))
+        Err(format!(
+            "failpoint {name:?}: this build has no failpoints (build with the `chaos` feature)"
+        ))
     }
 }

@@ -25,10 +25,21 @@ use crate::GroupId;
 /// One change to RocksDB.
 #[derive(Debug)]
 pub enum Op {
-    Put { cf: &'static str, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: &'static str, key: Vec<u8> },
+    Put {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: &'static str,
+        key: Vec<u8>,
+    },
     /// Deletes keys in `[from, to)`.
-    DeleteRange { cf: &'static str, from: Vec<u8>, to: Vec<u8> },
+    DeleteRange {
+        cf: &'static str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -78,7 +89,10 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        Self { max_requests: 4096, max_bytes: 16 << 20 }
+        Self {
+            max_requests: 4096,
+            max_bytes: 16 << 20,
+        }
     }
 }
 
@@ -98,27 +112,43 @@ impl GroupCommitWriter {
             .name("raft-store-writer".into())
             .spawn(move || run(db, rx, limits, c))
             .expect("spawning the writer thread at startup");
-        Self { tx: Some(tx), counters, thread: Some(thread) }
+        Self {
+            tx: Some(tx),
+            counters,
+            thread: Some(thread),
+        }
     }
 
-    fn submit(&self, group: GroupId, ops: Vec<Op>, sync: bool) -> Result<oneshot::Receiver<Result<()>>> {
+    fn submit(
+        &self,
+        group: GroupId,
+        ops: Vec<Op>,
+        sync: bool,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
         let (done, rx) = oneshot::channel();
         let tx = self.tx.as_ref().expect("sender lives until drop");
-        tx.send(WriteRequest { group, ops, sync, done })
-            .map_err(|_| StoreError::WriterFailed("the writer thread has exited".into()))?;
+        tx.send(WriteRequest {
+            group,
+            ops,
+            sync,
+            done,
+        })
+        .map_err(|_| StoreError::WriterFailed("the writer thread has exited".into()))?;
         Ok(rx)
     }
 
     /// Writes `ops` atomically; with `sync`, returns only after they are fsynced.
     pub async fn write(&self, group: GroupId, ops: Vec<Op>, sync: bool) -> Result<()> {
         let rx = self.submit(group, ops, sync)?;
-        rx.await.map_err(|_| StoreError::WriterFailed("the writer dropped a request".into()))?
+        rx.await
+            .map_err(|_| StoreError::WriterFailed("the writer dropped a request".into()))?
     }
 
     /// Like [`write`](Self::write), for callers outside an async runtime.
     pub fn write_blocking(&self, group: GroupId, ops: Vec<Op>, sync: bool) -> Result<()> {
         let rx = self.submit(group, ops, sync)?;
-        rx.blocking_recv().map_err(|_| StoreError::WriterFailed("the writer dropped a request".into()))?
+        rx.blocking_recv()
+            .map_err(|_| StoreError::WriterFailed("the writer dropped a request".into()))?
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -169,7 +199,9 @@ fn run(db: Arc<DB>, rx: Receiver<WriteRequest>, limits: BatchLimits, counters: A
                 counters.synced_batches.fetch_add(1, Ordering::Relaxed);
             }
         }
-        counters.requests.fetch_add(reqs.len() as u64, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(reqs.len() as u64, Ordering::Relaxed);
         for r in reqs {
             let res = result.clone().map_err(StoreError::WriterFailed);
             // The waiter may have gone away (e.g. a cancelled request); nothing to tell it then.
@@ -185,7 +217,9 @@ fn write_batch(db: &DB, reqs: &[WriteRequest]) -> Result<(), String> {
             match op {
                 Op::Put { cf, key, value } => batch.put_cf(cf_handle(db, cf), key, value),
                 Op::Delete { cf, key } => batch.delete_cf(cf_handle(db, cf), key),
-                Op::DeleteRange { cf, from, to } => batch.delete_range_cf(cf_handle(db, cf), from, to),
+                Op::DeleteRange { cf, from, to } => {
+                    batch.delete_range_cf(cf_handle(db, cf), from, to)
+                }
             }
         }
     }
@@ -199,5 +233,6 @@ fn write_batch(db: &DB, reqs: &[WriteRequest]) -> Result<(), String> {
 }
 
 pub(crate) fn cf_handle<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(name).expect("every column family is created when the store opens")
+    db.cf_handle(name)
+        .expect("every column family is created when the store opens")
 }

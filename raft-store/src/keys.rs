@@ -81,7 +81,12 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_group_then_index() {
-        let keys = [log_key(1, 5), log_key(1, 300), log_key(2, 0), log_key(2, u64::MAX - 1)];
+        let keys = [
+            log_key(1, 5),
+            log_key(1, 300),
+            log_key(2, 0),
+            log_key(2, u64::MAX - 1),
+        ];
         let mut sorted = keys;
         sorted.sort();
         assert_eq!(keys, sorted);

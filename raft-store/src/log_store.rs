@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 use crate::codec::{decode, encode};
 use crate::errors::{Result, StoreError};
 use crate::group_commit::Op;
-use crate::keys::{self, log_key, raft_key, CF_LOG, CF_RAFT, RAFT_COMMITTED, RAFT_PURGED, RAFT_VOTE};
+use crate::keys::{
+    self, log_key, raft_key, CF_LOG, CF_RAFT, RAFT_COMMITTED, RAFT_PURGED, RAFT_VOTE,
+};
 use crate::store::Store;
 use crate::{Entry, GroupId, LogId, NodeId, StorageError, TypeConfig};
 
@@ -33,7 +35,10 @@ impl LogStore {
 
     /// Appends entries and returns once they are fsynced (through the group-commit writer).
     /// Returns the last appended log id.
-    pub async fn append_durable(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Option<LogId>> {
+    pub async fn append_durable(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Option<LogId>> {
         let (ops, last) = self.append_ops(entries);
         if ops.is_empty() {
             return Ok(None);
@@ -49,7 +54,11 @@ impl LogStore {
             .map(|e| {
                 let id = *e.get_log_id();
                 last = Some(id);
-                Op::Put { cf: CF_LOG, key: log_key(self.group, id.index).to_vec(), value: encode(&e) }
+                Op::Put {
+                    cf: CF_LOG,
+                    key: log_key(self.group, id.index).to_vec(),
+                    value: encode(&e),
+                }
             })
             .collect();
         (ops, last)
@@ -109,11 +118,17 @@ impl LogStore {
     }
 
     pub fn committed(&self) -> Result<Option<LogId>> {
-        Ok(self.read_raft::<Option<LogId>>(RAFT_COMMITTED, "committed log id")?.flatten())
+        Ok(self
+            .read_raft::<Option<LogId>>(RAFT_COMMITTED, "committed log id")?
+            .flatten())
     }
 
     async fn put_raft(&self, tag: u8, value: Vec<u8>, sync: bool) -> Result<()> {
-        let op = Op::Put { cf: CF_RAFT, key: raft_key(self.group, tag).to_vec(), value };
+        let op = Op::Put {
+            cf: CF_RAFT,
+            key: raft_key(self.group, tag).to_vec(),
+            value,
+        };
         self.store.writer().write(self.group, vec![op], sync).await
     }
 }
@@ -138,7 +153,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_to_indexes(&range);
-        self.read_entries(start, end).map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+        self.read_entries(start, end)
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
     }
 }
 
@@ -146,9 +162,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let (last_purged_log_id, last_log_id) =
-            self.log_state().map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let (last_purged_log_id, last_log_id) = self
+            .log_state()
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -162,7 +182,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.vote().map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Read))
+        self.vote()
+            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -174,10 +195,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.committed().map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
+        self.committed()
+            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -213,7 +239,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge mark and the deletion land in one batch, so a crash never leaves a log
         // whose first entry disagrees with its purge mark.
         let ops = vec![
-            Op::Put { cf: CF_RAFT, key: raft_key(self.group, RAFT_PURGED).to_vec(), value: encode(&log_id) },
+            Op::Put {
+                cf: CF_RAFT,
+                key: raft_key(self.group, RAFT_PURGED).to_vec(),
+                value: encode(&log_id),
+            },
             Op::DeleteRange {
                 cf: CF_LOG,
                 from: log_key(self.group, 0).to_vec(),

@@ -22,14 +22,22 @@ pub(crate) struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     pub(crate) fn new(store: &'a Store, group: GroupId) -> Self {
-        Self { store, group, writes: BTreeMap::new() }
+        Self {
+            store,
+            group,
+            writes: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn group(&self) -> GroupId {
         self.group
     }
 
-    pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>> {
         let raw = match self.writes.get(key) {
             Some(v) => v.clone(),
             None => self.store.get(self.group, CF_SM, key)?,
@@ -49,10 +57,13 @@ impl<'a> Overlay<'a> {
         self.writes
             .into_iter()
             .map(|(key, v)| match v {
-                Some(value) => Op::Put { cf: CF_SM, key, value },
+                Some(value) => Op::Put {
+                    cf: CF_SM,
+                    key,
+                    value,
+                },
                 None => Op::Delete { cf: CF_SM, key },
             })
             .collect()
     }
 }
-

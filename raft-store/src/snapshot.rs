@@ -29,18 +29,36 @@ impl SnapshotData {
 
     /// Decodes and validates snapshot bytes received for `group`.
     pub fn from_bytes(group: GroupId, bytes: &[u8]) -> Result<Self> {
-        let data: SnapshotData = decode(group, b"snapshot", "snapshot data", bytes)
-            .map_err(|e| StoreError::BadSnapshot { group, reason: e.to_string() })?;
+        let data: SnapshotData =
+            decode(group, b"snapshot", "snapshot data", bytes).map_err(|e| {
+                StoreError::BadSnapshot {
+                    group,
+                    reason: e.to_string(),
+                }
+            })?;
         if data.format != FORMAT_VERSION {
-            return Err(StoreError::BadSnapshot { group, reason: format!("unknown format {}", data.format) });
+            return Err(StoreError::BadSnapshot {
+                group,
+                reason: format!("unknown format {}", data.format),
+            });
         }
         for w in data.entries.windows(2) {
             if w[0].0 >= w[1].0 {
-                return Err(StoreError::BadSnapshot { group, reason: "keys out of order".into() });
+                return Err(StoreError::BadSnapshot {
+                    group,
+                    reason: "keys out of order".into(),
+                });
             }
         }
-        if data.entries.iter().any(|(k, _)| k.is_empty() || k[0] == TAG_APPLIED) {
-            return Err(StoreError::BadSnapshot { group, reason: "snapshot carries an applied-state key".into() });
+        if data
+            .entries
+            .iter()
+            .any(|(k, _)| k.is_empty() || k[0] == TAG_APPLIED)
+        {
+            return Err(StoreError::BadSnapshot {
+                group,
+                reason: "snapshot carries an applied-state key".into(),
+            });
         }
         Ok(data)
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, SnapshotMeta, StoredMembership};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, SnapshotMeta, StoredMembership,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
@@ -14,9 +16,9 @@ use crate::errors::Result;
 use crate::group_commit::Op;
 use crate::keys::{self, CF_SM, CF_SNAP};
 use crate::messaging::apply::apply_in;
-use crate::overlay::Overlay;
 use crate::messaging::layout::{applied_key, TAG_APPLIED};
 use crate::messaging::{CommandResult, MessagingView, SmConfig};
+use crate::overlay::Overlay;
 use crate::snapshot::{SnapshotData, StoredSnapshot, FORMAT_VERSION};
 use crate::store::Store;
 use crate::{Entry, GroupId, LogId, NodeId, NodeInfo, StorageError, TypeConfig};
@@ -65,7 +67,10 @@ impl StateMachineStore {
     }
 
     /// Applies entries: one overlay for the whole batch, one atomic RocksDB write at the end.
-    pub async fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<CommandResult>> {
+    pub async fn apply_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<CommandResult>> {
         let mut applied = self.applied()?;
         let mut tx = Overlay::new(&self.store, self.group);
         let mut results = Vec::new();
@@ -87,7 +92,10 @@ impl StateMachineStore {
         tx.put(applied_key(self.group), &applied);
         // The state is rebuilt from the log after a crash (the applied id is in the same batch),
         // so it needs no fsync of its own; it lands in the write-ahead log after the entries.
-        self.store.writer().write(self.group, tx.into_ops(), false).await?;
+        self.store
+            .writer()
+            .write(self.group, tx.into_ops(), false)
+            .await?;
         Ok(results)
     }
 
@@ -105,13 +113,24 @@ impl StateMachineStore {
             }
             entries.push((rest.to_vec(), v.to_vec()));
         }
-        let data = SnapshotData { format: FORMAT_VERSION, entries }.to_bytes();
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let data = SnapshotData {
+            format: FORMAT_VERSION,
+            entries,
+        }
+        .to_bytes();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{}-{}-{}-{nanos}", self.group, id.leader_id.term, id.index),
             None => format!("{}-none-{nanos}", self.group),
         };
-        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
         Ok((meta, data))
     }
 
@@ -140,26 +159,59 @@ impl StateMachineStore {
     }
 
     async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<()> {
-        let op = Op::Put { cf: CF_SNAP, key: keys::group_prefix(self.group).to_vec(), value: encode(snap) };
+        let op = Op::Put {
+            cf: CF_SNAP,
+            key: keys::group_prefix(self.group).to_vec(),
+            value: encode(snap),
+        };
         self.store.writer().write(self.group, vec![op], true).await
     }
 
     pub fn current_snapshot(&self) -> Result<Option<StoredSnapshot>> {
         let key = keys::group_prefix(self.group);
-        self.store.get(self.group, CF_SNAP, &key)?.map(|v| decode(self.group, &key, "snapshot", &v)).transpose()
+        self.store
+            .get(self.group, CF_SNAP, &key)?
+            .map(|v| decode(self.group, &key, "snapshot", &v))
+            .transpose()
     }
 
     /// Replaces the group's state with a snapshot's, atomically.
-    pub async fn install(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, bytes: Vec<u8>) -> Result<()> {
+    pub async fn install(
+        &self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
         let data = SnapshotData::from_bytes(self.group, &bytes)?;
-        let mut ops = vec![Op::DeleteRange { cf: CF_SM, from: keys::sm_key(self.group, &[]), to: keys::group_end(self.group) }];
+        let mut ops = vec![Op::DeleteRange {
+            cf: CF_SM,
+            from: keys::sm_key(self.group, &[]),
+            to: keys::group_end(self.group),
+        }];
         for (k, v) in data.entries {
-            ops.push(Op::Put { cf: CF_SM, key: keys::sm_key(self.group, &[&k]), value: v });
+            ops.push(Op::Put {
+                cf: CF_SM,
+                key: keys::sm_key(self.group, &[&k]),
+                value: v,
+            });
         }
-        let applied = AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        ops.push(Op::Put { cf: CF_SM, key: applied_key(self.group), value: encode(&applied) });
-        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
-        ops.push(Op::Put { cf: CF_SNAP, key: keys::group_prefix(self.group).to_vec(), value: encode(&stored) });
+        let applied = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        ops.push(Op::Put {
+            cf: CF_SM,
+            key: applied_key(self.group),
+            value: encode(&applied),
+        });
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        };
+        ops.push(Op::Put {
+            cf: CF_SNAP,
+            key: keys::group_prefix(self.group).to_vec(),
+            value: encode(&stored),
+        });
         self.store.writer().write(self.group, ops, true).await
     }
 }
@@ -177,21 +229,35 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let collected = std::mem::replace(&mut self.collected, Ok((SnapshotMeta::default(), Vec::new())));
-        let (meta, data) = collected.map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.sm
-            .save_snapshot(&stored)
-            .await
-            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        let collected = std::mem::replace(
+            &mut self.collected,
+            Ok((SnapshotMeta::default(), Vec::new())),
+        );
+        let (meta, data) =
+            collected.map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.sm.save_snapshot(&stored).await.map_err(|e| {
+            e.into_storage(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+            )
+        })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, NodeInfo>), StorageError> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, NodeInfo>), StorageError> {
         let a = self.applied().map_err(sm_err)?;
         Ok((a.last_applied, a.membership))
     }
@@ -201,11 +267,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.apply_entries(entries).await.map_err(|e| e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write))
+        self.apply_entries(entries)
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { sm: self.clone(), collected: self.collect_snapshot() }
+        SnapshotBuilder {
+            sm: self.clone(),
+            collected: self.collect_snapshot(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -219,11 +290,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         self.install(meta, snapshot.into_inner())
             .await
-            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))
+            .map_err(|e| {
+                e.into_storage(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                )
+            })
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let s = self.current_snapshot().map_err(sm_err)?;
-        Ok(s.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(s.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }

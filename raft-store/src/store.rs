@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, DB,
+};
 
 use crate::errors::{Result, StoreError};
-use crate::group_commit::{cf_handle, BatchLimits, GroupCommitWriter};
 pub use crate::group_commit::WriterStats;
+use crate::group_commit::{cf_handle, BatchLimits, GroupCommitWriter};
 use crate::keys::{self, CF_RAFT};
 use crate::log_store::LogStore;
 use crate::messaging::SmConfig;
@@ -55,8 +57,10 @@ impl Store {
             c.set_write_buffer_size(32 << 20);
             ColumnFamilyDescriptor::new(name, c)
         });
-        let db = DB::open_cf_descriptors(&o, &path, cfs)
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let db = DB::open_cf_descriptors(&o, &path, cfs).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let db = Arc::new(db);
         let writer = GroupCommitWriter::start(db.clone(), opts.batch_limits);
         Ok(Arc::new(Self { db, writer, path }))
@@ -82,10 +86,21 @@ impl Store {
         for cf in [CF_RAFT, keys::CF_LOG] {
             let mut from = Vec::new();
             loop {
-                let mut it = self.db.iterator_cf(cf_handle(&self.db, cf), IteratorMode::From(&from, Direction::Forward));
+                let mut it = self.db.iterator_cf(
+                    cf_handle(&self.db, cf),
+                    IteratorMode::From(&from, Direction::Forward),
+                );
                 let Some(item) = it.next() else { break };
-                let (k, _) = item.map_err(|source| StoreError::RocksDb { group: 0, op: "scan groups", source })?;
-                let Some(g) = k.get(..8).and_then(|p| <[u8; 8]>::try_from(p).ok()).map(u64::from_be_bytes) else {
+                let (k, _) = item.map_err(|source| StoreError::RocksDb {
+                    group: 0,
+                    op: "scan groups",
+                    source,
+                })?;
+                let Some(g) = k
+                    .get(..8)
+                    .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                    .map(u64::from_be_bytes)
+                else {
                     return Err(StoreError::Corrupt {
                         group: 0,
                         key: keys::display_key(&k),
@@ -110,7 +125,6 @@ impl Store {
         self.writer.stats()
     }
 
-
     pub(crate) fn writer(&self) -> &GroupCommitWriter {
         &self.writer
     }
@@ -118,7 +132,11 @@ impl Store {
     pub(crate) fn get(&self, group: GroupId, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
             .get_cf(cf_handle(&self.db, cf), key)
-            .map_err(|source| StoreError::RocksDb { group, op: "get", source })
+            .map_err(|source| StoreError::RocksDb {
+                group,
+                op: "get",
+                source,
+            })
     }
 
     /// Iterates `[from, to)` of a column family, in key order or reversed.
@@ -133,9 +151,19 @@ impl Store {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(from.to_vec());
         ro.set_iterate_upper_bound(to.to_vec());
-        let mode = if reverse { IteratorMode::End } else { IteratorMode::Start };
+        let mode = if reverse {
+            IteratorMode::End
+        } else {
+            IteratorMode::Start
+        };
         self.db
             .iterator_cf_opt(cf_handle(&self.db, cf), ro, mode)
-            .map(move |r| r.map_err(|source| StoreError::RocksDb { group, op: "scan", source }))
+            .map(move |r| {
+                r.map_err(|source| StoreError::RocksDb {
+                    group,
+                    op: "scan",
+                    source,
+                })
+            })
     }
 }

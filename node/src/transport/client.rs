@@ -8,11 +8,13 @@ use std::time::Duration;
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
 use bongsu_proto::internal::{raft_reply, RaftBatch, RaftKind, RaftMessage};
 use bongsu_raft_store::{NodeId, NodeInfo, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -54,7 +56,11 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(me: NodeId, faults: Arc<Faults>) -> Arc<Self> {
-        Arc::new(Self { me, links: Mutex::new(HashMap::new()), faults })
+        Arc::new(Self {
+            me,
+            links: Mutex::new(HashMap::new()),
+            faults,
+        })
     }
 
     /// The link to `node`, created on first use and re-created if its address changed.
@@ -65,7 +71,13 @@ impl Transport {
                 return l.clone();
             }
         }
-        let l = PeerLink::start(self.me, node, info.addr.clone(), info.dc.clone(), self.faults.clone());
+        let l = PeerLink::start(
+            self.me,
+            node,
+            info.addr.clone(),
+            info.dc.clone(),
+            self.faults.clone(),
+        );
         links.insert(node, l.clone());
         l
     }
@@ -80,20 +92,44 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    fn start(me: NodeId, target: NodeId, addr: String, dc: String, faults: Arc<Faults>) -> Arc<Self> {
+    fn start(
+        me: NodeId,
+        target: NodeId,
+        addr: String,
+        dc: String,
+        faults: Arc<Faults>,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_link(me, target, addr.clone(), rx));
-        Arc::new(Self { addr, dc, tx, faults })
+        Arc::new(Self {
+            addr,
+            dc,
+            tx,
+            faults,
+        })
     }
 
-    async fn call(&self, group: u64, kind: RaftKind, payload: Vec<u8>, ttl: Duration) -> Result<Vec<u8>, CallError> {
+    async fn call(
+        &self,
+        group: u64,
+        kind: RaftKind,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, CallError> {
         if !self.faults.pass(&self.dc, true).await {
             // A partition loses the message: the caller hears nothing until its deadline.
             tokio::time::sleep(ttl).await;
             return Err(CallError::Timeout);
         }
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Outgoing { group, kind, payload, reply }).map_err(|_| CallError::Unreachable("link closed".into()))?;
+        self.tx
+            .send(Outgoing {
+                group,
+                kind,
+                payload,
+                reply,
+            })
+            .map_err(|_| CallError::Unreachable("link closed".into()))?;
         match tokio::time::timeout(ttl, rx).await {
             Err(_) => Err(CallError::Timeout),
             Ok(Err(_)) => Err(CallError::Unreachable("link dropped the call".into())),
@@ -113,17 +149,29 @@ enum CallError {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
 fn fail_all(pending: &Pending, why: &str) {
-    let drained: Vec<_> = pending.lock().expect("pending lock poisoned").drain().collect();
+    let drained: Vec<_> = pending
+        .lock()
+        .expect("pending lock poisoned")
+        .drain()
+        .collect();
     for (_, tx) in drained {
         let _ = tx.send(Err(Failure::Unreachable(why.to_string())));
     }
 }
 
-async fn run_link(me: NodeId, target: NodeId, addr: String, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn run_link(
+    me: NodeId,
+    target: NodeId,
+    addr: String,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
     let next_id = AtomicU64::new(1);
     loop {
         let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true).http2_keep_alive_interval(Duration::from_secs(1)),
+            Ok(e) => e
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1)),
             Err(e) => {
                 tracing::error!(target_node = target, %addr, error = %e, "bad peer address");
                 return;
@@ -148,7 +196,9 @@ async fn run_link(me: NodeId, target: NodeId, addr: String, mut rx: mpsc::Unboun
                 // Fail what is queued now rather than let it wait out its timeout: openraft
                 // backs off on `Unreachable` and tries again.
                 while let Ok(o) = rx.try_recv() {
-                    let _ = o.reply.send(Err(Failure::Unreachable(format!("node {target} at {addr} unreachable: {e}"))));
+                    let _ = o.reply.send(Err(Failure::Unreachable(format!(
+                        "node {target} at {addr} unreachable: {e}"
+                    ))));
                 }
                 tokio::time::sleep(RECONNECT_BACKOFF).await;
                 if rx.is_closed() {
@@ -164,12 +214,19 @@ async fn run_link(me: NodeId, target: NodeId, addr: String, mut rx: mpsc::Unboun
                 match inbound.message().await {
                     Ok(Some(batch)) => {
                         for r in batch.replies {
-                            let tx = reader_pending.lock().expect("pending lock poisoned").remove(&r.id);
+                            let tx = reader_pending
+                                .lock()
+                                .expect("pending lock poisoned")
+                                .remove(&r.id);
                             if let Some(tx) = tx {
                                 let res = match r.result {
                                     Some(raft_reply::Result::Payload(p)) => Ok(p),
-                                    Some(raft_reply::Result::Unreachable(e)) => Err(Failure::Unreachable(e)),
-                                    Some(raft_reply::Result::NotHosted(e)) => Err(Failure::NotHosted(e)),
+                                    Some(raft_reply::Result::Unreachable(e)) => {
+                                        Err(Failure::Unreachable(e))
+                                    }
+                                    Some(raft_reply::Result::NotHosted(e)) => {
+                                        Err(Failure::NotHosted(e))
+                                    }
                                     None => Err(Failure::Unreachable("empty reply".to_string())),
                                 };
                                 let _ = tx.send(res);
@@ -203,11 +260,24 @@ async fn run_link(me: NodeId, target: NodeId, addr: String, mut rx: mpsc::Unboun
                     .map(|o| {
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         p.insert(id, o.reply);
-                        RaftMessage { id, group: o.group, kind: o.kind as i32, payload: o.payload }
+                        RaftMessage {
+                            id,
+                            group: o.group,
+                            kind: o.kind as i32,
+                            payload: o.payload,
+                        }
                     })
                     .collect()
             };
-            if btx.send(RaftBatch { from_node: me, to_node: target, messages }).await.is_err() {
+            if btx
+                .send(RaftBatch {
+                    from_node: me,
+                    to_node: target,
+                    messages,
+                })
+                .await
+                .is_err()
+            {
                 break "stream closed".to_string();
             }
         };
@@ -232,7 +302,11 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
     type Network = GroupConn;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> GroupConn {
-        GroupConn { group: self.group, target, link: self.transport.link(target, node) }
+        GroupConn {
+            group: self.group,
+            target,
+            link: self.transport.link(target, node),
+        }
     }
 }
 
@@ -244,30 +318,48 @@ pub struct GroupConn {
 }
 
 impl GroupConn {
-    async fn rpc<Req, Resp, E>(&self, kind: RaftKind, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    async fn rpc<Req, Resp, E>(
+        &self,
+        kind: RaftKind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let bytes = match self.link.call(self.group, kind, payload, option.hard_ttl()).await {
+        let payload =
+            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let bytes = match self
+            .link
+            .call(self.group, kind, payload, option.hard_ttl())
+            .await
+        {
             Ok(b) => b,
             Err(CallError::Unreachable(e)) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))));
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &std::io::Error::other(e),
+                )));
             }
             // A network error, not `Unreachable`: openraft retries it without its 500 ms backoff.
             Err(CallError::NotHosted(e)) => {
                 // openraft retries a network error at once; a short pause keeps a replica that
                 // is about to start the group from being flooded meanwhile.
                 tokio::time::sleep(NOT_HOSTED_PAUSE).await;
-                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(e))));
+                return Err(RPCError::Network(NetworkError::new(
+                    &std::io::Error::other(e),
+                )));
             }
             // Reported as a network error so that openraft retries it like any transient failure.
             Err(CallError::Timeout) => {
                 return Err(RPCError::Network(NetworkError::new(&std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("no reply from node {} in {:?}", self.target, option.hard_ttl()),
+                    format!(
+                        "no reply from node {} in {:?}",
+                        self.target,
+                        option.hard_ttl()
+                    ),
                 ))));
             }
         };
@@ -290,7 +382,10 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.rpc(RaftKind::InstallSnapshot, &rpc, &option).await
     }
 

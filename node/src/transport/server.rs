@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bongsu_proto::internal::raft_transport_server::RaftTransport;
-use bongsu_proto::internal::{raft_reply, PingReply, PingRequest, RaftBatch, RaftKind, RaftMessage, RaftReply, RaftReplyBatch};
+use bongsu_proto::internal::{
+    raft_reply, PingReply, PingRequest, RaftBatch, RaftKind, RaftMessage, RaftReply, RaftReplyBatch,
+};
 use bongsu_raft_store::{NodeId, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::Raft;
@@ -43,13 +45,20 @@ impl<H: RaftHost> RaftService<H> {
 
 async fn handle<H: RaftHost>(host: &H, m: RaftMessage) -> RaftReply {
     let result = match host.raft(m.group) {
-        None => raft_reply::Result::NotHosted(format!("group {} is not hosted on node {} yet", m.group, host.node_id())),
+        None => raft_reply::Result::NotHosted(format!(
+            "group {} is not hosted on node {} yet",
+            m.group,
+            host.node_id()
+        )),
         Some(raft) => match dispatch(&raft, m.kind, &m.payload).await {
             Ok(bytes) => raft_reply::Result::Payload(bytes),
             Err(e) => raft_reply::Result::Unreachable(e),
         },
     };
-    RaftReply { id: m.id, result: Some(result) }
+    RaftReply {
+        id: m.id,
+        result: Some(result),
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
@@ -82,7 +91,10 @@ async fn dispatch(raft: &Raft<TypeConfig>, kind: i32, payload: &[u8]) -> Result<
 impl<H: RaftHost> RaftTransport for RaftService<H> {
     type ExchangeStream = ReceiverStream<Result<RaftReplyBatch, Status>>;
 
-    async fn exchange(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Self::ExchangeStream>, Status> {
+    async fn exchange(
+        &self,
+        req: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
         let mut inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(64);
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<RaftReply>();
@@ -138,12 +150,19 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         let req = req.into_inner();
         if req.to_node != 0 && req.to_node != self.host.node_id() {
-            return Err(Status::failed_precondition(format!("this is node {}, not {}", self.host.node_id(), req.to_node)));
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not {}",
+                self.host.node_id(),
+                req.to_node
+            )));
         }
         if !admitted(self.host.as_ref(), req.from_node).await {
             return Err(Status::unavailable("dropped by a fault rule"));
         }
         self.host.heard_from(req.from_node);
-        Ok(Response::new(PingReply { node_id: self.host.node_id(), dc: self.host.dc().to_string() }))
+        Ok(Response::new(PingReply {
+            node_id: self.host.node_id(),
+            dc: self.host.dc().to_string(),
+        }))
     }
 }

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use rand::seq::SliceRandom;
 use bongsu_proto::internal::{write_reply, ReadRequest};
 use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, UserId};
 use bongsu_proto::{v1, ErrorCode};
+use rand::seq::SliceRandom;
 
 use crate::client::{append, appended, create, read_from};
 use crate::harness::{shard_group, Cluster, Spec, META_GROUP};
@@ -20,12 +20,20 @@ const MESSAGES: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messaging_three_dcs_one_node_each() -> Result<()> {
-    bounded(Duration::from_secs(90), messaging("basic-3x1", Spec::new(3, 1).shards(8))).await
+    bounded(
+        Duration::from_secs(90),
+        messaging("basic-3x1", Spec::new(3, 1).shards(8)),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messaging_three_dcs_two_nodes_each() -> Result<()> {
-    bounded(Duration::from_secs(90), messaging("basic-3x2", Spec::new(3, 2).shards(16))).await
+    bounded(
+        Duration::from_secs(90),
+        messaging("basic-3x2", Spec::new(3, 2).shards(16)),
+    )
+    .await
 }
 
 struct Conv {
@@ -37,7 +45,11 @@ struct Conv {
 /// What a test expects a conversation to hold: per seq, the sender, client message id and body.
 type Expected = Vec<(UserId, ClientMsgId, String)>;
 
-fn expect_code<T: std::fmt::Debug>(what: &str, r: Result<T, crate::client::Failure>, code: ErrorCode) -> Result<()> {
+fn expect_code<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<T, crate::client::Failure>,
+    code: ErrorCode,
+) -> Result<()> {
     match r {
         Err(f) if f.code == code.as_str() => Ok(()),
         other => anyhow::bail!("{what}: expected {code}, got {other:?}"),
@@ -54,16 +66,28 @@ async fn messaging(name: &str, spec: Spec) -> Result<()> {
     check_voter_spread(&mut cluster).await?;
 
     // Six conversations on six distinct shards: four groups and two direct chats.
-    let users: Vec<UserId> = (1..=6).map(|i| UserId::from_u128(0x05e2_0000 + i)).collect();
+    let users: Vec<UserId> = (1..=6)
+        .map(|i| UserId::from_u128(0x05e2_0000 + i))
+        .collect();
     let mut used = BTreeSet::new();
     let mut convs = Vec::new();
-    for (i, shard) in (0..shards).step_by((shards as usize / 6).max(1)).take(6).enumerate() {
+    for (i, shard) in (0..shards)
+        .step_by((shards as usize / 6).max(1))
+        .take(6)
+        .enumerate()
+    {
         let id = conv_on_shard(shard, shards, 0xc0_0000_0000 + (i as u128) * 0x1_0000);
         used.insert(shard_of(&id.0, shards));
         let (kind, members) = if i < 4 {
-            (v1::ConversationKind::Group, vec![users[i], users[(i + 1) % 6], users[(i + 2) % 6], users[5]])
+            (
+                v1::ConversationKind::Group,
+                vec![users[i], users[(i + 1) % 6], users[(i + 2) % 6], users[5]],
+            )
         } else {
-            (v1::ConversationKind::Direct, vec![users[i], users[(i + 3) % 6]])
+            (
+                v1::ConversationKind::Direct,
+                vec![users[i], users[(i + 3) % 6]],
+            )
         };
         convs.push(Conv { id, kind, members });
     }
@@ -80,9 +104,24 @@ async fn messaging(name: &str, spec: Spec) -> Result<()> {
         deck.pop()
     };
     for c in &convs {
-        let r = client.write(create(c.id, c.kind, c.members[0], &c.members[1..]), next_entry()).await?;
-        ensure!(r.reply.result == Some(write_reply::Result::Created(true)), "create {}: {:?}", c.id, r.reply);
-        ensure!(r.reply.shard == shard_of(&c.id.0, shards), "create {} went to shard {}", c.id, r.reply.shard);
+        let r = client
+            .write(
+                create(c.id, c.kind, c.members[0], &c.members[1..]),
+                next_entry(),
+            )
+            .await?;
+        ensure!(
+            r.reply.result == Some(write_reply::Result::Created(true)),
+            "create {}: {:?}",
+            c.id,
+            r.reply
+        );
+        ensure!(
+            r.reply.shard == shard_of(&c.id.0, shards),
+            "create {} went to shard {}",
+            c.id,
+            r.reply.shard
+        );
     }
 
     // Appends, interleaved over the conversations, each entering through the next node in turn
@@ -96,9 +135,18 @@ async fn messaging(name: &str, spec: Spec) -> Result<()> {
             let sender = c.members[n % c.members.len()];
             let cmid = ClientMsgId::from_u128(((ci as u128) << 64) | n as u128 | 0xfeed_0000_0000);
             let body = format!("conv {ci} message {n} from {sender} ✉");
-            let r = client.write(append(c.id, sender, cmid, &body), next_entry()).await.with_context(|| format!("append {n} to conv {ci}"))?;
-            let a = appended(&r.reply).with_context(|| format!("append {n} to conv {ci}: {:?}", r.reply))?;
-            ensure!(!a.duplicate && a.seq == n as u64 + 1, "append {n} to conv {ci}: got seq {} duplicate {}", a.seq, a.duplicate);
+            let r = client
+                .write(append(c.id, sender, cmid, &body), next_entry())
+                .await
+                .with_context(|| format!("append {n} to conv {ci}"))?;
+            let a = appended(&r.reply)
+                .with_context(|| format!("append {n} to conv {ci}: {:?}", r.reply))?;
+            ensure!(
+                !a.duplicate && a.seq == n as u64 + 1,
+                "append {n} to conv {ci}: got seq {} duplicate {}",
+                a.seq,
+                a.duplicate
+            );
             answered_by.entry(r.reply.shard).or_default().insert(r.node);
             if r.attempts > 1 {
                 followed_hint += 1;
@@ -107,41 +155,81 @@ async fn messaging(name: &str, spec: Spec) -> Result<()> {
         }
     }
     let appends = convs.len() * MESSAGES;
-    ensure!(followed_hint > 0 && followed_hint < appends, "{followed_hint} of {appends} writes needed a second node");
+    ensure!(
+        followed_hint > 0 && followed_hint < appends,
+        "{followed_hint} of {appends} writes needed a second node"
+    );
     // Every write was answered by its shard's leader: where leadership did not move meanwhile
     // (nothing is harmed here, but a rebalancer may move leaders), by that one node.
     let leaders_after = cluster.leaders().await;
     for (shard, nodes) in &answered_by {
         let g = shard_group(*shard);
-        let (Some(before), Some(after)) = (leaders_before.get(&g), leaders_after.get(&g)) else { continue };
+        let (Some(before), Some(after)) = (leaders_before.get(&g), leaders_after.get(&g)) else {
+            continue;
+        };
         if before.leader == after.leader && before.status.term == after.status.term {
-            ensure!(nodes.len() == 1 && nodes.contains(&after.leader), "shard {shard}: answered by {nodes:?}, led by {}", after.leader);
+            ensure!(
+                nodes.len() == 1 && nodes.contains(&after.leader),
+                "shard {shard}: answered by {nodes:?}, led by {}",
+                after.leader
+            );
         }
     }
 
     // Read everything back through any node, as a member.
     for (ci, c) in convs.iter().enumerate() {
         let reader = *c.members.last().expect("conversations have members");
-        let msgs = client.read_all(c.id, reader, next_entry()).await.with_context(|| format!("read conv {ci}"))?;
+        let msgs = client
+            .read_all(c.id, reader, next_entry())
+            .await
+            .with_context(|| format!("read conv {ci}"))?;
         check_messages(c.id, &msgs, &expected[&c.id]).with_context(|| format!("conv {ci}"))?;
     }
 
     // Pages: from a seq forwards, and the newest before a seq, both in seq order.
     let c0 = &convs[0];
-    let page = client.read(read_from(c0.id, c0.members[1], 3, 2), next_entry()).await?.reply;
-    ensure!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>() == [3, 4], "from_seq 3 limit 2: {:?}", page.messages);
-    ensure!(page.last_seq == MESSAGES as u64, "last_seq {}", page.last_seq);
-    let before = ReadRequest { conv_id: c0.id.0.to_vec(), user: c0.members[1].0.to_vec(), from_seq: 0, before_seq: 6, limit: 2 };
+    let page = client
+        .read(read_from(c0.id, c0.members[1], 3, 2), next_entry())
+        .await?
+        .reply;
+    ensure!(
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>() == [3, 4],
+        "from_seq 3 limit 2: {:?}",
+        page.messages
+    );
+    ensure!(
+        page.last_seq == MESSAGES as u64,
+        "last_seq {}",
+        page.last_seq
+    );
+    let before = ReadRequest {
+        conv_id: c0.id.0.to_vec(),
+        user: c0.members[1].0.to_vec(),
+        from_seq: 0,
+        before_seq: 6,
+        limit: 2,
+    };
     let page = client.read(before, next_entry()).await?.reply;
-    ensure!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>() == [4, 5], "before_seq 6 limit 2: {:?}", page.messages);
+    ensure!(
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>() == [4, 5],
+        "before_seq 6 limit 2: {:?}",
+        page.messages
+    );
 
     // A retried send (same sender and client message id) through another node returns the
     // original seq, marked duplicate, and adds nothing.
     for (ci, c) in convs.iter().enumerate() {
         let (sender, cmid, body) = expected[&c.id][2].clone();
-        let r = client.write(append(c.id, sender, cmid, &body), next_entry()).await?;
+        let r = client
+            .write(append(c.id, sender, cmid, &body), next_entry())
+            .await?;
         let a = appended(&r.reply).context("retried append")?;
-        ensure!(a.seq == 3 && a.duplicate, "conv {ci}: retry gave seq {} duplicate {}", a.seq, a.duplicate);
+        ensure!(
+            a.seq == 3 && a.duplicate,
+            "conv {ci}: retry gave seq {} duplicate {}",
+            a.seq,
+            a.duplicate
+        );
     }
     let msgs = client.read_all(c0.id, c0.members[0], None).await?;
     check_messages(c0.id, &msgs, &expected[&c0.id]).context("conv 0 after retries")?;
@@ -150,18 +238,58 @@ async fn messaging(name: &str, spec: Spec) -> Result<()> {
     let outsider = UserId::from_u128(0x0bad);
     let stray = ClientMsgId::from_u128(0x0bad);
     for c in &convs {
-        expect_code("non-member append", client.write(append(c.id, outsider, stray, "hi"), next_entry()).await, ErrorCode::NotMember)?;
-        expect_code("non-member read", client.read(read_from(c.id, outsider, 1, 10), next_entry()).await, ErrorCode::NotMember)?;
+        expect_code(
+            "non-member append",
+            client
+                .write(append(c.id, outsider, stray, "hi"), next_entry())
+                .await,
+            ErrorCode::NotMember,
+        )?;
+        expect_code(
+            "non-member read",
+            client
+                .read(read_from(c.id, outsider, 1, 10), next_entry())
+                .await,
+            ErrorCode::NotMember,
+        )?;
     }
-    let unknown = (0..).map(|i| ConvId::from_u128(0xdead_0000 + i)).find(|id| !convs.iter().any(|c| c.id == *id)).expect("ids");
-    expect_code("append to unknown", client.write(append(unknown, users[0], stray, "hi"), next_entry()).await, ErrorCode::UnknownConversation)?;
-    expect_code("read of unknown", client.read(read_from(unknown, users[0], 1, 10), next_entry()).await, ErrorCode::UnknownConversation)?;
-    let three = create(unknown, v1::ConversationKind::Direct, users[0], &users[1..3]);
-    expect_code("direct chat of three", client.write(three, next_entry()).await, ErrorCode::InvalidMembers)?;
+    let unknown = (0..)
+        .map(|i| ConvId::from_u128(0xdead_0000 + i))
+        .find(|id| !convs.iter().any(|c| c.id == *id))
+        .expect("ids");
+    expect_code(
+        "append to unknown",
+        client
+            .write(append(unknown, users[0], stray, "hi"), next_entry())
+            .await,
+        ErrorCode::UnknownConversation,
+    )?;
+    expect_code(
+        "read of unknown",
+        client
+            .read(read_from(unknown, users[0], 1, 10), next_entry())
+            .await,
+        ErrorCode::UnknownConversation,
+    )?;
+    let three = create(
+        unknown,
+        v1::ConversationKind::Direct,
+        users[0],
+        &users[1..3],
+    );
+    expect_code(
+        "direct chat of three",
+        client.write(three, next_entry()).await,
+        ErrorCode::InvalidMembers,
+    )?;
     // Rejections change nothing.
     let msgs = client.read_all(c0.id, c0.members[0], None).await?;
     check_messages(c0.id, &msgs, &expected[&c0.id]).context("conv 0 after rejected writes")?;
-    expect_code("unknown after a rejected create", client.read(read_from(unknown, users[0], 1, 10), None).await, ErrorCode::UnknownConversation)?;
+    expect_code(
+        "unknown after a rejected create",
+        client.read(read_from(unknown, users[0], 1, 10), None).await,
+        ErrorCode::UnknownConversation,
+    )?;
 
     check_voter_spread(&mut cluster).await?;
     check_hints(&mut cluster).await?;
@@ -178,13 +306,33 @@ async fn messaging(name: &str, spec: Spec) -> Result<()> {
 
 /// Dense seqs from 1, in order, with the expected sender, client message id and body.
 fn check_messages(conv: ConvId, msgs: &[v1::Message], expected: &Expected) -> Result<()> {
-    ensure!(msgs.len() == expected.len(), "{} messages, expected {}", msgs.len(), expected.len());
+    ensure!(
+        msgs.len() == expected.len(),
+        "{} messages, expected {}",
+        msgs.len(),
+        expected.len()
+    );
     for (i, (m, (sender, cmid, body))) in msgs.iter().zip(expected).enumerate() {
         ensure!(m.seq == i as u64 + 1, "message {i} has seq {}", m.seq);
         ensure!(m.conv_id == conv.0, "seq {}: conv {:?}", m.seq, m.conv_id);
-        ensure!(m.sender == sender.0 && m.client_msg_id == cmid.0, "seq {}: sender or client_msg_id differ", m.seq);
-        ensure!(m.body == body.as_bytes(), "seq {}: body {:?}, expected {body:?}", m.seq, String::from_utf8_lossy(&m.body));
-        ensure!(m.kind == v1::MessageKind::Text as i32 && m.sent_at_ms > 0, "seq {}: kind {} sent_at {}", m.seq, m.kind, m.sent_at_ms);
+        ensure!(
+            m.sender == sender.0 && m.client_msg_id == cmid.0,
+            "seq {}: sender or client_msg_id differ",
+            m.seq
+        );
+        ensure!(
+            m.body == body.as_bytes(),
+            "seq {}: body {:?}, expected {body:?}",
+            m.seq,
+            String::from_utf8_lossy(&m.body)
+        );
+        ensure!(
+            m.kind == v1::MessageKind::Text as i32 && m.sent_at_ms > 0,
+            "seq {}: kind {} sent_at {}",
+            m.seq,
+            m.kind,
+            m.sent_at_ms
+        );
     }
     Ok(())
 }
@@ -196,16 +344,32 @@ async fn check_voter_spread(cluster: &mut Cluster) -> Result<()> {
     for (id, st) in cluster.statuses().await {
         let map = st.map.as_ref().context("status without a shard map")?;
         for n in &map.nodes {
-            ensure!(n.dc == cluster.dc_of(n.node_id), "node {id} places node {} in {}", n.node_id, n.dc);
+            ensure!(
+                n.dc == cluster.dc_of(n.node_id),
+                "node {id} places node {} in {}",
+                n.node_id,
+                n.dc
+            );
         }
-        ensure!(map.nodes.len() == cluster.nodes.len(), "node {id} knows {} nodes", map.nodes.len());
+        ensure!(
+            map.nodes.len() == cluster.nodes.len(),
+            "node {id} knows {} nodes",
+            map.nodes.len()
+        );
     }
     let leaders = cluster.wait_all_leaders(Duration::from_secs(10)).await?;
     for group in cluster.all_groups() {
         let voters = &leaders[&group].status.voters;
         let dcs: BTreeSet<&str> = voters.iter().map(|v| cluster.dc_of(*v)).collect();
-        let label = if group == META_GROUP { "meta".to_string() } else { format!("shard {}", group - 1) };
-        ensure!(voters.len() == replicas && dcs.len() == replicas, "{label}: voters {voters:?} in {dcs:?}");
+        let label = if group == META_GROUP {
+            "meta".to_string()
+        } else {
+            format!("shard {}", group - 1)
+        };
+        ensure!(
+            voters.len() == replicas && dcs.len() == replicas,
+            "{label}: voters {voters:?} in {dcs:?}"
+        );
     }
     Ok(())
 }
@@ -226,20 +390,33 @@ async fn check_hints(cluster: &mut Cluster) -> Result<()> {
         let req = read_from(conv, UserId::from_u128(1), 1, 1);
         for id in cluster.ids().into_iter().filter(|id| *id != led.leader) {
             let f = match probe.read(req.clone(), Some(id)).await {
-                Ok(a) => anyhow::bail!("shard {shard}: node {id} answered a read though node {} leads: {:?}", led.leader, a.reply),
+                Ok(a) => anyhow::bail!(
+                    "shard {shard}: node {id} answered a read though node {} leads: {:?}",
+                    led.leader,
+                    a.reply
+                ),
                 Err(f) => f,
             };
-            ensure!(f.code == ErrorCode::NotLeader.as_str() && f.node == id, "shard {shard}: node {id} answered {f}");
+            ensure!(
+                f.code == ErrorCode::NotLeader.as_str() && f.node == id,
+                "shard {shard}: node {id} answered {f}"
+            );
             let hosts = led.status.voters.contains(&id) || led.status.learners.contains(&id);
             match (&f.leader_hint, hosts) {
-                (Some(h), _) => ensure!(*h == leader_api, "shard {shard}: node {id} hints {h}, leader {} is at {leader_api}", led.leader),
+                (Some(h), _) => ensure!(
+                    *h == leader_api,
+                    "shard {shard}: node {id} hints {h}, leader {} is at {leader_api}",
+                    led.leader
+                ),
                 (None, true) => anyhow::bail!("shard {shard}: replica {id} gave no leader hint"),
                 (None, false) => unhinted.push((shard, id)),
             }
         }
     }
     if !unhinted.is_empty() {
-        eprintln!("note: nodes that do not host a shard give no leader hint (shard, node): {unhinted:?}");
+        eprintln!(
+            "note: nodes that do not host a shard give no leader hint (shard, node): {unhinted:?}"
+        );
     }
     Ok(())
 }

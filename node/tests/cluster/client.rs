@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{
-    write_reply, write_request, AppendMessage, Appended, CreateConversation, ReadReply, ReadRequest, WriteReply,
-    WriteRequest,
+    write_reply, write_request, AppendMessage, Appended, CreateConversation, ReadReply,
+    ReadRequest, WriteReply, WriteRequest,
 };
 use bongsu_proto::model::{ClientMsgId, ConvId, DeviceId, UserId};
 use bongsu_proto::v1;
@@ -61,7 +61,11 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} from node {} after {} attempts", self.code, self.node, self.attempts)?;
+        write!(
+            f,
+            "{} from node {} after {} attempts",
+            self.code, self.node, self.attempts
+        )?;
         if self.gave_up {
             write!(f, " (deadline passed)")?;
         }
@@ -91,9 +95,16 @@ impl TestClient {
                 .connect_timeout(Duration::from_millis(300))
                 .timeout(Duration::from_secs(2))
                 .tcp_nodelay(true);
-            out.push(Entry { id, api_addr, api: NodeApiClient::new(ep.connect_lazy()) });
+            out.push(Entry {
+                id,
+                api_addr,
+                api: NodeApiClient::new(ep.connect_lazy()),
+            });
         }
-        Ok(Self { nodes: out, deadline: Duration::from_secs(5) })
+        Ok(Self {
+            nodes: out,
+            deadline: Duration::from_secs(5),
+        })
     }
 
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
@@ -110,23 +121,53 @@ impl TestClient {
     }
 
     /// Applies a write; `first` is the node to try first (a random one when `None`).
-    pub async fn write(&self, req: WriteRequest, first: Option<u64>) -> Result<Answer<WriteReply>, Failure> {
-        self.call(first, req, |mut api, req| async move { api.write(req).await }).await
+    pub async fn write(
+        &self,
+        req: WriteRequest,
+        first: Option<u64>,
+    ) -> Result<Answer<WriteReply>, Failure> {
+        self.call(
+            first,
+            req,
+            |mut api, req| async move { api.write(req).await },
+        )
+        .await
     }
 
     /// A linearizable read on the conversation's shard leader.
-    pub async fn read(&self, req: ReadRequest, first: Option<u64>) -> Result<Answer<ReadReply>, Failure> {
-        self.call(first, req, |mut api, req| async move { api.read(req).await }).await
+    pub async fn read(
+        &self,
+        req: ReadRequest,
+        first: Option<u64>,
+    ) -> Result<Answer<ReadReply>, Failure> {
+        self.call(
+            first,
+            req,
+            |mut api, req| async move { api.read(req).await },
+        )
+        .await
     }
 
     /// Every message of a conversation, page by page.
-    pub async fn read_all(&self, conv: ConvId, user: UserId, first: Option<u64>) -> Result<Vec<v1::Message>, Failure> {
+    pub async fn read_all(
+        &self,
+        conv: ConvId,
+        user: UserId,
+        first: Option<u64>,
+    ) -> Result<Vec<v1::Message>, Failure> {
         let mut out: Vec<v1::Message> = Vec::new();
         loop {
             let from_seq = out.last().map(|m| m.seq + 1).unwrap_or(1);
-            let req = ReadRequest { conv_id: conv.0.to_vec(), user: user.0.to_vec(), from_seq, before_seq: 0, limit: 1000 };
+            let req = ReadRequest {
+                conv_id: conv.0.to_vec(),
+                user: user.0.to_vec(),
+                from_seq,
+                before_seq: 0,
+                limit: 1000,
+            };
             let page = self.read(req, first).await?.reply;
-            let done = page.messages.is_empty() || page.messages.last().is_some_and(|m| m.seq >= page.last_seq);
+            let done = page.messages.is_empty()
+                || page.messages.last().is_some_and(|m| m.seq >= page.last_seq);
             out.extend(page.messages);
             if done {
                 return Ok(out);
@@ -134,14 +175,21 @@ impl TestClient {
         }
     }
 
-    async fn call<Req, Rep, F, Fut>(&self, first: Option<u64>, req: Req, f: F) -> Result<Answer<Rep>, Failure>
+    async fn call<Req, Rep, F, Fut>(
+        &self,
+        first: Option<u64>,
+        req: Req,
+        f: F,
+    ) -> Result<Answer<Rep>, Failure>
     where
         Req: Clone,
         F: Fn(NodeApiClient<Channel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Rep>, tonic::Status>>,
     {
         let started = Instant::now();
-        let mut at = first.and_then(|id| self.index_of(id)).unwrap_or_else(|| rand::rng().random_range(0..self.nodes.len()));
+        let mut at = first
+            .and_then(|id| self.index_of(id))
+            .unwrap_or_else(|| rand::rng().random_range(0..self.nodes.len()));
         let mut attempts = 0;
         let mut hops = 0;
         // Nodes asked since the last pause: the client pauses once per round of every node, so
@@ -152,12 +200,29 @@ impl TestClient {
             attempts += 1;
             let entry = &self.nodes[at];
             let status = match f(entry.api.clone(), req.clone()).await {
-                Ok(r) => return Ok(Answer { reply: r.into_inner(), node: entry.id, attempts }),
+                Ok(r) => {
+                    return Ok(Answer {
+                        reply: r.into_inner(),
+                        node: entry.id,
+                        attempts,
+                    })
+                }
                 Err(s) => s,
             };
-            let code = status.metadata().get(CODE_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let hint_addr = status.metadata().get(LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let retry = matches!(code.as_deref(), None | Some("NOT_LEADER") | Some("UNAVAILABLE"));
+            let code = status
+                .metadata()
+                .get(CODE_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let hint_addr = status
+                .metadata()
+                .get(LEADER_ADDR_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let retry = matches!(
+                code.as_deref(),
+                None | Some("NOT_LEADER") | Some("UNAVAILABLE")
+            );
             let gave_up = retry && started.elapsed() >= self.deadline;
             if !retry || gave_up {
                 return Err(Failure {
@@ -169,7 +234,8 @@ impl TestClient {
                     leader_hint: hint_addr,
                 });
             }
-            let hint = hint_addr.and_then(|addr| self.nodes.iter().position(|e| e.api_addr == addr));
+            let hint =
+                hint_addr.and_then(|addr| self.nodes.iter().position(|e| e.api_addr == addr));
             match hint {
                 Some(h) if h != at && hops < MAX_HINT_HOPS => {
                     hops += 1;
@@ -198,7 +264,12 @@ pub fn appended(reply: &WriteReply) -> Option<Appended> {
     }
 }
 
-pub fn create(conv: ConvId, kind: v1::ConversationKind, creator: UserId, members: &[UserId]) -> WriteRequest {
+pub fn create(
+    conv: ConvId,
+    kind: v1::ConversationKind,
+    creator: UserId,
+    members: &[UserId],
+) -> WriteRequest {
     WriteRequest {
         command: Some(write_request::Command::Create(CreateConversation {
             conv_id: conv.0.to_vec(),
@@ -209,12 +280,19 @@ pub fn create(conv: ConvId, kind: v1::ConversationKind, creator: UserId, members
     }
 }
 
-pub fn append(conv: ConvId, sender: UserId, client_msg_id: ClientMsgId, body: &str) -> WriteRequest {
+pub fn append(
+    conv: ConvId,
+    sender: UserId,
+    client_msg_id: ClientMsgId,
+    body: &str,
+) -> WriteRequest {
     WriteRequest {
         command: Some(write_request::Command::Append(AppendMessage {
             conv_id: conv.0.to_vec(),
             sender: sender.0.to_vec(),
-            device: DeviceId::from_u128(u128::from_be_bytes(sender.0) ^ 0xd).0.to_vec(),
+            device: DeviceId::from_u128(u128::from_be_bytes(sender.0) ^ 0xd)
+                .0
+                .to_vec(),
             client_msg_id: client_msg_id.0.to_vec(),
             kind: v1::MessageKind::Text as i32,
             body: body.as_bytes().to_vec(),
@@ -223,7 +301,13 @@ pub fn append(conv: ConvId, sender: UserId, client_msg_id: ClientMsgId, body: &s
 }
 
 pub fn read_from(conv: ConvId, user: UserId, from_seq: u64, limit: u32) -> ReadRequest {
-    ReadRequest { conv_id: conv.0.to_vec(), user: user.0.to_vec(), from_seq, before_seq: 0, limit }
+    ReadRequest {
+        conv_id: conv.0.to_vec(),
+        user: user.0.to_vec(),
+        from_seq,
+        before_seq: 0,
+        limit,
+    }
 }
 
 /// One acknowledged append of a [`ShardWriters`] writer.
@@ -252,7 +336,11 @@ pub struct WriteHistory {
 impl WriteHistory {
     /// The longest time between two consecutive acknowledgements.
     pub fn max_gap(&self) -> Duration {
-        self.acks.windows(2).map(|p| p[1].at - p[0].at).max().unwrap_or_default()
+        self.acks
+            .windows(2)
+            .map(|p| p[1].at - p[0].at)
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -300,27 +388,66 @@ impl ShardWriters {
         let mut writers = Vec::new();
         for shard in 0..shards {
             let conv = crate::conv_on_shard(shard, shards, base);
-            let req = create(conv, v1::ConversationKind::Group, UserId::from_u128(WRITER_SENDER), &[UserId::from_u128(WRITER_READER)]);
-            let r = client.write(req, None).await.map_err(|f| anyhow::anyhow!("create the conversation of shard {shard}: {f}"))?;
-            anyhow::ensure!(r.reply.shard == shard, "the conversation for shard {shard} went to shard {}", r.reply.shard);
+            let req = create(
+                conv,
+                v1::ConversationKind::Group,
+                UserId::from_u128(WRITER_SENDER),
+                &[UserId::from_u128(WRITER_READER)],
+            );
+            let r = client
+                .write(req, None)
+                .await
+                .map_err(|f| anyhow::anyhow!("create the conversation of shard {shard}: {f}"))?;
+            anyhow::ensure!(
+                r.reply.shard == shard,
+                "the conversation for shard {shard} went to shard {}",
+                r.reply.shard
+            );
             let history = Arc::new(Mutex::new(WriteHistory::default()));
-            let task = tokio::spawn(shard_write_loop(client.clone(), shard, conv, stop.clone(), history.clone()));
-            writers.push(ShardWriter { shard, conv, history, task });
+            let task = tokio::spawn(shard_write_loop(
+                client.clone(),
+                shard,
+                conv,
+                stop.clone(),
+                history.clone(),
+            ));
+            writers.push(ShardWriter {
+                shard,
+                conv,
+                history,
+                task,
+            });
         }
-        Ok(Self { client, stop, writers })
+        Ok(Self {
+            client,
+            stop,
+            writers,
+        })
     }
 
     /// Acknowledged writes so far, per shard.
     pub fn ack_counts(&self) -> Vec<usize> {
-        self.writers.iter().map(|w| w.history.lock().expect("history lock").acks.len()).collect()
+        self.writers
+            .iter()
+            .map(|w| w.history.lock().expect("history lock").acks.len())
+            .collect()
     }
 
     /// Waits until every shard has acknowledged a write since this call.
     pub async fn wait_all_writing(&self, timeout: Duration) -> anyhow::Result<()> {
         let before = self.ack_counts();
         let deadline = Instant::now() + timeout;
-        while self.ack_counts().iter().zip(&before).any(|(now, then)| now <= then) {
-            anyhow::ensure!(Instant::now() < deadline, "shards not writing within {timeout:?}: {before:?} -> {:?}", self.ack_counts());
+        while self
+            .ack_counts()
+            .iter()
+            .zip(&before)
+            .any(|(now, then)| now <= then)
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "shards not writing within {timeout:?}: {before:?} -> {:?}",
+                self.ack_counts()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -345,8 +472,16 @@ impl ShardWriters {
         let mut sum = WriteSummary::default();
         for w in &self.writers {
             let h = w.history.lock().expect("history lock").clone();
-            sum.problems.extend(h.errors.iter().map(|e| format!("shard {}: failed {e}", w.shard)));
-            sum.problems.extend(h.unanswered.iter().map(|e| format!("shard {}: unanswered {e}", w.shard)));
+            sum.problems.extend(
+                h.errors
+                    .iter()
+                    .map(|e| format!("shard {}: failed {e}", w.shard)),
+            );
+            sum.problems.extend(
+                h.unanswered
+                    .iter()
+                    .map(|e| format!("shard {}: unanswered {e}", w.shard)),
+            );
             sum.acked += h.acks.len();
             sum.retried += h.acks.iter().filter(|a| a.attempts > 1).count();
             sum.duplicates += h.acks.iter().filter(|a| a.duplicate).count();
@@ -359,7 +494,8 @@ impl ShardWriters {
                 .read_all(w.conv, UserId::from_u128(WRITER_READER), None)
                 .await
                 .map_err(|f| anyhow::anyhow!("read the conversation of shard {}: {f}", w.shard))?;
-            sum.problems.extend(check_history(w.shard, &msgs, &h.acks, &mut sum.lost));
+            sum.problems
+                .extend(check_history(w.shard, &msgs, &h.acks, &mut sum.lost));
         }
         Ok(sum)
     }
@@ -374,7 +510,13 @@ impl Drop for ShardWriters {
     }
 }
 
-async fn shard_write_loop(client: Arc<TestClient>, shard: u32, conv: ConvId, stop: Arc<AtomicBool>, history: Arc<Mutex<WriteHistory>>) {
+async fn shard_write_loop(
+    client: Arc<TestClient>,
+    shard: u32,
+    conv: ConvId,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<WriteHistory>>,
+) {
     let sender = UserId::from_u128(WRITER_SENDER);
     let mut prefer = None;
     let mut n: u64 = 0;
@@ -382,16 +524,28 @@ async fn shard_write_loop(client: Arc<TestClient>, shard: u32, conv: ConvId, sto
         n += 1;
         let cmid = ClientMsgId::from_u128(((shard as u128 + 1) << 96) | n as u128);
         let body = format!("shard {shard} message {n}");
-        let r = client.write(append(conv, sender, cmid, &body), prefer).await;
+        let r = client
+            .write(append(conv, sender, cmid, &body), prefer)
+            .await;
         let at = Instant::now();
         let mut h = history.lock().expect("history lock");
         match r {
             Ok(a) => match appended(&a.reply) {
                 Some(ap) => {
                     prefer = Some(a.node);
-                    h.acks.push(Ack { cmid, seq: ap.seq, duplicate: ap.duplicate, body, at, node: a.node, attempts: a.attempts });
+                    h.acks.push(Ack {
+                        cmid,
+                        seq: ap.seq,
+                        duplicate: ap.duplicate,
+                        body,
+                        at,
+                        node: a.node,
+                        attempts: a.attempts,
+                    });
                 }
-                None => h.errors.push(format!("message {n}: unexpected reply {:?}", a.reply)),
+                None => h
+                    .errors
+                    .push(format!("message {n}: unexpected reply {:?}", a.reply)),
             },
             Err(f) if f.gave_up => h.unanswered.push(format!("message {n}: {f}")),
             Err(f) => h.errors.push(format!("message {n}: {f}")),
@@ -403,13 +557,23 @@ async fn shard_write_loop(client: Arc<TestClient>, shard: u32, conv: ConvId, sto
 /// appends missing or altered to `lost` and returns every problem found.
 fn check_history(shard: u32, msgs: &[v1::Message], acks: &[Ack], lost: &mut usize) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Some((i, m)) = msgs.iter().enumerate().find(|(i, m)| m.seq != *i as u64 + 1) {
-        problems.push(format!("shard {shard}: message {i} has seq {} (not dense)", m.seq));
+    if let Some((i, m)) = msgs
+        .iter()
+        .enumerate()
+        .find(|(i, m)| m.seq != *i as u64 + 1)
+    {
+        problems.push(format!(
+            "shard {shard}: message {i} has seq {} (not dense)",
+            m.seq
+        ));
     }
     let mut by_cmid: HashMap<&[u8], &v1::Message> = HashMap::new();
     for m in msgs {
         if let Some(first) = by_cmid.insert(m.client_msg_id.as_slice(), m) {
-            problems.push(format!("shard {shard}: client_msg_id stored twice, at seqs {} and {}", first.seq, m.seq));
+            problems.push(format!(
+                "shard {shard}: client_msg_id stored twice, at seqs {} and {}",
+                first.seq, m.seq
+            ));
         }
     }
     for a in acks {
@@ -428,13 +592,19 @@ fn check_history(shard: u32, msgs: &[v1::Message], acks: &[Ack], lost: &mut usiz
             }
             None => {
                 *lost += 1;
-                problems.push(format!("shard {shard}: acked {:?} at seq {} (node {}) is missing", a.body, a.seq, a.node));
+                problems.push(format!(
+                    "shard {shard}: acked {:?} at seq {} (node {}) is missing",
+                    a.body, a.seq, a.node
+                ));
             }
         }
     }
     for pair in acks.windows(2) {
         if pair[1].seq <= pair[0].seq {
-            problems.push(format!("shard {shard}: acked seqs go back: {} then {}", pair[0].seq, pair[1].seq));
+            problems.push(format!(
+                "shard {shard}: acked seqs go back: {} then {}",
+                pair[0].seq, pair[1].seq
+            ));
         }
     }
     problems

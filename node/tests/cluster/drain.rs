@@ -18,7 +18,9 @@ use bongsu_proto::ErrorCode;
 
 use crate::bounded;
 use crate::client::ShardWriters;
-use crate::harness::{placement_violations, replica_counts, Cluster, MapRecorder, Spec, META_GROUP};
+use crate::harness::{
+    placement_violations, replica_counts, Cluster, MapRecorder, Spec, META_GROUP,
+};
 
 const SHARDS: u32 = 16;
 /// The drained node must end with nothing within this long of the drain.
@@ -43,7 +45,8 @@ async fn drain(name: &str) -> Result<()> {
     let mut cluster = Cluster::start(name, Spec::new(3, 2).shards(SHARDS)).await?;
     let replicas = cluster.spec.replicas;
     let maps = cluster.record_shard_maps(&cluster.ids());
-    maps.wait_started(cluster.ids().len(), Duration::from_secs(10)).await?;
+    maps.wait_started(cluster.ids().len(), Duration::from_secs(10))
+        .await?;
 
     let client = Arc::new(cluster.client()?.with_deadline(WRITE_DEADLINE));
     let mut writers = ShardWriters::start(client, SHARDS, 0xd4a1_0000_0000).await?;
@@ -52,13 +55,27 @@ async fn drain(name: &str) -> Result<()> {
     // The node leading the most shards, on a tie a meta voter (the meta leader first), so that
     // the drain moves leaderships, replicas and, usually, a meta voter seat.
     let leaders = cluster.wait_all_leaders(Duration::from_secs(10)).await?;
-    let meta = leaders.get(&META_GROUP).context("the meta group has no leader")?;
+    let meta = leaders
+        .get(&META_GROUP)
+        .context("the meta group has no leader")?;
     let (meta_leader, meta_voters) = (meta.leader, meta.status.voters.clone());
-    let led = |id: u64| leaders.iter().filter(|(g, l)| **g != META_GROUP && l.leader == id).count();
+    let led = |id: u64| {
+        leaders
+            .iter()
+            .filter(|(g, l)| **g != META_GROUP && l.leader == id)
+            .count()
+    };
     let victim = cluster
         .ids()
         .into_iter()
-        .max_by_key(|id| (led(*id), meta_voters.contains(id), *id == meta_leader, std::cmp::Reverse(*id)))
+        .max_by_key(|id| {
+            (
+                led(*id),
+                meta_voters.contains(id),
+                *id == meta_leader,
+                std::cmp::Reverse(*id),
+            )
+        })
         .context("no nodes")?;
     let initial = maps.latest().context("no shard map streamed")?.map;
     let held = replica_counts(&initial).get(&victim).copied().unwrap_or(0);
@@ -66,8 +83,15 @@ async fn drain(name: &str) -> Result<()> {
     let drained_at = Instant::now();
     let outcome: Result<(ShardMap, Duration)> = async {
         let mut admin = cluster.admin_client(victim, Duration::from_secs(30))?;
-        let r = admin.drain(DrainRequest { node_id: victim }).await.with_context(|| format!("drain node {victim}"))?;
-        ensure!(r.get_ref().state == "draining", "drain of node {victim} answered state {:?}", r.get_ref().state);
+        let r = admin
+            .drain(DrainRequest { node_id: victim })
+            .await
+            .with_context(|| format!("drain node {victim}"))?;
+        ensure!(
+            r.get_ref().state == "draining",
+            "drain of node {victim} answered state {:?}",
+            r.get_ref().state
+        );
         let last = wait_drained(&mut cluster, &maps, victim).await?;
         let took = drained_at.elapsed();
         // Writes go on for a moment after the drain has finished.
@@ -81,22 +105,49 @@ async fn drain(name: &str) -> Result<()> {
     // The placement rules held in every version streamed.
     let versions = maps.versions();
     let violations = placement_violations(&versions, SHARDS, replicas)?;
-    ensure!(violations.is_empty(), "placement broken:\n{}", violations.join("\n"));
+    ensure!(
+        violations.is_empty(),
+        "placement broken:\n{}",
+        violations.join("\n")
+    );
     let conflicts = maps.conflicts();
-    ensure!(conflicts.is_empty(), "nodes streamed different maps under one version:\n{}", conflicts.join("\n"));
+    ensure!(
+        conflicts.is_empty(),
+        "nodes streamed different maps under one version:\n{}",
+        conflicts.join("\n")
+    );
     let seen: BTreeSet<u64> = versions.range(initial.version..).map(|(v, _)| *v).collect();
-    let missed: Vec<u64> = (initial.version..=last.version).filter(|v| !seen.contains(v)).collect();
-    let with_learners = versions.values().filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty())).count();
+    let missed: Vec<u64> = (initial.version..=last.version)
+        .filter(|v| !seen.contains(v))
+        .collect();
+    let with_learners = versions
+        .values()
+        .filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty()))
+        .count();
 
     // The groups follow the final map (the drained node hosts only the meta group, as a
     // learner), and stopping the drained node now is safe, as the node itself and another
     // node see it.
     cluster.wait_groups_match(&last, CONVERGE_BOUND).await?;
-    let other = cluster.ids().into_iter().find(|id| *id != victim).context("one node only")?;
+    let other = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != victim)
+        .context("one node only")?;
     for asked in [victim, other] {
         let mut admin = cluster.admin_client(asked, Duration::from_secs(10))?;
-        let r = admin.safe_to_stop(SafeToStopRequest { node_id: victim, dc: String::new() }).await?.into_inner();
-        ensure!(r.safe, "node {asked} says stopping drained node {victim} is not safe: {}", r.reasons.join("; "));
+        let r = admin
+            .safe_to_stop(SafeToStopRequest {
+                node_id: victim,
+                dc: String::new(),
+            })
+            .await?
+            .into_inner();
+        ensure!(
+            r.safe,
+            "node {asked} says stopping drained node {victim} is not safe: {}",
+            r.reasons.join("; ")
+        );
     }
 
     let summary = writers.verify().await?;
@@ -106,7 +157,10 @@ async fn drain(name: &str) -> Result<()> {
         .zip(&last.shards)
         .map(|(a, b)| b.voters.iter().filter(|v| !a.voters.contains(v)).count())
         .sum();
-    println!("drain: shards={SHARDS} moved_replicas={moved} max_write_gap_ms={}", summary.max_gap.as_millis());
+    println!(
+        "drain: shards={SHARDS} moved_replicas={moved} max_write_gap_ms={}",
+        summary.max_gap.as_millis()
+    );
     eprintln!(
         "{name}: drained node {victim} ({}, led {} of {SHARDS} shards, held {held} replicas, meta {}) in {} ms; \
          map versions {}..={} ({} streamed, {with_learners} with moves in flight, not streamed by any node: {missed:?}); \
@@ -130,8 +184,16 @@ async fn drain(name: &str) -> Result<()> {
         summary.max_gap_shard,
         started.elapsed().as_secs()
     );
-    ensure!(moved == held, "{moved} replicas moved, but node {victim} held {held}");
-    ensure!(summary.lost == 0 && summary.problems.is_empty(), "lost_acked={}; problems:\n{}", summary.lost, summary.problems.join("\n"));
+    ensure!(
+        moved == held,
+        "{moved} replicas moved, but node {victim} held {held}"
+    );
+    ensure!(
+        summary.lost == 0 && summary.problems.is_empty(),
+        "lost_acked={}; problems:\n{}",
+        summary.lost,
+        summary.problems.join("\n")
+    );
     cluster.pass();
     Ok(())
 }
@@ -146,36 +208,62 @@ async fn wait_drained(cluster: &mut Cluster, maps: &MapRecorder, victim: u64) ->
         match &last {
             None => why.push("no map".to_string()),
             Some(map) => {
-                let state = map.nodes.iter().find(|n| n.node_id == victim).map(|n| n.state.as_str());
+                let state = map
+                    .nodes
+                    .iter()
+                    .find(|n| n.node_id == victim)
+                    .map(|n| n.state.as_str());
                 if state != Some("draining") {
-                    why.push(format!("version {}: node {victim} is {state:?}", map.version));
+                    why.push(format!(
+                        "version {}: node {victim} is {state:?}",
+                        map.version
+                    ));
                 }
-                let held: Vec<u32> = map.shards.iter().filter(|s| s.voters.contains(&victim) || s.learners.contains(&victim)).map(|s| s.shard).collect();
+                let held: Vec<u32> = map
+                    .shards
+                    .iter()
+                    .filter(|s| s.voters.contains(&victim) || s.learners.contains(&victim))
+                    .map(|s| s.shard)
+                    .collect();
                 if !held.is_empty() {
-                    why.push(format!("version {}: node {victim} holds shards {held:?}", map.version));
+                    why.push(format!(
+                        "version {}: node {victim} holds shards {held:?}",
+                        map.version
+                    ));
                 }
             }
         }
         let statuses = cluster.statuses().await;
         for (id, st) in &statuses {
-            let led: Vec<u64> = st.groups.iter().filter(|g| g.leader == victim).map(|g| g.group).collect();
+            let led: Vec<u64> = st
+                .groups
+                .iter()
+                .filter(|g| g.leader == victim)
+                .map(|g| g.group)
+                .collect();
             if !led.is_empty() {
-                why.push(format!("node {id} names node {victim} the leader of groups {led:?}"));
+                why.push(format!(
+                    "node {id} names node {victim} the leader of groups {led:?}"
+                ));
             }
         }
         let leaders = cluster.leaders().await;
         match leaders.get(&META_GROUP) {
             None => why.push("the meta group has no leader".to_string()),
-            Some(l) if l.status.voters.contains(&victim) => {
-                why.push(format!("meta leader {} counts node {victim} among voters {:?}", l.leader, l.status.voters))
-            }
+            Some(l) if l.status.voters.contains(&victim) => why.push(format!(
+                "meta leader {} counts node {victim} among voters {:?}",
+                l.leader, l.status.voters
+            )),
             Some(_) => {}
         }
         if why.is_empty() {
             return last.context("no map");
         }
         if Instant::now() >= deadline {
-            bail!("node {victim} not drained within {DRAIN_BOUND:?}:\n{}", why.join("\n"));
+            bail!(
+                "node {victim} not drained within {DRAIN_BOUND:?}:\n{}",
+                why.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -185,38 +273,77 @@ async fn wait_drained(cluster: &mut Cluster, maps: &MapRecorder, victim: u64) ->
 /// refused with `FAILED_PRECONDITION` and changes nothing.
 async fn refused(name: &str) -> Result<()> {
     let mut cluster = Cluster::start(name, Spec::new(3, 1).shards(4)).await?;
-    let before = cluster.status(1).await?.map.context("status without a map")?;
+    let before = cluster
+        .status(1)
+        .await?
+        .map
+        .context("status without a map")?;
     for (asked, target) in [(1, 2), (2, 2)] {
         let mut admin = cluster.admin_client(asked, Duration::from_secs(30))?;
         match admin.drain(DrainRequest { node_id: target }).await {
-            Ok(r) => bail!("node {asked} accepted draining node {target}: {:?}", r.into_inner()),
+            Ok(r) => bail!(
+                "node {asked} accepted draining node {target}: {:?}",
+                r.into_inner()
+            ),
             Err(s) => {
-                let code = s.metadata().get("bongsu-code").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let code = s
+                    .metadata()
+                    .get("bongsu-code")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 ensure!(
                     s.code() == tonic::Code::FailedPrecondition && code == ErrorCode::FailedPrecondition.as_str(),
                     "node {asked}, drain node {target}: expected FAILED_PRECONDITION, got {:?} / {code:?}: {}",
                     s.code(),
                     s.message()
                 );
-                eprintln!("{name}: node {asked} refused to drain node {target}: {}", s.message());
+                eprintln!(
+                    "{name}: node {asked} refused to drain node {target}: {}",
+                    s.message()
+                );
             }
         }
     }
     // An unknown node is a different refusal.
     let mut admin = cluster.admin_client(1, Duration::from_secs(30))?;
     match admin.drain(DrainRequest { node_id: 99 }).await {
-        Ok(r) => bail!("draining unknown node 99 was accepted: {:?}", r.into_inner()),
+        Ok(r) => bail!(
+            "draining unknown node 99 was accepted: {:?}",
+            r.into_inner()
+        ),
         Err(s) => {
-            let code = s.metadata().get("bongsu-code").and_then(|v| v.to_str().ok()).unwrap_or("");
-            ensure!(code == ErrorCode::UnknownNode.as_str(), "drain node 99: expected UNKNOWN_NODE, got {code:?}: {}", s.message());
+            let code = s
+                .metadata()
+                .get("bongsu-code")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            ensure!(
+                code == ErrorCode::UnknownNode.as_str(),
+                "drain node 99: expected UNKNOWN_NODE, got {code:?}: {}",
+                s.message()
+            );
         }
     }
     // Nothing changed: same map version, every node still active, on every node.
     for id in cluster.ids() {
         let mut admin = cluster.admin_client(id, Duration::from_secs(5))?;
-        let map = admin.status(StatusRequest {}).await?.into_inner().map.context("status without a map")?;
-        ensure!(map.version == before.version, "node {id}: map version {} after refused drains, {} before", map.version, before.version);
-        ensure!(map.node_states.iter().all(|s| s == "active"), "node {id}: node states {:?} after refused drains", map.node_states);
+        let map = admin
+            .status(StatusRequest {})
+            .await?
+            .into_inner()
+            .map
+            .context("status without a map")?;
+        ensure!(
+            map.version == before.version,
+            "node {id}: map version {} after refused drains, {} before",
+            map.version,
+            before.version
+        );
+        ensure!(
+            map.node_states.iter().all(|s| s == "active"),
+            "node {id}: node states {:?} after refused drains",
+            map.node_states
+        );
     }
     cluster.pass();
     Ok(())

@@ -35,21 +35,37 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 /// The benchmark figure: three datacenters of one node each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_loses_no_ack() -> Result<()> {
-    bounded(Duration::from_secs(180), leader_kill("failover-3x1", "node-failover", Spec::new(3, 1).shards(8))).await
+    bounded(
+        Duration::from_secs(180),
+        leader_kill("failover-3x1", "node-failover", Spec::new(3, 1).shards(8)),
+    )
+    .await
 }
 
 /// Two nodes per datacenter: a shard's replicas are on half the nodes, so the client also
 /// meets nodes that do not host the shard at all while it looks for the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_loses_no_ack_two_nodes_per_dc() -> Result<()> {
-    bounded(Duration::from_secs(180), leader_kill("failover-3x2", "node-failover (3 dc x 2 nodes)", Spec::new(3, 2).shards(12))).await
+    bounded(
+        Duration::from_secs(180),
+        leader_kill(
+            "failover-3x2",
+            "node-failover (3 dc x 2 nodes)",
+            Spec::new(3, 2).shards(12),
+        ),
+    )
+    .await
 }
 
 /// Leader kill while the groups are idle: they have quiesced (no heartbeats, no election
 /// timers), so only node liveness can notice the dead leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_leader_kill_resumes_every_shard() -> Result<()> {
-    bounded(Duration::from_secs(150), idle_leader_kill("failover-idle-3x1", Spec::new(3, 1).shards(8))).await
+    bounded(
+        Duration::from_secs(150),
+        idle_leader_kill("failover-idle-3x1", Spec::new(3, 1).shards(8)),
+    )
+    .await
 }
 
 /// How long the groups are left without writes before a kill: longer than a leader takes to
@@ -67,11 +83,23 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
     let shards = cluster.spec.shards;
     let client = Arc::new(cluster.client()?.with_deadline(WRITE_DEADLINE));
     let sender = UserId::from_u128(SENDER);
-    let convs: Vec<ConvId> = (0..shards).map(|s| conv_on_shard(s, shards, 0x1d1e_0000_0000)).collect();
+    let convs: Vec<ConvId> = (0..shards)
+        .map(|s| conv_on_shard(s, shards, 0x1d1e_0000_0000))
+        .collect();
     let mut acks: Vec<Vec<Ack>> = vec![Vec::new(); shards as usize];
     let mut last_leader: Vec<Option<u64>> = vec![None; shards as usize];
     for (shard, conv) in convs.iter().enumerate() {
-        let r = client.write(create(*conv, v1::ConversationKind::Group, sender, &[UserId::from_u128(READER)]), None).await?;
+        let r = client
+            .write(
+                create(
+                    *conv,
+                    v1::ConversationKind::Group,
+                    sender,
+                    &[UserId::from_u128(READER)],
+                ),
+                None,
+            )
+            .await?;
         last_leader[shard] = Some(r.node);
     }
 
@@ -85,16 +113,37 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
                 let body = format!("idle shard {shard} message {n}");
                 let (conv, prefer) = (*conv, last_leader[shard]);
                 async move {
-                    let r = client.write(append(conv, sender, cmid, &body), prefer).await;
+                    let r = client
+                        .write(append(conv, sender, cmid, &body), prefer)
+                        .await;
                     let at = Instant::now();
-                    (shard, r.map(|a| (a.node, appended(&a.reply), at - from, Ack { cmid, seq: 0, duplicate: false, body, at, node: a.node })))
+                    (
+                        shard,
+                        r.map(|a| {
+                            (
+                                a.node,
+                                appended(&a.reply),
+                                at - from,
+                                Ack {
+                                    cmid,
+                                    seq: 0,
+                                    duplicate: false,
+                                    body,
+                                    at,
+                                    node: a.node,
+                                },
+                            )
+                        }),
+                    )
                 }
             });
             futures::future::join_all(calls)
         };
         // Writes before the pause, so that every group has a recent entry and then goes idle.
         for (shard, r) in round(trial as u64 * 2 - 1, Instant::now(), last_leader.clone()).await {
-            let (node, ap, _, mut ack) = r.with_context(|| format!("trial {trial}: write to shard {shard} before the pause"))?;
+            let (node, ap, _, mut ack) = r.with_context(|| {
+                format!("trial {trial}: write to shard {shard} before the pause")
+            })?;
             let ap = ap.context("append reply")?;
             ack.seq = ap.seq;
             ack.duplicate = ap.duplicate;
@@ -104,7 +153,10 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
         tokio::time::sleep(IDLE).await;
 
         let counts = cluster.shard_leader_counts().await;
-        let (&victim, &led) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).context("no running node")?;
+        let (&victim, &led) = counts
+            .iter()
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+            .context("no running node")?;
         let kill = Instant::now();
         cluster.kill(victim)?;
         let mut worst = Duration::ZERO;
@@ -122,12 +174,25 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
                 Err(f) => failed.push(format!("shard {shard}: {f}")),
             }
         }
-        ensure!(failed.is_empty(), "trial {trial}: after killing node {victim}: {}", failed.join("; "));
-        ensure!(worst <= RESUME_BOUND, "trial {trial}: a shard took {worst:?} to take a write after the kill");
+        ensure!(
+            failed.is_empty(),
+            "trial {trial}: after killing node {victim}: {}",
+            failed.join("; ")
+        );
+        ensure!(
+            worst <= RESUME_BOUND,
+            "trial {trial}: a shard took {worst:?} to take a write after the kill"
+        );
         resume_times.push(worst);
         let restart = Instant::now();
-        cluster.restart(victim).await.with_context(|| format!("trial {trial}: restart node {victim}"))?;
-        cluster.wait_caught_up(victim, CATCH_UP_BOUND).await.with_context(|| format!("trial {trial}"))?;
+        cluster
+            .restart(victim)
+            .await
+            .with_context(|| format!("trial {trial}: restart node {victim}"))?;
+        cluster
+            .wait_caught_up(victim, CATCH_UP_BOUND)
+            .await
+            .with_context(|| format!("trial {trial}"))?;
         eprintln!(
             "idle trial {trial}: killed node {victim} (led {led} of {shards} shards) after {} ms idle, \
              every shard took a write {} ms after the kill; restarted and caught up in {} ms",
@@ -140,7 +205,10 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
     let mut lost = 0;
     let mut problems = Vec::new();
     for (shard, conv) in convs.iter().enumerate() {
-        let msgs = client.read_all(*conv, UserId::from_u128(READER), None).await.with_context(|| format!("read shard {shard}"))?;
+        let msgs = client
+            .read_all(*conv, UserId::from_u128(READER), None)
+            .await
+            .with_context(|| format!("read shard {shard}"))?;
         problems.extend(check_shard(shard as u32, &msgs, &acks[shard], &mut lost));
     }
     let mut sorted = resume_times.clone();
@@ -152,7 +220,11 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
         sorted.last().copied().unwrap_or_default().as_millis()
     );
     eprintln!("{name}: {} s in all", started.elapsed().as_secs());
-    ensure!(lost == 0 && problems.is_empty(), "lost_acked={lost}; problems:\n{}", problems.join("\n"));
+    ensure!(
+        lost == 0 && problems.is_empty(),
+        "lost_acked={lost}; problems:\n{}",
+        problems.join("\n")
+    );
     cluster.pass();
     Ok(())
 }
@@ -190,7 +262,13 @@ const READER: u128 = 0x5e4d_0002;
 
 /// Appends to one conversation, one write at a time, until `stop`; each write goes first to
 /// the node that answered the previous one, as a gateway with a leader cache would do.
-async fn write_loop(client: Arc<TestClient>, shard: u32, conv: ConvId, stop: Arc<AtomicBool>, history: Arc<Mutex<History>>) {
+async fn write_loop(
+    client: Arc<TestClient>,
+    shard: u32,
+    conv: ConvId,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
+) {
     let sender = UserId::from_u128(SENDER);
     let mut prefer = None;
     let mut n: u64 = 0;
@@ -198,16 +276,27 @@ async fn write_loop(client: Arc<TestClient>, shard: u32, conv: ConvId, stop: Arc
         n += 1;
         let cmid = ClientMsgId::from_u128(((shard as u128 + 1) << 96) | n as u128);
         let body = format!("shard {shard} message {n}");
-        let r = client.write(append(conv, sender, cmid, &body), prefer).await;
+        let r = client
+            .write(append(conv, sender, cmid, &body), prefer)
+            .await;
         let at = Instant::now();
         let mut h = history.lock().expect("history lock");
         match r {
             Ok(a) => match appended(&a.reply) {
                 Some(ap) => {
                     prefer = Some(a.node);
-                    h.acks.push(Ack { cmid, seq: ap.seq, duplicate: ap.duplicate, body, at, node: a.node });
+                    h.acks.push(Ack {
+                        cmid,
+                        seq: ap.seq,
+                        duplicate: ap.duplicate,
+                        body,
+                        at,
+                        node: a.node,
+                    });
                 }
-                None => h.errors.push(format!("message {n}: unexpected reply {:?}", a.reply)),
+                None => h
+                    .errors
+                    .push(format!("message {n}: unexpected reply {:?}", a.reply)),
             },
             Err(f) if f.gave_up => h.unanswered.push(format!("message {n}: {f}")),
             Err(f) => h.errors.push(format!("message {n}: {f}")),
@@ -231,15 +320,30 @@ fn resumed(writers: &[Writer], kill: Instant) -> BTreeMap<u32, Option<Resumed>> 
         .iter()
         .map(|w| {
             let h = w.history.lock().expect("history lock");
-            let before = h.acks.iter().rev().find(|a| a.at <= kill).map(|a| a.at).unwrap_or(kill);
+            let before = h
+                .acks
+                .iter()
+                .rev()
+                .find(|a| a.at <= kill)
+                .map(|a| a.at)
+                .unwrap_or(kill);
             let after = h.acks.iter().find(|a| a.at > kill).map(|a| a.at);
-            (w.shard, after.map(|after| Resumed { gap: after - before, after_kill: after - kill }))
+            (
+                w.shard,
+                after.map(|after| Resumed {
+                    gap: after - before,
+                    after_kill: after - kill,
+                }),
+            )
         })
         .collect()
 }
 
 fn ack_count(writers: &[Writer]) -> Vec<usize> {
-    writers.iter().map(|w| w.history.lock().expect("history lock").acks.len()).collect()
+    writers
+        .iter()
+        .map(|w| w.history.lock().expect("history lock").acks.len())
+        .collect()
 }
 
 /// Runs the trials and prints `<label>: trials=...`.
@@ -256,13 +360,36 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
         let conv = conv_on_shard(shard, shards, 0xfa11_0000_0000);
         let members = [UserId::from_u128(READER)];
         let r = client
-            .write(create(conv, v1::ConversationKind::Group, UserId::from_u128(SENDER), &members), None)
+            .write(
+                create(
+                    conv,
+                    v1::ConversationKind::Group,
+                    UserId::from_u128(SENDER),
+                    &members,
+                ),
+                None,
+            )
             .await
             .with_context(|| format!("create the conversation of shard {shard}"))?;
-        ensure!(r.reply.shard == shard, "conversation for shard {shard} went to shard {}", r.reply.shard);
+        ensure!(
+            r.reply.shard == shard,
+            "conversation for shard {shard} went to shard {}",
+            r.reply.shard
+        );
         let history = Arc::new(Mutex::new(History::default()));
-        let task = tokio::spawn(write_loop(client.clone(), shard, conv, stop.clone(), history.clone()));
-        writers.push(Writer { shard, conv, history, task });
+        let task = tokio::spawn(write_loop(
+            client.clone(),
+            shard,
+            conv,
+            stop.clone(),
+            history.clone(),
+        ));
+        writers.push(Writer {
+            shard,
+            conv,
+            history,
+            task,
+        });
     }
 
     let mut trial_gaps = Vec::new();
@@ -325,7 +452,10 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
 
     stop.store(true, Ordering::Relaxed);
     for w in &mut writers {
-        if tokio::time::timeout(WRITE_DEADLINE + Duration::from_secs(5), &mut w.task).await.is_err() {
+        if tokio::time::timeout(WRITE_DEADLINE + Duration::from_secs(5), &mut w.task)
+            .await
+            .is_err()
+        {
             w.task.abort();
         }
     }
@@ -341,17 +471,27 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
             let h = w.history.lock().expect("history lock");
             unanswered += h.unanswered.len();
             problems.extend(h.errors.iter().map(|e| format!("shard {}: {e}", w.shard)));
-            problems.extend(h.unanswered.iter().map(|e| format!("shard {}: unanswered {e}", w.shard)));
+            problems.extend(
+                h.unanswered
+                    .iter()
+                    .map(|e| format!("shard {}: unanswered {e}", w.shard)),
+            );
             h.acks.clone()
         };
         acked += acks.len();
         duplicates += acks.iter().filter(|a| a.duplicate).count();
-        let msgs = client.read_all(w.conv, reader, None).await.with_context(|| format!("read the conversation of shard {}", w.shard))?;
+        let msgs = client
+            .read_all(w.conv, reader, None)
+            .await
+            .with_context(|| format!("read the conversation of shard {}", w.shard))?;
         problems.extend(check_shard(w.shard, &msgs, &acks, &mut lost));
     }
     let mut sorted = trial_gaps.clone();
     sorted.sort();
-    let p50 = sorted.get((sorted.len().saturating_sub(1)) / 2).copied().unwrap_or_default();
+    let p50 = sorted
+        .get((sorted.len().saturating_sub(1)) / 2)
+        .copied()
+        .unwrap_or_default();
     let max = sorted.last().copied().unwrap_or_default();
     println!(
         "{label}: trials={} gap_ms_p50={} gap_ms_max={} lost_acked={lost}",
@@ -365,7 +505,11 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
         trial_gaps.iter().map(|g| g.as_millis()).collect::<Vec<_>>(),
         started.elapsed().as_secs()
     );
-    ensure!(lost == 0 && problems.is_empty(), "lost_acked={lost}; problems:\n{}", problems.join("\n"));
+    ensure!(
+        lost == 0 && problems.is_empty(),
+        "lost_acked={lost}; problems:\n{}",
+        problems.join("\n")
+    );
     cluster.pass();
     Ok(())
 }
@@ -378,14 +522,20 @@ fn check_shard(shard: u32, msgs: &[v1::Message], acks: &[Ack], lost: &mut usize)
     let mut problems = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         if m.seq != i as u64 + 1 {
-            problems.push(format!("shard {shard}: message {i} has seq {} (not dense)", m.seq));
+            problems.push(format!(
+                "shard {shard}: message {i} has seq {} (not dense)",
+                m.seq
+            ));
             break;
         }
     }
     let mut by_cmid: HashMap<&[u8], &v1::Message> = HashMap::new();
     for m in msgs {
         if let Some(first) = by_cmid.insert(m.client_msg_id.as_slice(), m) {
-            problems.push(format!("shard {shard}: client_msg_id stored twice, at seqs {} and {}", first.seq, m.seq));
+            problems.push(format!(
+                "shard {shard}: client_msg_id stored twice, at seqs {} and {}",
+                first.seq, m.seq
+            ));
         }
     }
     for a in acks {
@@ -404,13 +554,19 @@ fn check_shard(shard: u32, msgs: &[v1::Message], acks: &[Ack], lost: &mut usize)
             }
             None => {
                 *lost += 1;
-                problems.push(format!("shard {shard}: acked {:?} at seq {} (node {}) is missing", a.body, a.seq, a.node));
+                problems.push(format!(
+                    "shard {shard}: acked {:?} at seq {} (node {}) is missing",
+                    a.body, a.seq, a.node
+                ));
             }
         }
     }
     for pair in acks.windows(2) {
         if pair[1].seq <= pair[0].seq {
-            problems.push(format!("shard {shard}: acked seqs go back: {} then {}", pair[0].seq, pair[1].seq));
+            problems.push(format!(
+                "shard {shard}: acked seqs go back: {} then {}",
+                pair[0].seq, pair[1].seq
+            ));
         }
     }
     problems

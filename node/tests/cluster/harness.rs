@@ -23,7 +23,8 @@ use bongsu_node::placement::{check, NodeDesc, NodeState, ShardReplicas};
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{
-    ClusterStatus, GroupStatus, HelloRequest, InitRequest, ShardMap, StatusRequest, WatchShardMapRequest,
+    ClusterStatus, GroupStatus, HelloRequest, InitRequest, ShardMap, StatusRequest,
+    WatchShardMapRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -57,7 +58,13 @@ pub struct Spec {
 impl Spec {
     /// `dcs` datacenters of `nodes_per_dc` nodes each, 8 shards of 3 replicas, default timing.
     pub fn new(dcs: u8, nodes_per_dc: u8) -> Self {
-        Self { dcs, nodes_per_dc, shards: 8, replicas: 3, timing: Timing::default() }
+        Self {
+            dcs,
+            nodes_per_dc,
+            shards: 8,
+            replicas: 3,
+            timing: Timing::default(),
+        }
     }
 
     pub fn shards(mut self, shards: u32) -> Self {
@@ -101,7 +108,8 @@ impl NodeProc {
     fn pick_ports(&mut self) -> Result<()> {
         let mut ports = BTreeSet::new();
         while ports.len() < 3 {
-            let l = TcpListener::bind((self.ip, 0)).with_context(|| format!("bind a free port on {}", self.ip))?;
+            let l = TcpListener::bind((self.ip, 0))
+                .with_context(|| format!("bind a free port on {}", self.ip))?;
             ports.insert(l.local_addr()?.port());
         }
         let p: Vec<u16> = ports.into_iter().collect();
@@ -117,7 +125,14 @@ impl NodeProc {
         let seeds = if self.seeds.is_empty() {
             String::new()
         } else {
-            format!("seeds = [{}]\n", self.seeds.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "))
+            format!(
+                "seeds = [{}]\n",
+                self.seeds
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         let text = format!(
             "node_id = {}\ndc = {:?}\ndata_dir = {:?}\nraft_addr = {:?}\napi_addr = {:?}\nadmin_addr = {:?}\n{seeds}\n\
@@ -135,22 +150,37 @@ impl NodeProc {
             t.liveness_interval_ms,
             t.liveness_timeout_ms,
         );
-        fs::write(self.config_path(), text).with_context(|| format!("write {}", self.config_path().display()))
+        fs::write(self.config_path(), text)
+            .with_context(|| format!("write {}", self.config_path().display()))
     }
 
     /// Appends a line to the node's log, stamped like the node's own lines (UTC).
     fn note(&self, line: &str) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let day_ms = now.as_millis() % 86_400_000;
-        let (h, m, sec, ms) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000);
-        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(self.log_path()) {
+        let (h, m, sec, ms) = (
+            day_ms / 3_600_000,
+            day_ms / 60_000 % 60,
+            day_ms / 1000 % 60,
+            day_ms % 1000,
+        );
+        if let Ok(mut f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+        {
             let _ = writeln!(f, "=== {h:02}:{m:02}:{sec:02}.{ms:03}Z harness: {line} ===");
         }
     }
 
     fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
-        self.note(&format!("start #{} (raft {}, api {}, admin {})", self.starts, self.raft_addr, self.api_addr, self.admin_addr));
+        self.note(&format!(
+            "start #{} (raft {}, api {}, admin {})",
+            self.starts, self.raft_addr, self.api_addr, self.admin_addr
+        ));
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,7 +190,11 @@ impl NodeProc {
         cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", std::env::var("BONGSU_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BONGSU_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
+            )
             .env("NO_COLOR", "1")
             .env_remove("BONGSU_CONFIG")
             .stdin(Stdio::null())
@@ -181,16 +215,24 @@ impl NodeProc {
 
     /// `Some(status)` once the process has exited.
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let Some(pid) = self.pid() else { bail!("node {} is not running", self.id) };
+        let Some(pid) = self.pid() else {
+            bail!("node {} is not running", self.id)
+        };
         // SAFETY: kill(2) on the PID of a child this harness spawned and has not reaped yet, so
         // the PID cannot have been reused by another process.
         let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
         if rc != 0 {
-            bail!("signal {sig} to node {} (pid {pid}): {}", self.id, std::io::Error::last_os_error());
+            bail!(
+                "signal {sig} to node {} (pid {pid}): {}",
+                self.id,
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -254,14 +296,23 @@ pub struct Cluster {
 /// processes: an exclusive lock on a file in the target directory makes them take turns.
 async fn take_turn() -> Result<File> {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bongsu-cluster-tests.lock");
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("open {}", path.display()))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
     tokio::task::spawn_blocking(move || {
         // SAFETY: flock on a file descriptor this closure owns.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             eprintln!("cluster: waiting for another cluster test to finish");
             // SAFETY: as above.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                bail!("lock {}: {}", path.display(), std::io::Error::last_os_error());
+                bail!(
+                    "lock {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
         }
         Ok(f)
@@ -283,7 +334,13 @@ impl Cluster {
             .prefix(&format!("cluster-{name}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .context("create the cluster directory")?;
-        eprintln!("cluster {name}: {} dc x {} nodes, {} shards, in {}", spec.dcs, spec.nodes_per_dc, spec.shards, dir.path().display());
+        eprintln!(
+            "cluster {name}: {} dc x {} nodes, {} shards, in {}",
+            spec.dcs,
+            spec.nodes_per_dc,
+            spec.shards,
+            dir.path().display()
+        );
         let mut nodes = Vec::new();
         for d in 1..=spec.dcs {
             for k in 1..=spec.nodes_per_dc {
@@ -305,7 +362,14 @@ impl Cluster {
                 });
             }
         }
-        let mut c = Cluster { name: name.to_string(), spec, nodes, dir: Some(dir), passed: false, _turn: turn };
+        let mut c = Cluster {
+            name: name.to_string(),
+            spec,
+            nodes,
+            dir: Some(dir),
+            passed: false,
+            _turn: turn,
+        };
         for i in 0..c.nodes.len() {
             c.nodes[i].pick_ports()?;
             c.nodes[i].write_config(&c.spec.timing)?;
@@ -316,18 +380,33 @@ impl Cluster {
             c.spawn_until_ready(id, true).await?;
         }
         let admins: Vec<String> = c.nodes.iter().map(|n| n.admin_addr.clone()).collect();
-        let req = InitRequest { node_admin_addrs: admins, shards: c.spec.shards, replicas: c.spec.replicas };
+        let req = InitRequest {
+            node_admin_addrs: admins,
+            shards: c.spec.shards,
+            replicas: c.spec.replicas,
+        };
         let first = c.nodes[0].id;
         let mut admin = c.node_mut(first).admin()?;
-        let init = tokio::time::timeout(Duration::from_secs(30), admin.init(tonic::Request::new(req))).await;
+        let init = tokio::time::timeout(
+            Duration::from_secs(30),
+            admin.init(tonic::Request::new(req)),
+        )
+        .await;
         match init {
-            Ok(Ok(r)) => eprintln!("cluster {name}: initialized, shard map version {}", r.into_inner().shard_map_version),
+            Ok(Ok(r)) => eprintln!(
+                "cluster {name}: initialized, shard map version {}",
+                r.into_inner().shard_map_version
+            ),
             Ok(Err(s)) => bail!("init through node {first}: {:?} {}", s.code(), s.message()),
             Err(_) => bail!("init through node {first}: no answer in 30 s"),
         }
-        c.wait_all_leaders(Duration::from_secs(20)).await.context("wait for every group to elect a leader")?;
+        c.wait_all_leaders(Duration::from_secs(20))
+            .await
+            .context("wait for every group to elect a leader")?;
         let elected = started.elapsed();
-        c.wait_settled(Duration::from_secs(20)).await.context("wait for every replica to know its leader")?;
+        c.wait_settled(Duration::from_secs(20))
+            .await
+            .context("wait for every replica to know its leader")?;
         eprintln!(
             "cluster {name}: every group has a leader {} ms after start, known to all its replicas at {} ms",
             elected.as_millis(),
@@ -342,11 +421,17 @@ impl Cluster {
     }
 
     pub fn node(&self, id: u64) -> &NodeProc {
-        self.nodes.iter().find(|n| n.id == id).expect("node ids come from this cluster")
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("node ids come from this cluster")
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProc {
-        self.nodes.iter_mut().find(|n| n.id == id).expect("node ids come from this cluster")
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("node ids come from this cluster")
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -359,7 +444,12 @@ impl Cluster {
 
     /// A test client that knows every node's internal API.
     pub fn client(&self) -> Result<TestClient> {
-        TestClient::new(self.nodes.iter().map(|n| (n.id, n.api_addr.clone())).collect())
+        TestClient::new(
+            self.nodes
+                .iter()
+                .map(|n| (n.id, n.api_addr.clone()))
+                .collect(),
+        )
     }
 
     /// Waits until the node answers on its admin port; if it exits first (a port was taken),
@@ -374,7 +464,10 @@ impl Cluster {
                 n.child = None;
                 n.note(&format!("exited at start: {status}"));
                 if attempts >= SPAWN_ATTEMPTS {
-                    bail!("node {id} exited at start {attempts} times; last: {status}; log:\n{}", n.log_tail(20));
+                    bail!(
+                        "node {id} exited at start {attempts} times; last: {status}; log:\n{}",
+                        n.log_tail(20)
+                    );
                 }
                 attempts += 1;
                 if may_move {
@@ -391,7 +484,10 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("node {id} did not answer on its admin port {} within {READY_TIMEOUT:?}", self.node(id).admin_addr);
+                bail!(
+                    "node {id} did not answer on its admin port {} within {READY_TIMEOUT:?}",
+                    self.node(id).admin_addr
+                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -437,14 +533,22 @@ impl Cluster {
 
     pub async fn status(&mut self, id: u64) -> Result<ClusterStatus> {
         let mut admin = self.node_mut(id).admin()?;
-        let s = admin.status(StatusRequest {}).await.with_context(|| format!("status of node {id}"))?;
+        let s = admin
+            .status(StatusRequest {})
+            .await
+            .with_context(|| format!("status of node {id}"))?;
         Ok(s.into_inner())
     }
 
     /// The status of every running node that answers.
     pub async fn statuses(&mut self) -> BTreeMap<u64, ClusterStatus> {
         let mut out = BTreeMap::new();
-        let running: Vec<u64> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect();
+        let running: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect();
         let calls = running.into_iter().filter_map(|id| {
             let mut admin = self.node_mut(id).admin().ok()?;
             Some(async move { (id, admin.status(StatusRequest {}).await) })
@@ -467,7 +571,13 @@ impl Cluster {
                     continue;
                 }
                 if out.get(&g.group).is_none_or(|l| l.status.term < g.term) {
-                    out.insert(g.group, Led { leader: id, status: g });
+                    out.insert(
+                        g.group,
+                        Led {
+                            leader: id,
+                            status: g,
+                        },
+                    );
                 }
             }
         }
@@ -475,7 +585,9 @@ impl Cluster {
     }
 
     pub fn all_groups(&self) -> Vec<u64> {
-        std::iter::once(META_GROUP).chain((0..self.spec.shards).map(shard_group)).collect()
+        std::iter::once(META_GROUP)
+            .chain((0..self.spec.shards).map(shard_group))
+            .collect()
     }
 
     /// Waits until the meta group and every shard group have a leader.
@@ -483,7 +595,11 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let leaders = self.leaders().await;
-            let missing: Vec<u64> = self.all_groups().into_iter().filter(|g| !leaders.contains_key(g)).collect();
+            let missing: Vec<u64> = self
+                .all_groups()
+                .into_iter()
+                .filter(|g| !leaders.contains_key(g))
+                .collect();
             if missing.is_empty() {
                 return Ok(leaders);
             }
@@ -517,7 +633,10 @@ impl Cluster {
                 for (id, st) in &statuses {
                     if let Some(g) = st.groups.iter().find(|g| g.group == group) {
                         if g.leader != *leader {
-                            unsettled.push(format!("group {group}: node {id} names {} not {leader}", g.leader));
+                            unsettled.push(format!(
+                                "group {group}: node {id} names {} not {leader}",
+                                g.leader
+                            ));
                         }
                     }
                 }
@@ -534,8 +653,12 @@ impl Cluster {
 
     /// How many shard groups each running node leads (nodes leading none included).
     pub async fn shard_leader_counts(&mut self) -> BTreeMap<u64, usize> {
-        let mut counts: BTreeMap<u64, usize> =
-            self.nodes.iter().filter(|n| n.child.is_some()).map(|n| (n.id, 0)).collect();
+        let mut counts: BTreeMap<u64, usize> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| (n.id, 0))
+            .collect();
         for (group, led) in self.leaders().await {
             if group != META_GROUP {
                 *counts.entry(led.leader).or_default() += 1;
@@ -554,23 +677,27 @@ impl Cluster {
             why = match self.status(id).await {
                 Err(e) => format!("{e:#}"),
                 Ok(st) => {
-                    let mine: BTreeMap<u64, &GroupStatus> = st.groups.iter().map(|g| (g.group, g)).collect();
+                    let mine: BTreeMap<u64, &GroupStatus> =
+                        st.groups.iter().map(|g| (g.group, g)).collect();
                     let mut behind = Vec::new();
                     for group in self.all_groups() {
                         let Some(led) = leaders.get(&group) else {
                             behind.push(format!("group {group}: no leader"));
                             continue;
                         };
-                        let member = led.status.voters.contains(&id) || led.status.learners.contains(&id);
+                        let member =
+                            led.status.voters.contains(&id) || led.status.learners.contains(&id);
                         if !member || led.leader == id {
                             continue;
                         }
                         match mine.get(&group) {
                             None => behind.push(format!("group {group}: not hosted")),
-                            Some(g) if g.applied_index < led.status.applied_index => behind.push(format!(
-                                "group {group}: applied {} < leader {}'s {}",
-                                g.applied_index, led.leader, led.status.applied_index
-                            )),
+                            Some(g) if g.applied_index < led.status.applied_index => {
+                                behind.push(format!(
+                                    "group {group}: applied {} < leader {}'s {}",
+                                    g.applied_index, led.leader, led.status.applied_index
+                                ))
+                            }
                             Some(_) => {}
                         }
                     }
@@ -589,7 +716,11 @@ impl Cluster {
 
     /// The ids of the nodes the harness runs now.
     pub fn running_ids(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Adds a node to datacenter `dc` (`127.0.<dc>.<next>`, the next free id) that will join
@@ -601,8 +732,18 @@ impl Cluster {
         let dc_name = format!("dc{dc}");
         let k = self.nodes.iter().filter(|n| n.dc == dc_name).count() + 1;
         let k = u8::try_from(k).context("too many nodes in one datacenter")?;
-        let seeds: Vec<String> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.admin_addr.clone()).collect();
-        let root = self.dir.as_ref().context("the cluster directory is gone")?.path().to_path_buf();
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.admin_addr.clone())
+            .collect();
+        let root = self
+            .dir
+            .as_ref()
+            .context("the cluster directory is gone")?
+            .path()
+            .to_path_buf();
         let node_dir = root.join(format!("n{id}"));
         fs::create_dir_all(&node_dir)?;
         let mut n = NodeProc {
@@ -664,17 +805,28 @@ impl Cluster {
             for (id, st) in self.statuses().await {
                 let hosted: BTreeSet<u64> = st.groups.iter().map(|g| g.group).collect();
                 let placed: BTreeSet<u64> = std::iter::once(META_GROUP)
-                    .chain(map.shards.iter().filter(|s| s.voters.contains(&id) || s.learners.contains(&id)).map(|s| shard_group(s.shard)))
+                    .chain(
+                        map.shards
+                            .iter()
+                            .filter(|s| s.voters.contains(&id) || s.learners.contains(&id))
+                            .map(|s| shard_group(s.shard)),
+                    )
                     .collect();
                 if hosted != placed {
-                    wrong.push(format!("node {id} hosts groups {hosted:?}, the map places {placed:?}"));
+                    wrong.push(format!(
+                        "node {id} hosts groups {hosted:?}, the map places {placed:?}"
+                    ));
                 }
             }
             if wrong.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("groups disagree with map version {} after {timeout:?}:\n{}", map.version, wrong.join("\n"));
+                bail!(
+                    "groups disagree with map version {} after {timeout:?}:\n{}",
+                    map.version,
+                    wrong.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -685,7 +837,13 @@ impl Cluster {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let tasks = ids
             .iter()
-            .map(|id| tokio::spawn(watch_map(*id, self.node(*id).api_addr.clone(), recorded.clone())))
+            .map(|id| {
+                tokio::spawn(watch_map(
+                    *id,
+                    self.node(*id).api_addr.clone(),
+                    recorded.clone(),
+                ))
+            })
             .collect();
         MapRecorder { recorded, tasks }
     }
@@ -717,7 +875,11 @@ impl Drop for Cluster {
         if !self.passed || keep {
             if let Some(dir) = self.dir.take() {
                 let path = dir.keep();
-                eprintln!("cluster {}: kept {} for debugging", self.name, path.display());
+                eprintln!(
+                    "cluster {}: kept {} for debugging",
+                    self.name,
+                    path.display()
+                );
             }
         }
     }
@@ -788,7 +950,10 @@ impl MapRecorder {
         let deadline = Instant::now() + timeout;
         while self.lock().latest.len() < nodes {
             if Instant::now() >= deadline {
-                bail!("only nodes {:?} streamed a shard map within {timeout:?}", self.latest_per_node().keys());
+                bail!(
+                    "only nodes {:?} streamed a shard map within {timeout:?}",
+                    self.latest_per_node().keys()
+                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -809,7 +974,10 @@ async fn watch_map(id: u64, api_addr: String, recorded: Arc<Mutex<Recorded>>) {
     loop {
         // No request timeout: the stream lives as long as the test.
         if let Ok(ep) = Endpoint::from_shared(format!("http://{api_addr}")) {
-            let mut api = NodeApiClient::new(ep.connect_timeout(Duration::from_millis(300)).connect_lazy());
+            let mut api = NodeApiClient::new(
+                ep.connect_timeout(Duration::from_millis(300))
+                    .connect_lazy(),
+            );
             if let Ok(r) = api.watch_shard_map(WatchShardMapRequest {}).await {
                 let mut stream = r.into_inner();
                 while let Ok(Some(mut map)) = stream.message().await {
@@ -829,7 +997,10 @@ async fn watch_map(id: u64, api_addr: String, recorded: Arc<Mutex<Recorded>>) {
                             v.seen_by.insert(id);
                             if v.map != map {
                                 let first = v.seen_by.iter().next().copied().unwrap_or(0);
-                                let c = format!("version {}: node {id} delivered {map:?}, node {first} {:?}", map.version, v.map);
+                                let c = format!(
+                                    "version {}: node {id} delivered {map:?}, node {first} {:?}",
+                                    map.version, v.map
+                                );
                                 rec.conflicts.push(c);
                             }
                         }
@@ -838,7 +1009,14 @@ async fn watch_map(id: u64, api_addr: String, recorded: Arc<Mutex<Recorded>>) {
                                 rec.last_change = Some(now);
                             }
                             let version = map.version;
-                            rec.versions.insert(version, MapVersion { map, first_seen: now, seen_by: BTreeSet::from([id]) });
+                            rec.versions.insert(
+                                version,
+                                MapVersion {
+                                    map,
+                                    first_seen: now,
+                                    seen_by: BTreeSet::from([id]),
+                                },
+                            );
                         }
                     }
                 }
@@ -856,25 +1034,52 @@ pub fn placement_input(map: &ShardMap) -> Result<(Vec<NodeDesc>, Vec<ShardReplic
             "active" => NodeState::Active,
             "draining" => NodeState::Draining,
             "removed" => NodeState::Removed,
-            other => bail!("map version {}: node {} has unknown state {other:?}", map.version, n.node_id),
+            other => bail!(
+                "map version {}: node {} has unknown state {other:?}",
+                map.version,
+                n.node_id
+            ),
         };
-        nodes.push(NodeDesc { id: n.node_id, dc: n.dc.clone(), state });
+        nodes.push(NodeDesc {
+            id: n.node_id,
+            dc: n.dc.clone(),
+            state,
+        });
     }
-    let shards =
-        map.shards.iter().map(|s| ShardReplicas { shard: s.shard, voters: s.voters.clone(), learners: s.learners.clone() }).collect();
+    let shards = map
+        .shards
+        .iter()
+        .map(|s| ShardReplicas {
+            shard: s.shard,
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+        })
+        .collect();
     Ok((nodes, shards))
 }
 
 /// `placement::check` on every recorded version, as one line per violation; also every
 /// version whose shard count is not `shards`.
-pub fn placement_violations(versions: &BTreeMap<u64, MapVersion>, shards: u32, replicas: u32) -> Result<Vec<String>> {
+pub fn placement_violations(
+    versions: &BTreeMap<u64, MapVersion>,
+    shards: u32,
+    replicas: u32,
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (version, v) in versions {
         if v.map.shard_count != shards || v.map.shards.len() != shards as usize {
-            out.push(format!("version {version}: {} shards listed, shard_count {}", v.map.shards.len(), v.map.shard_count));
+            out.push(format!(
+                "version {version}: {} shards listed, shard_count {}",
+                v.map.shards.len(),
+                v.map.shard_count
+            ));
         }
         let (nodes, shard_list) = placement_input(&v.map)?;
-        out.extend(check(&nodes, &shard_list, replicas).into_iter().map(|x| format!("version {version}: {x}")));
+        out.extend(
+            check(&nodes, &shard_list, replicas)
+                .into_iter()
+                .map(|x| format!("version {version}: {x}")),
+        );
     }
     Ok(out)
 }

@@ -47,7 +47,8 @@ async fn join(name: &str) -> Result<()> {
     // Watch the map on every node, the newcomer included (its stream starts once it runs), so
     // that a version one node skips is still seen on another.
     let maps = cluster.record_shard_maps(&cluster.ids());
-    maps.wait_started(originals.len(), Duration::from_secs(10)).await?;
+    maps.wait_started(originals.len(), Duration::from_secs(10))
+        .await?;
     let initial = maps.latest().context("no shard map streamed")?.map;
 
     // The client knows the newcomer's address already: it will lead some shards.
@@ -57,7 +58,10 @@ async fn join(name: &str) -> Result<()> {
 
     let start = Instant::now();
     let outcome: Result<(ShardMap, Duration)> = async {
-        cluster.start_node(new_id).await.with_context(|| format!("start node {new_id}"))?;
+        cluster
+            .start_node(new_id)
+            .await
+            .with_context(|| format!("start node {new_id}"))?;
         let settled = wait_for_share(&maps, new_id, JOIN_DC).await?;
         let settled_after = settled.1.saturating_duration_since(start);
         // Writes go on for a moment after the last change, through the final layout.
@@ -71,14 +75,31 @@ async fn join(name: &str) -> Result<()> {
     // The placement rules held in every version streamed, from before the join to the end.
     let versions = maps.versions();
     let violations = placement_violations(&versions, SHARDS, replicas)?;
-    ensure!(violations.is_empty(), "placement broken:\n{}", violations.join("\n"));
+    ensure!(
+        violations.is_empty(),
+        "placement broken:\n{}",
+        violations.join("\n")
+    );
     let conflicts = maps.conflicts();
-    ensure!(conflicts.is_empty(), "nodes streamed different maps under one version:\n{}", conflicts.join("\n"));
+    ensure!(
+        conflicts.is_empty(),
+        "nodes streamed different maps under one version:\n{}",
+        conflicts.join("\n")
+    );
     let seen: BTreeSet<u64> = versions.range(initial.version..).map(|(v, _)| *v).collect();
-    let missed: Vec<u64> = (initial.version..=last.version).filter(|v| !seen.contains(v)).collect();
+    let missed: Vec<u64> = (initial.version..=last.version)
+        .filter(|v| !seen.contains(v))
+        .collect();
     // Moves list the newcomer as a learner first: those intermediate maps were checked too.
-    let with_learners = versions.values().filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty())).count();
-    ensure!(with_learners > 0, "no streamed map version had a move in flight (learners listed); versions {:?}", seen);
+    let with_learners = versions
+        .values()
+        .filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty()))
+        .count();
+    ensure!(
+        with_learners > 0,
+        "no streamed map version had a move in flight (learners listed); versions {:?}",
+        seen
+    );
 
     // The new node holds its share, balanced within its datacenter.
     let counts = replica_counts(&last);
@@ -91,8 +112,14 @@ async fn join(name: &str) -> Result<()> {
         .collect();
     let mine = dc_counts.get(&new_id).copied().unwrap_or(0);
     ensure!(mine >= MIN_SHARE, "node {new_id} holds {mine} replicas, expected at least {MIN_SHARE}: {dc} holds {dc_counts:?}");
-    let (lo, hi) = (dc_counts.values().min().copied().unwrap_or(0), dc_counts.values().max().copied().unwrap_or(0));
-    ensure!(hi - lo <= 1, "{dc}'s replica counts differ by more than 1: {dc_counts:?}");
+    let (lo, hi) = (
+        dc_counts.values().min().copied().unwrap_or(0),
+        dc_counts.values().max().copied().unwrap_or(0),
+    );
+    ensure!(
+        hi - lo <= 1,
+        "{dc}'s replica counts differ by more than 1: {dc_counts:?}"
+    );
 
     // Every shard's Raft membership is what the map says, and every node runs exactly the
     // groups the map places on it.
@@ -108,7 +135,11 @@ async fn join(name: &str) -> Result<()> {
         .zip(&last.shards)
         .map(|(a, b)| b.voters.iter().filter(|v| !a.voters.contains(v)).count())
         .sum();
-    let preferred = last.shards.iter().filter(|s| s.voters.first() == Some(&new_id)).count();
+    let preferred = last
+        .shards
+        .iter()
+        .filter(|s| s.voters.first() == Some(&new_id))
+        .count();
     println!(
         "join: shards={SHARDS} moved_replicas={moved} map_versions={} new_node_replicas={mine} max_write_gap_ms={} settled_ms={}",
         seen.len(),
@@ -129,7 +160,12 @@ async fn join(name: &str) -> Result<()> {
         summary.max_gap_shard,
         started.elapsed().as_secs()
     );
-    ensure!(summary.lost == 0 && summary.problems.is_empty(), "lost_acked={}; problems:\n{}", summary.lost, summary.problems.join("\n"));
+    ensure!(
+        summary.lost == 0 && summary.problems.is_empty(),
+        "lost_acked={}; problems:\n{}",
+        summary.lost,
+        summary.problems.join("\n")
+    );
     cluster.pass();
     Ok(())
 }
@@ -146,10 +182,20 @@ async fn wait_for_share(maps: &MapRecorder, new_id: u64, dc: u8) -> Result<(Shar
             Some(v) => {
                 let map = &v.map;
                 let counts = replica_counts(map);
-                let in_dc: BTreeMap<u64, usize> =
-                    map.nodes.iter().filter(|n| n.dc == dc).map(|n| (n.node_id, counts.get(&n.node_id).copied().unwrap_or(0))).collect();
-                let moving: Vec<u32> = map.shards.iter().filter(|s| !s.learners.is_empty()).map(|s| s.shard).collect();
-                let spread = in_dc.values().max().unwrap_or(&0) - in_dc.values().min().unwrap_or(&0);
+                let in_dc: BTreeMap<u64, usize> = map
+                    .nodes
+                    .iter()
+                    .filter(|n| n.dc == dc)
+                    .map(|n| (n.node_id, counts.get(&n.node_id).copied().unwrap_or(0)))
+                    .collect();
+                let moving: Vec<u32> = map
+                    .shards
+                    .iter()
+                    .filter(|s| !s.learners.is_empty())
+                    .map(|s| s.shard)
+                    .collect();
+                let spread =
+                    in_dc.values().max().unwrap_or(&0) - in_dc.values().min().unwrap_or(&0);
                 let quiet = maps.since_last_change().unwrap_or_default();
                 if !map.nodes.iter().any(|n| n.node_id == new_id) {
                     format!("version {}: node {new_id} not registered", map.version)
@@ -158,14 +204,20 @@ async fn wait_for_share(maps: &MapRecorder, new_id: u64, dc: u8) -> Result<(Shar
                 } else if in_dc.get(&new_id).copied().unwrap_or(0) < MIN_SHARE || spread > 1 {
                     format!("version {}: {dc} holds {in_dc:?}", map.version)
                 } else if quiet < STABLE {
-                    format!("version {}: changed {} ms ago", map.version, quiet.as_millis())
+                    format!(
+                        "version {}: changed {} ms ago",
+                        map.version,
+                        quiet.as_millis()
+                    )
                 } else {
                     return Ok((v.map, v.first_seen));
                 }
             }
         };
         if Instant::now() >= deadline {
-            bail!("the map did not settle with node {new_id}'s share within {SETTLE_BOUND:?}: {why}");
+            bail!(
+                "the map did not settle with node {new_id}'s share within {SETTLE_BOUND:?}: {why}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -196,7 +248,11 @@ async fn wait_ready(cluster: &Cluster, id: u64) -> Result<Duration> {
 /// caught `move_replica` promoting such an empty learner, before it waited for real catch-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_newcomer_is_not_made_a_voter() -> Result<()> {
-    bounded(Duration::from_secs(60), stopped_newcomer("join-stopped-3x2")).await
+    bounded(
+        Duration::from_secs(60),
+        stopped_newcomer("join-stopped-3x2"),
+    )
+    .await
 }
 
 /// How long the test watches the map with the newcomer stopped.
@@ -206,10 +262,14 @@ async fn stopped_newcomer(name: &str) -> Result<()> {
     let mut cluster = Cluster::start(name, Spec::new(3, 2).shards(SHARDS)).await?;
     let new_id = cluster.add_node(JOIN_DC)?;
     let maps = cluster.record_shard_maps(&cluster.running_ids());
-    maps.wait_started(cluster.running_ids().len(), Duration::from_secs(10)).await?;
+    maps.wait_started(cluster.running_ids().len(), Duration::from_secs(10))
+        .await?;
     cluster.start_node(new_id).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !maps.latest().is_some_and(|v| v.map.nodes.iter().any(|n| n.node_id == new_id)) {
+    while !maps
+        .latest()
+        .is_some_and(|v| v.map.nodes.iter().any(|n| n.node_id == new_id))
+    {
         ensure!(Instant::now() < deadline, "node {new_id} did not register");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -218,11 +278,24 @@ async fn stopped_newcomer(name: &str) -> Result<()> {
     tokio::time::sleep(STOPPED_FOR).await;
     // Where the newest map (and any version since the pause) lists the stopped node as a voter.
     let versions = maps.versions();
-    let since: Vec<&ShardMap> = versions.values().filter(|v| v.first_seen > paused).map(|v| &v.map).collect();
-    let first = since.iter().find(|m| m.shards.iter().any(|s| s.voters.contains(&new_id))).map(|m| m.version);
+    let since: Vec<&ShardMap> = versions
+        .values()
+        .filter(|v| v.first_seen > paused)
+        .map(|v| &v.map)
+        .collect();
+    let first = since
+        .iter()
+        .find(|m| m.shards.iter().any(|s| s.voters.contains(&new_id)))
+        .map(|m| m.version);
     let promoted: Vec<String> = since
         .last()
-        .map(|m| m.shards.iter().filter(|s| s.voters.contains(&new_id)).map(|s| format!("shard {} voters {:?}", s.shard, s.voters)).collect())
+        .map(|m| {
+            m.shards
+                .iter()
+                .filter(|s| s.voters.contains(&new_id))
+                .map(|s| format!("shard {} voters {:?}", s.shard, s.voters))
+                .collect()
+        })
         .unwrap_or_default();
     let in_raft: Vec<u64> = cluster
         .leaders()

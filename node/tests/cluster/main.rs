@@ -36,7 +36,10 @@ pub fn conv_on_shard(shard: u32, shards: u32, base: u128) -> ConvId {
 
 /// Runs a test body with a hard time limit, so that a stuck cluster ends the test by itself
 /// (the body owns its cluster, which kills its nodes and prints their logs when dropped).
-pub async fn bounded<F: Future<Output = anyhow::Result<()>>>(limit: Duration, body: F) -> anyhow::Result<()> {
+pub async fn bounded<F: Future<Output = anyhow::Result<()>>>(
+    limit: Duration,
+    body: F,
+) -> anyhow::Result<()> {
     match tokio::time::timeout(limit, body).await {
         Ok(r) => r,
         Err(_) => anyhow::bail!("the test did not finish within {limit:?}"),

@@ -81,8 +81,22 @@ fn shard_of_is_stable_and_spreads() {
 #[test]
 fn handles_are_normalized_or_refused() {
     assert_eq!(normalize_handle(" Kim.Minji_7 ").unwrap(), "kim.minji_7");
-    for bad in ["ab", "", &"x".repeat(33), "김민지", "a b c", ".abc", "abc.", "a-b-c", "ab@c"] {
+    for bad in [
+        "ab",
+        "",
+        &"x".repeat(33),
+        "김민지",
+        "a b c",
+        ".abc",
+        "abc.",
+        "a-b-c",
+        "ab@c",
+    ] {
         let e = normalize_handle(bad).unwrap_err();
-        assert_eq!((e.code, e.field), (ErrorCode::InvalidArgument, "handle"), "{bad:?}");
+        assert_eq!(
+            (e.code, e.field),
+            (ErrorCode::InvalidArgument, "handle"),
+            "{bad:?}"
+        );
     }
 }

@@ -40,59 +40,121 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<Comman
             let key = handle_key(g, &handle);
             match tx.get::<UserId>(&key, "handle")? {
                 Some(owner) if owner != *user_id => {
-                    return Ok(CommandResult::reject(ErrorCode::HandleTaken, format!("handle {handle} is taken")));
+                    return Ok(CommandResult::reject(
+                        ErrorCode::HandleTaken,
+                        format!("handle {handle} is taken"),
+                    ));
                 }
                 Some(_) => {}
                 None => tx.put(key, user_id),
             }
             Ok(CommandResult::Account { user_id: *user_id })
         }
-        AccountCommand::CreateAccount { user_id, handle, password_hash, at_ms } => {
+        AccountCommand::CreateAccount {
+            user_id,
+            handle,
+            password_hash,
+            at_ms,
+        } => {
             let key = account_key(g, user_id);
             if let Some(existing) = tx.get::<AccountRecord>(&key, "account")? {
                 if existing.handle == *handle {
                     return Ok(CommandResult::Account { user_id: *user_id });
                 }
-                return Ok(CommandResult::reject(ErrorCode::InvalidArgument, format!("user {user_id} exists with another handle")));
+                return Ok(CommandResult::reject(
+                    ErrorCode::InvalidArgument,
+                    format!("user {user_id} exists with another handle"),
+                ));
             }
             if !password_hash.starts_with("$argon2id$") {
-                return Ok(CommandResult::reject(ErrorCode::InvalidArgument, "password_hash: not an argon2id PHC string"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::InvalidArgument,
+                    "password_hash: not an argon2id PHC string",
+                ));
             }
-            tx.put(key, &AccountRecord { handle: handle.clone(), password_hash: password_hash.clone(), created_at_ms: *at_ms });
+            tx.put(
+                key,
+                &AccountRecord {
+                    handle: handle.clone(),
+                    password_hash: password_hash.clone(),
+                    created_at_ms: *at_ms,
+                },
+            );
             Ok(CommandResult::Account { user_id: *user_id })
         }
-        AccountCommand::AddDevice { user_id, device_id, name, kind, refresh_hash, at_ms } => {
-            if tx.get::<AccountRecord>(&account_key(g, user_id), "account")?.is_none() {
-                return Ok(CommandResult::reject(ErrorCode::UnknownUser, format!("no user {user_id}")));
+        AccountCommand::AddDevice {
+            user_id,
+            device_id,
+            name,
+            kind,
+            refresh_hash,
+            at_ms,
+        } => {
+            if tx
+                .get::<AccountRecord>(&account_key(g, user_id), "account")?
+                .is_none()
+            {
+                return Ok(CommandResult::reject(
+                    ErrorCode::UnknownUser,
+                    format!("no user {user_id}"),
+                ));
             }
             if name.chars().count() > MAX_DEVICE_NAME {
-                return Ok(CommandResult::reject(ErrorCode::InvalidArgument, format!("device name over {MAX_DEVICE_NAME} characters")));
+                return Ok(CommandResult::reject(
+                    ErrorCode::InvalidArgument,
+                    format!("device name over {MAX_DEVICE_NAME} characters"),
+                ));
             }
             let key = device_key(g, user_id, device_id);
             match tx.get::<DeviceRecord>(&key, "device")? {
                 // A retried sign-in with the same token is the same device.
                 Some(d) if d.refresh_hash == *refresh_hash && !d.revoked => {}
-                Some(_) => return Ok(CommandResult::reject(ErrorCode::InvalidArgument, format!("device {device_id} exists"))),
+                Some(_) => {
+                    return Ok(CommandResult::reject(
+                        ErrorCode::InvalidArgument,
+                        format!("device {device_id} exists"),
+                    ))
+                }
                 None => tx.put(
                     key,
-                    &DeviceRecord { name: name.clone(), kind: *kind, created_at_ms: *at_ms, refresh_hash: *refresh_hash, revoked: false },
+                    &DeviceRecord {
+                        name: name.clone(),
+                        kind: *kind,
+                        created_at_ms: *at_ms,
+                        refresh_hash: *refresh_hash,
+                        revoked: false,
+                    },
                 ),
             }
             Ok(CommandResult::Account { user_id: *user_id })
         }
-        AccountCommand::RotateRefresh { user_id, device_id, old_hash, new_hash } => {
+        AccountCommand::RotateRefresh {
+            user_id,
+            device_id,
+            old_hash,
+            new_hash,
+        } => {
             let key = device_key(g, user_id, device_id);
             let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
-                return Ok(CommandResult::reject(ErrorCode::Unauthenticated, "unknown device"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::Unauthenticated,
+                    "unknown device",
+                ));
             };
             if d.revoked {
-                return Ok(CommandResult::reject(ErrorCode::Unauthenticated, "the device was signed out"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::Unauthenticated,
+                    "the device was signed out",
+                ));
             }
             if d.refresh_hash == *new_hash {
                 return Ok(CommandResult::Account { user_id: *user_id }); // a retried rotation
             }
             if d.refresh_hash != *old_hash {
-                return Ok(CommandResult::reject(ErrorCode::Unauthenticated, "refresh token already used or wrong"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::Unauthenticated,
+                    "refresh token already used or wrong",
+                ));
             }
             d.refresh_hash = *new_hash;
             tx.put(key, &d);
@@ -101,7 +163,10 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<Comman
         AccountCommand::RevokeDevice { user_id, device_id } => {
             let key = device_key(g, user_id, device_id);
             let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
-                return Ok(CommandResult::reject(ErrorCode::InvalidArgument, format!("no device {device_id}")));
+                return Ok(CommandResult::reject(
+                    ErrorCode::InvalidArgument,
+                    format!("no device {device_id}"),
+                ));
             };
             if !d.revoked {
                 d.revoked = true;

@@ -73,24 +73,60 @@ pub struct DeviceRecord {
 /// Changes to accounts, applied by the shard that owns the handle or the user.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountCommand {
-    ClaimHandle { handle: String, user_id: UserId },
-    CreateAccount { user_id: UserId, handle: String, password_hash: String, at_ms: u64 },
-    AddDevice { user_id: UserId, device_id: DeviceId, name: String, kind: DeviceKind, refresh_hash: [u8; 32], at_ms: u64 },
+    ClaimHandle {
+        handle: String,
+        user_id: UserId,
+    },
+    CreateAccount {
+        user_id: UserId,
+        handle: String,
+        password_hash: String,
+        at_ms: u64,
+    },
+    AddDevice {
+        user_id: UserId,
+        device_id: DeviceId,
+        name: String,
+        kind: DeviceKind,
+        refresh_hash: [u8; 32],
+        at_ms: u64,
+    },
     /// Replaces the refresh token hash if `old_hash` is the current one (refresh tokens are
     /// single-use: a replayed one fails).
-    RotateRefresh { user_id: UserId, device_id: DeviceId, old_hash: [u8; 32], new_hash: [u8; 32] },
-    RevokeDevice { user_id: UserId, device_id: DeviceId },
+    RotateRefresh {
+        user_id: UserId,
+        device_id: DeviceId,
+        old_hash: [u8; 32],
+        new_hash: [u8; 32],
+    },
+    RevokeDevice {
+        user_id: UserId,
+        device_id: DeviceId,
+    },
 }
 
 /// Password hashes and token hashes never reach logs.
 impl std::fmt::Debug for AccountCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AccountCommand::ClaimHandle { handle, user_id } => write!(f, "ClaimHandle({handle} for {user_id})"),
-            AccountCommand::CreateAccount { user_id, handle, .. } => write!(f, "CreateAccount({user_id} {handle})"),
-            AccountCommand::AddDevice { user_id, device_id, kind, .. } => write!(f, "AddDevice({user_id} {device_id} {kind:?})"),
-            AccountCommand::RotateRefresh { user_id, device_id, .. } => write!(f, "RotateRefresh({user_id} {device_id})"),
-            AccountCommand::RevokeDevice { user_id, device_id } => write!(f, "RevokeDevice({user_id} {device_id})"),
+            AccountCommand::ClaimHandle { handle, user_id } => {
+                write!(f, "ClaimHandle({handle} for {user_id})")
+            }
+            AccountCommand::CreateAccount {
+                user_id, handle, ..
+            } => write!(f, "CreateAccount({user_id} {handle})"),
+            AccountCommand::AddDevice {
+                user_id,
+                device_id,
+                kind,
+                ..
+            } => write!(f, "AddDevice({user_id} {device_id} {kind:?})"),
+            AccountCommand::RotateRefresh {
+                user_id, device_id, ..
+            } => write!(f, "RotateRefresh({user_id} {device_id})"),
+            AccountCommand::RevokeDevice { user_id, device_id } => {
+                write!(f, "RevokeDevice({user_id} {device_id})")
+            }
         }
     }
 }

@@ -24,8 +24,15 @@ impl AccountView {
         Self { store, group }
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
-        self.store.get(self.group, CF_SM, key)?.map(|v| decode(self.group, key, what, &v)).transpose()
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        self.store
+            .get(self.group, CF_SM, key)?
+            .map(|v| decode(self.group, key, what, &v))
+            .transpose()
     }
 
     /// Who owns a (normalized) handle.
@@ -48,12 +55,15 @@ impl AccountView {
         let mut out = Vec::new();
         for item in self.store.scan(self.group, CF_SM, &from, &to, false) {
             let (k, v) = item?;
-            let id = k.get(from.len()..).and_then(|b| DeviceId::try_from(b).ok()).ok_or_else(|| StoreError::Corrupt {
-                group: self.group,
-                key: display_key(&k),
-                what: "device key",
-                reason: "not user · device".into(),
-            })?;
+            let id = k
+                .get(from.len()..)
+                .and_then(|b| DeviceId::try_from(b).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    group: self.group,
+                    key: display_key(&k),
+                    what: "device key",
+                    reason: "not user · device".into(),
+                })?;
             out.push((id, decode(self.group, &k, "device", &v)?));
         }
         Ok(out)

@@ -17,7 +17,13 @@ use crate::GroupId;
 
 /// Applies one command. `Err` only for storage failures (unreadable state); a command that
 /// breaks a rule gives `Ok(CommandResult::Rejected)` and writes nothing.
-pub fn apply_command(store: &Store, group: GroupId, cfg: &SmConfig, cmd: &Command, log_index: u64) -> Result<(CommandResult, Vec<Op>)> {
+pub fn apply_command(
+    store: &Store,
+    group: GroupId,
+    cfg: &SmConfig,
+    cmd: &Command,
+    log_index: u64,
+) -> Result<(CommandResult, Vec<Op>)> {
     let mut tx = Overlay::new(store, group);
     let r = apply_in(&mut tx, cfg, cmd, log_index)?;
     Ok((r, tx.into_ops()))
@@ -25,12 +31,27 @@ pub fn apply_command(store: &Store, group: GroupId, cfg: &SmConfig, cmd: &Comman
 
 /// `log_index` is the Raft index of the entry carrying `cmd`; appends record it so that
 /// subscribers can resume after an index.
-pub(crate) fn apply_in(tx: &mut Overlay<'_>, cfg: &SmConfig, cmd: &Command, log_index: u64) -> Result<CommandResult> {
+pub(crate) fn apply_in(
+    tx: &mut Overlay<'_>,
+    cfg: &SmConfig,
+    cmd: &Command,
+    log_index: u64,
+) -> Result<CommandResult> {
     match cmd {
-        Command::CreateConversation { conv_id, kind, creator, members, at_ms } => {
-            create(tx, cfg, conv_id, *kind, creator, members, *at_ms)
-        }
-        Command::ChangeMembers { conv_id, actor, add, remove, .. } => change_members(tx, cfg, conv_id, actor, add, remove),
+        Command::CreateConversation {
+            conv_id,
+            kind,
+            creator,
+            members,
+            at_ms,
+        } => create(tx, cfg, conv_id, *kind, creator, members, *at_ms),
+        Command::ChangeMembers {
+            conv_id,
+            actor,
+            add,
+            remove,
+            ..
+        } => change_members(tx, cfg, conv_id, actor, add, remove),
         Command::Append(m) => append(tx, cfg, m, log_index),
         Command::MoveCursor { user, conv_id, seq } => move_cursor(tx, user, conv_id, *seq),
         Command::Meta(m) => crate::meta::apply(tx, m),
@@ -50,9 +71,15 @@ fn create(
     let g = tx.group();
     if let Some(existing) = tx.get::<ConvRecord>(&layout::conv_key(g, conv_id), "conversation")? {
         if existing.kind == kind && existing.owner == *creator {
-            return Ok(CommandResult::Created { conv_id: *conv_id, existed: true });
+            return Ok(CommandResult::Created {
+                conv_id: *conv_id,
+                existed: true,
+            });
         }
-        return Ok(CommandResult::reject(ErrorCode::ConversationExists, format!("conversation {conv_id} exists")));
+        return Ok(CommandResult::reject(
+            ErrorCode::ConversationExists,
+            format!("conversation {conv_id} exists"),
+        ));
     }
     let mut all: BTreeSet<UserId> = members.iter().copied().collect();
     all.insert(*creator);
@@ -60,13 +87,20 @@ fn create(
         ConversationKind::Direct if all.len() != 2 => {
             return Ok(CommandResult::reject(
                 ErrorCode::InvalidMembers,
-                format!("a direct conversation has exactly 2 distinct members, got {}", all.len()),
+                format!(
+                    "a direct conversation has exactly 2 distinct members, got {}",
+                    all.len()
+                ),
             ));
         }
         ConversationKind::Group if all.len() > cfg.max_group_members as usize => {
             return Ok(CommandResult::reject(
                 ErrorCode::TooManyMembers,
-                format!("{} members is over the limit of {}", all.len(), cfg.max_group_members),
+                format!(
+                    "{} members is over the limit of {}",
+                    all.len(),
+                    cfg.max_group_members
+                ),
             ));
         }
         _ => {}
@@ -80,9 +114,18 @@ fn create(
         };
         tx.put(layout::member_key(g, conv_id, user), &role);
     }
-    let rec = ConvRecord { kind, owner: *creator, member_count: all.len() as u32, last_seq: 0, created_at_ms: at_ms };
+    let rec = ConvRecord {
+        kind,
+        owner: *creator,
+        member_count: all.len() as u32,
+        last_seq: 0,
+        created_at_ms: at_ms,
+    };
     tx.put(layout::conv_key(g, conv_id), &rec);
-    Ok(CommandResult::Created { conv_id: *conv_id, existed: false })
+    Ok(CommandResult::Created {
+        conv_id: *conv_id,
+        existed: false,
+    })
 }
 
 fn change_members(
@@ -95,43 +138,69 @@ fn change_members(
 ) -> Result<CommandResult> {
     let g = tx.group();
     let Some(mut rec) = tx.get::<ConvRecord>(&layout::conv_key(g, conv_id), "conversation")? else {
-        return Ok(CommandResult::reject(ErrorCode::UnknownConversation, format!("no conversation {conv_id}")));
+        return Ok(CommandResult::reject(
+            ErrorCode::UnknownConversation,
+            format!("no conversation {conv_id}"),
+        ));
     };
     let is_owner = rec.owner == *actor;
     match rec.kind {
         ConversationKind::Direct => {
-            return Ok(CommandResult::reject(ErrorCode::DirectImmutable, "direct conversations keep their two members"));
+            return Ok(CommandResult::reject(
+                ErrorCode::DirectImmutable,
+                "direct conversations keep their two members",
+            ));
         }
         ConversationKind::Group => {
-            let actor_role: Option<Role> = tx.get(&layout::member_key(g, conv_id, actor), "member")?;
+            let actor_role: Option<Role> =
+                tx.get(&layout::member_key(g, conv_id, actor), "member")?;
             if actor_role.is_none() {
-                return Ok(CommandResult::reject(ErrorCode::NotMember, format!("{actor} is not a member")));
+                return Ok(CommandResult::reject(
+                    ErrorCode::NotMember,
+                    format!("{actor} is not a member"),
+                ));
             }
             if !is_owner && remove.iter().any(|u| u != actor) {
-                return Ok(CommandResult::reject(ErrorCode::NotOwner, "only the owner removes other members"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::NotOwner,
+                    "only the owner removes other members",
+                ));
             }
         }
         ConversationKind::Channel => {
             // Following and unfollowing is something people do for themselves; the owner may
             // also remove (block) followers.
             if !is_owner && (add.iter().any(|u| u != actor) || remove.iter().any(|u| u != actor)) {
-                return Ok(CommandResult::reject(ErrorCode::NotOwner, "only the owner changes other followers"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::NotOwner,
+                    "only the owner changes other followers",
+                ));
             }
             if remove.contains(&rec.owner) {
-                return Ok(CommandResult::reject(ErrorCode::InvalidMembers, "a channel keeps its owner"));
+                return Ok(CommandResult::reject(
+                    ErrorCode::InvalidMembers,
+                    "a channel keeps its owner",
+                ));
             }
         }
     }
     // Work out the end state before writing anything.
     let mut added = BTreeSet::new();
     for u in add {
-        if tx.get::<Role>(&layout::member_key(g, conv_id, u), "member")?.is_none() && !remove.contains(u) {
+        if tx
+            .get::<Role>(&layout::member_key(g, conv_id, u), "member")?
+            .is_none()
+            && !remove.contains(u)
+        {
             added.insert(*u);
         }
     }
     let mut removed = BTreeSet::new();
     for u in remove {
-        if tx.get::<Role>(&layout::member_key(g, conv_id, u), "member")?.is_some() {
+        if tx
+            .get::<Role>(&layout::member_key(g, conv_id, u), "member")?
+            .is_some()
+        {
             removed.insert(*u);
         }
     }
@@ -139,10 +208,17 @@ fn change_members(
     if rec.kind == ConversationKind::Group && new_count > cfg.max_group_members as u64 {
         return Ok(CommandResult::reject(
             ErrorCode::TooManyMembers,
-            format!("{new_count} members is over the limit of {}", cfg.max_group_members),
+            format!(
+                "{new_count} members is over the limit of {}",
+                cfg.max_group_members
+            ),
         ));
     }
-    let role = if rec.kind == ConversationKind::Channel { Role::Follower } else { Role::Member };
+    let role = if rec.kind == ConversationKind::Channel {
+        Role::Follower
+    } else {
+        Role::Member
+    };
     for u in &added {
         tx.put(layout::member_key(g, conv_id, u), &role);
     }
@@ -151,24 +227,46 @@ fn change_members(
     }
     rec.member_count = new_count as u32;
     tx.put(layout::conv_key(g, conv_id), &rec);
-    Ok(CommandResult::MembersChanged { member_count: rec.member_count })
+    Ok(CommandResult::MembersChanged {
+        member_count: rec.member_count,
+    })
 }
 
-fn append(tx: &mut Overlay<'_>, cfg: &SmConfig, m: &AppendMessage, log_index: u64) -> Result<CommandResult> {
+fn append(
+    tx: &mut Overlay<'_>,
+    cfg: &SmConfig,
+    m: &AppendMessage,
+    log_index: u64,
+) -> Result<CommandResult> {
     let g = tx.group();
     let conv = &m.conv_id;
     let Some(mut rec) = tx.get::<ConvRecord>(&layout::conv_key(g, conv), "conversation")? else {
-        return Ok(CommandResult::reject(ErrorCode::UnknownConversation, format!("no conversation {conv}")));
+        return Ok(CommandResult::reject(
+            ErrorCode::UnknownConversation,
+            format!("no conversation {conv}"),
+        ));
     };
-    if tx.get::<Role>(&layout::member_key(g, conv, &m.sender), "member")?.is_none() {
-        return Ok(CommandResult::reject(ErrorCode::NotMember, format!("{} is not a member of {conv}", m.sender)));
+    if tx
+        .get::<Role>(&layout::member_key(g, conv, &m.sender), "member")?
+        .is_none()
+    {
+        return Ok(CommandResult::reject(
+            ErrorCode::NotMember,
+            format!("{} is not a member of {conv}", m.sender),
+        ));
     }
     if rec.kind == ConversationKind::Channel && rec.owner != m.sender {
-        return Ok(CommandResult::reject(ErrorCode::NotOwner, "only the channel's owner posts"));
+        return Ok(CommandResult::reject(
+            ErrorCode::NotOwner,
+            "only the channel's owner posts",
+        ));
     }
     let dedup_key = layout::dedup_key(g, conv, &m.sender, &m.client_msg_id);
     if let Some(seq) = tx.get::<u64>(&dedup_key, "dedup")? {
-        return Ok(CommandResult::Appended { seq, duplicate: true });
+        return Ok(CommandResult::Appended {
+            seq,
+            duplicate: true,
+        });
     }
     if let Err(e) = validate_body(m.kind, &m.body, cfg.max_body_bytes) {
         return Ok(CommandResult::reject(e.code, e.reason));
@@ -189,10 +287,18 @@ fn append(tx: &mut Overlay<'_>, cfg: &SmConfig, m: &AppendMessage, log_index: u6
     tx.put(dedup_key, &seq);
     tx.put(layout::conv_key(g, conv), &rec);
     tx.put(layout::event_key(g, log_index), &(*conv, seq));
-    Ok(CommandResult::Appended { seq, duplicate: false })
+    Ok(CommandResult::Appended {
+        seq,
+        duplicate: false,
+    })
 }
 
-fn move_cursor(tx: &mut Overlay<'_>, user: &UserId, conv: &ConvId, seq: u64) -> Result<CommandResult> {
+fn move_cursor(
+    tx: &mut Overlay<'_>,
+    user: &UserId,
+    conv: &ConvId,
+    seq: u64,
+) -> Result<CommandResult> {
     let key = layout::cursor_key(tx.group(), user, conv);
     let current: u64 = tx.get(&key, "cursor")?.unwrap_or(0);
     if seq <= current {

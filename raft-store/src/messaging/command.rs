@@ -11,13 +11,29 @@ use serde::{Deserialize, Serialize};
 pub enum Command {
     /// Create a conversation. Repeating the same creation (same creator and kind) is a no-op
     /// that succeeds, so the proposer may retry.
-    CreateConversation { conv_id: ConvId, kind: ConversationKind, creator: UserId, members: Vec<UserId>, at_ms: u64 },
+    CreateConversation {
+        conv_id: ConvId,
+        kind: ConversationKind,
+        creator: UserId,
+        members: Vec<UserId>,
+        at_ms: u64,
+    },
     /// Add and remove members on behalf of `actor`.
-    ChangeMembers { conv_id: ConvId, actor: UserId, add: Vec<UserId>, remove: Vec<UserId>, at_ms: u64 },
+    ChangeMembers {
+        conv_id: ConvId,
+        actor: UserId,
+        add: Vec<UserId>,
+        remove: Vec<UserId>,
+        at_ms: u64,
+    },
     /// Append one message.
     Append(AppendMessage),
     /// Move `user`'s read cursor in a conversation forward to `seq` (never backward).
-    MoveCursor { user: UserId, conv_id: ConvId, seq: u64 },
+    MoveCursor {
+        user: UserId,
+        conv_id: ConvId,
+        seq: u64,
+    },
     /// A change to the cluster's own state; only the meta group applies these.
     Meta(crate::meta::MetaCommand),
     /// Sign-up, devices and refresh tokens.
@@ -41,11 +57,32 @@ pub struct AppendMessage {
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::CreateConversation { conv_id, kind, creator, members, .. } => {
-                write!(f, "CreateConversation({conv_id} {kind:?} by {creator}, {} members)", members.len())
+            Command::CreateConversation {
+                conv_id,
+                kind,
+                creator,
+                members,
+                ..
+            } => {
+                write!(
+                    f,
+                    "CreateConversation({conv_id} {kind:?} by {creator}, {} members)",
+                    members.len()
+                )
             }
-            Command::ChangeMembers { conv_id, actor, add, remove, .. } => {
-                write!(f, "ChangeMembers({conv_id} by {actor}, +{} -{})", add.len(), remove.len())
+            Command::ChangeMembers {
+                conv_id,
+                actor,
+                add,
+                remove,
+                ..
+            } => {
+                write!(
+                    f,
+                    "ChangeMembers({conv_id} by {actor}, +{} -{})",
+                    add.len(),
+                    remove.len()
+                )
             }
             Command::Append(m) => write!(
                 f,
@@ -56,7 +93,9 @@ impl fmt::Debug for Command {
                 m.kind,
                 m.body.len()
             ),
-            Command::MoveCursor { user, conv_id, seq } => write!(f, "MoveCursor({user} in {conv_id} to {seq})"),
+            Command::MoveCursor { user, conv_id, seq } => {
+                write!(f, "MoveCursor({user} in {conv_id} to {seq})")
+            }
             Command::Meta(m) => write!(f, "Meta({m:?})"),
             Command::Account(a) => write!(f, "Account({a:?})"),
         }
@@ -72,16 +111,30 @@ impl fmt::Display for Command {
 /// What applying a command did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
-    Created { conv_id: ConvId, existed: bool },
-    MembersChanged { member_count: u32 },
+    Created {
+        conv_id: ConvId,
+        existed: bool,
+    },
+    MembersChanged {
+        member_count: u32,
+    },
     /// The message's seq; `duplicate` when it was stored by an earlier send with the same id.
-    Appended { seq: u64, duplicate: bool },
+    Appended {
+        seq: u64,
+        duplicate: bool,
+    },
     /// The cursor after the command (unchanged if the command tried to move it back).
-    CursorMoved { seq: u64 },
+    CursorMoved {
+        seq: u64,
+    },
     /// An account command succeeded for this user.
-    Account { user_id: bongsu_proto::model::UserId },
+    Account {
+        user_id: bongsu_proto::model::UserId,
+    },
     /// The meta group's shard map after the command.
-    MapChanged { version: u64 },
+    MapChanged {
+        version: u64,
+    },
     /// The command broke a rule and changed nothing.
     Rejected(Rejection),
     /// Raft's own entries (blank, membership) have no messaging result.
@@ -97,6 +150,9 @@ pub struct Rejection {
 
 impl CommandResult {
     pub(crate) fn reject(code: ErrorCode, reason: impl Into<String>) -> Self {
-        CommandResult::Rejected(Rejection { code, reason: reason.into() })
+        CommandResult::Rejected(Rejection {
+            code,
+            reason: reason.into(),
+        })
     }
 }

@@ -45,7 +45,10 @@ pub struct SmConfig {
 
 impl Default for SmConfig {
     fn default() -> Self {
-        Self { max_body_bytes: bongsu_proto::model::DEFAULT_MAX_BODY_BYTES, max_group_members: 3000 }
+        Self {
+            max_body_bytes: bongsu_proto::model::DEFAULT_MAX_BODY_BYTES,
+            max_group_members: 3000,
+        }
     }
 }
 

@@ -34,12 +34,20 @@ impl MessagingView {
         Self { store, group }
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
-        self.store.get(self.group, CF_SM, key)?.map(|v| decode(self.group, key, what, &v)).transpose()
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        self.store
+            .get(self.group, CF_SM, key)?
+            .map(|v| decode(self.group, key, what, &v))
+            .transpose()
     }
 
     pub fn conversation(&self, conv: &ConvId) -> Result<Option<ConversationInfo>> {
-        let rec: Option<ConvRecord> = self.get(&layout::conv_key(self.group, conv), "conversation")?;
+        let rec: Option<ConvRecord> =
+            self.get(&layout::conv_key(self.group, conv), "conversation")?;
         Ok(rec.map(|r| ConversationInfo {
             conv_id: *conv,
             kind: r.kind,
@@ -91,12 +99,24 @@ impl MessagingView {
         Ok(out)
     }
 
-    fn scan_messages(&self, from: &[u8], to: &[u8], reverse: bool, limit: usize) -> Result<Vec<Message>> {
+    fn scan_messages(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
         let mut out = Vec::new();
-        for item in self.store.scan(self.group, CF_SM, from, to, reverse).take(limit) {
+        for item in self
+            .store
+            .scan(self.group, CF_SM, from, to, reverse)
+            .take(limit)
+        {
             let (k, v) = item?;
             let m: Message = decode(self.group, &k, "message", &v)?;
-            let seq_in_key = k.get(k.len().saturating_sub(8)..).and_then(|b| <[u8; 8]>::try_from(b).ok());
+            let seq_in_key = k
+                .get(k.len().saturating_sub(8)..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok());
             if seq_in_key.map(u64::from_be_bytes) != Some(m.seq) {
                 return Err(corrupt(self.group, &k, "message seq"));
             }
@@ -111,9 +131,16 @@ impl MessagingView {
         let from = layout::event_key(self.group, after_index.saturating_add(1));
         let to = prefix_end(&layout::event_key(self.group, 0)[..9]);
         let mut out = Vec::new();
-        for item in self.store.scan(self.group, CF_SM, &from, &to, false).take(limit) {
+        for item in self
+            .store
+            .scan(self.group, CF_SM, &from, &to, false)
+            .take(limit)
+        {
             let (k, v) = item?;
-            let index = k.get(9..17).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+            let index = k
+                .get(9..17)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes);
             let index = index.ok_or_else(|| corrupt(self.group, &k, "event key"))?;
             let (conv, seq): (ConvId, u64) = decode(self.group, &k, "event", &v)?;
             let msg = self
@@ -129,10 +156,17 @@ impl MessagingView {
 
     /// The user's read cursor in a conversation (0 if never moved).
     pub fn cursor(&self, user: &UserId, conv: &ConvId) -> Result<u64> {
-        Ok(self.get(&layout::cursor_key(self.group, user, conv), "cursor")?.unwrap_or(0))
+        Ok(self
+            .get(&layout::cursor_key(self.group, user, conv), "cursor")?
+            .unwrap_or(0))
     }
 }
 
 fn corrupt(group: GroupId, key: &[u8], what: &'static str) -> StoreError {
-    StoreError::Corrupt { group, key: display_key(key), what, reason: "key does not match its value".into() }
+    StoreError::Corrupt {
+        group,
+        key: display_key(key),
+        what,
+        reason: "key does not match its value".into(),
+    }
 }

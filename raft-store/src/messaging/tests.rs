@@ -20,7 +20,11 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let sm = store.state_machine(3, cfg);
-        Self { _dir: dir, sm, next_index: 1 }
+        Self {
+            _dir: dir,
+            sm,
+            next_index: 1,
+        }
     }
 
     async fn run(&mut self, cmd: Command) -> CommandResult {
@@ -32,7 +36,10 @@ impl Harness {
         let entries: Vec<Entry> = cmds
             .into_iter()
             .map(|c| {
-                let e = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), self.next_index), payload: EntryPayload::Normal(c) };
+                let e = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), self.next_index),
+                    payload: EntryPayload::Normal(c),
+                };
                 self.next_index += 1;
                 e
             })
@@ -57,11 +64,23 @@ fn conv(n: u8) -> ConvId {
 }
 
 fn create(c: u8, kind: ConversationKind, creator: UserId, members: &[UserId]) -> Command {
-    Command::CreateConversation { conv_id: conv(c), kind, creator, members: members.to_vec(), at_ms: 10 }
+    Command::CreateConversation {
+        conv_id: conv(c),
+        kind,
+        creator,
+        members: members.to_vec(),
+        at_ms: 10,
+    }
 }
 
 fn members(c: u8, actor: UserId, add: &[UserId], remove: &[UserId]) -> Command {
-    Command::ChangeMembers { conv_id: conv(c), actor, add: add.to_vec(), remove: remove.to_vec(), at_ms: 11 }
+    Command::ChangeMembers {
+        conv_id: conv(c),
+        actor,
+        add: add.to_vec(),
+        remove: remove.to_vec(),
+        at_ms: 11,
+    }
 }
 
 fn send_kind(c: u8, sender: UserId, cmid: u128, kind: MessageKind, body: &[u8]) -> Command {
@@ -81,25 +100,38 @@ fn send(c: u8, sender: UserId, cmid: u128, body: &str) -> Command {
 }
 
 fn appended(seq: u64) -> CommandResult {
-    CommandResult::Appended { seq, duplicate: false }
+    CommandResult::Appended {
+        seq,
+        duplicate: false,
+    }
 }
 
 #[tokio::test]
 async fn appends_get_dense_seqs_and_read_back_in_order() {
     let mut h = Harness::new(SmConfig::default());
-    h.run(create(1, ConversationKind::Group, ALICE, &[BOB])).await;
-    h.run(create(2, ConversationKind::Group, ALICE, &[BOB])).await;
+    h.run(create(1, ConversationKind::Group, ALICE, &[BOB]))
+        .await;
+    h.run(create(2, ConversationKind::Group, ALICE, &[BOB]))
+        .await;
     // Interleave two conversations in one batch: each keeps its own dense sequence.
     let mut cmds = Vec::new();
     for i in 0..10u128 {
-        cmds.push(send(1, if i % 2 == 0 { ALICE } else { BOB }, i, &format!("one {i}")));
+        cmds.push(send(
+            1,
+            if i % 2 == 0 { ALICE } else { BOB },
+            i,
+            &format!("one {i}"),
+        ));
         cmds.push(send(2, ALICE, 100 + i, &format!("two {i}")));
     }
     let results = h.run_all(cmds).await;
     let seqs: Vec<u64> = results
         .iter()
         .map(|r| match r {
-            CommandResult::Appended { seq, duplicate: false } => *seq,
+            CommandResult::Appended {
+                seq,
+                duplicate: false,
+            } => *seq,
             other => panic!("{other:?}"),
         })
         .collect();
@@ -108,12 +140,36 @@ async fn appends_get_dense_seqs_and_read_back_in_order() {
     let v = h.sm.view();
     assert_eq!(v.last_seq(&conv(1)).unwrap(), Some(10));
     let all = v.read_from(&conv(1), 1, 100).unwrap();
-    assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
     assert_eq!(all[3].body, b"one 3");
     assert_eq!(all[3].sender, BOB);
-    assert_eq!(v.read_from(&conv(1), 4, 3).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4, 5, 6]);
-    assert_eq!(v.read_before(&conv(1), 4, 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(v.read_before(&conv(1), 11, 2).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![9, 10]);
+    assert_eq!(
+        v.read_from(&conv(1), 4, 3)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        vec![4, 5, 6]
+    );
+    assert_eq!(
+        v.read_before(&conv(1), 4, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        v.read_before(&conv(1), 11, 2)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        vec![9, 10]
+    );
     assert!(v.read_from(&conv(1), 11, 10).unwrap().is_empty());
     assert_eq!(v.read_from(&conv(2), 1, 100).unwrap().len(), 10);
     assert_eq!(v.last_seq(&conv(9)).unwrap(), None);
@@ -121,62 +177,173 @@ async fn appends_get_dense_seqs_and_read_back_in_order() {
     // Subscribers resume by log index: entries 1-2 created conversations, 3.. appended.
     let events = v.events_after(0, 100).unwrap();
     assert_eq!(events.len(), 20);
-    assert_eq!(events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (3..=22).collect::<Vec<_>>());
+    assert_eq!(
+        events.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (3..=22).collect::<Vec<_>>()
+    );
     assert_eq!((events[2].1.conv_id, events[2].1.seq), (conv(1), 2));
     let resumed = v.events_after(10, 3).unwrap();
-    assert_eq!(resumed.iter().map(|(i, m)| (*i, m.seq)).collect::<Vec<_>>(), vec![(11, 5), (12, 5), (13, 6)]);
+    assert_eq!(
+        resumed.iter().map(|(i, m)| (*i, m.seq)).collect::<Vec<_>>(),
+        vec![(11, 5), (12, 5), (13, 6)]
+    );
 }
 
 #[tokio::test]
 async fn repeated_client_msg_id_returns_the_original_seq_and_stores_nothing() {
     let mut h = Harness::new(SmConfig::default());
-    h.run(create(1, ConversationKind::Group, ALICE, &[BOB])).await;
+    h.run(create(1, ConversationKind::Group, ALICE, &[BOB]))
+        .await;
     assert_eq!(h.run(send(1, ALICE, 77, "first")).await, appended(1));
     assert_eq!(h.run(send(1, BOB, 5, "bob")).await, appended(2));
     let state = h.state();
     // A retry, even with another body, is the same message.
-    assert_eq!(h.run(send(1, ALICE, 77, "first (retry)")).await, CommandResult::Appended { seq: 1, duplicate: true });
+    assert_eq!(
+        h.run(send(1, ALICE, 77, "first (retry)")).await,
+        CommandResult::Appended {
+            seq: 1,
+            duplicate: true
+        }
+    );
     assert_eq!(h.state(), state);
     // Retries inside one batch dedup against each other too.
-    let r = h.run_all(vec![send(1, ALICE, 78, "a"), send(1, ALICE, 78, "a")]).await;
-    assert_eq!(r, vec![appended(3), CommandResult::Appended { seq: 3, duplicate: true }]);
+    let r = h
+        .run_all(vec![send(1, ALICE, 78, "a"), send(1, ALICE, 78, "a")])
+        .await;
+    assert_eq!(
+        r,
+        vec![
+            appended(3),
+            CommandResult::Appended {
+                seq: 3,
+                duplicate: true
+            }
+        ]
+    );
     // The key is (sender, client_msg_id): another sender's same id is another message.
     assert_eq!(h.run(send(1, BOB, 77, "bob's 77")).await, appended(4));
-    assert_eq!(h.sm.view().read_from(&conv(1), 1, 10).unwrap()[0].body, b"first");
+    assert_eq!(
+        h.sm.view().read_from(&conv(1), 1, 10).unwrap()[0].body,
+        b"first"
+    );
     // Only first appends are events: a subscriber never sees a retry twice.
-    let seqs: Vec<u64> = h.sm.view().events_after(0, 100).unwrap().iter().map(|(_, m)| m.seq).collect();
+    let seqs: Vec<u64> =
+        h.sm.view()
+            .events_after(0, 100)
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.seq)
+            .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
 
 #[tokio::test]
 async fn rejections_have_stable_codes_and_change_nothing() {
-    let cfg = SmConfig { max_body_bytes: 32, max_group_members: 3 };
+    let cfg = SmConfig {
+        max_body_bytes: 32,
+        max_group_members: 3,
+    };
     let mut h = Harness::new(cfg);
-    h.run(create(1, ConversationKind::Direct, ALICE, &[BOB])).await;
-    h.run(create(2, ConversationKind::Group, ALICE, &[BOB])).await;
-    h.run(create(3, ConversationKind::Channel, ALICE, &[])).await;
+    h.run(create(1, ConversationKind::Direct, ALICE, &[BOB]))
+        .await;
+    h.run(create(2, ConversationKind::Group, ALICE, &[BOB]))
+        .await;
+    h.run(create(3, ConversationKind::Channel, ALICE, &[]))
+        .await;
     h.run(members(3, BOB, &[BOB], &[])).await;
     h.run(send(2, ALICE, 1, "hi")).await;
 
     let table: Vec<(&str, Command, ErrorCode)> = vec![
-        ("direct with one member", create(10, ConversationKind::Direct, ALICE, &[]), ErrorCode::InvalidMembers),
-        ("direct with three", create(10, ConversationKind::Direct, ALICE, &[BOB, CAROL]), ErrorCode::InvalidMembers),
-        ("group over the limit", create(10, ConversationKind::Group, ALICE, &[BOB, CAROL, DAVE]), ErrorCode::TooManyMembers),
-        ("id taken by another creator", create(2, ConversationKind::Group, BOB, &[]), ErrorCode::ConversationExists),
-        ("id taken with another kind", create(2, ConversationKind::Channel, ALICE, &[]), ErrorCode::ConversationExists),
-        ("append to unknown", send(9, ALICE, 1, "x"), ErrorCode::UnknownConversation),
-        ("non-member appends", send(2, CAROL, 1, "x"), ErrorCode::NotMember),
-        ("non-member in direct", send(1, CAROL, 1, "x"), ErrorCode::NotMember),
-        ("follower posts to channel", send(3, BOB, 1, "x"), ErrorCode::NotOwner),
-        ("body over the limit", send(2, ALICE, 2, &"x".repeat(33)), ErrorCode::MessageTooLarge),
-        ("text not utf-8", send_kind(2, ALICE, 3, MessageKind::Text, &[0xff, 0xfe]), ErrorCode::InvalidArgument),
-        ("change members of direct", members(1, ALICE, &[CAROL], &[]), ErrorCode::DirectImmutable),
-        ("change members of unknown", members(9, ALICE, &[CAROL], &[]), ErrorCode::UnknownConversation),
-        ("non-member adds", members(2, CAROL, &[CAROL], &[]), ErrorCode::NotMember),
-        ("member removes another", members(2, BOB, &[], &[ALICE]), ErrorCode::NotOwner),
-        ("group grows over the limit", members(2, BOB, &[CAROL, DAVE], &[]), ErrorCode::TooManyMembers),
-        ("follower adds another", members(3, BOB, &[CAROL], &[]), ErrorCode::NotOwner),
-        ("owner leaves channel", members(3, ALICE, &[], &[ALICE]), ErrorCode::InvalidMembers),
+        (
+            "direct with one member",
+            create(10, ConversationKind::Direct, ALICE, &[]),
+            ErrorCode::InvalidMembers,
+        ),
+        (
+            "direct with three",
+            create(10, ConversationKind::Direct, ALICE, &[BOB, CAROL]),
+            ErrorCode::InvalidMembers,
+        ),
+        (
+            "group over the limit",
+            create(10, ConversationKind::Group, ALICE, &[BOB, CAROL, DAVE]),
+            ErrorCode::TooManyMembers,
+        ),
+        (
+            "id taken by another creator",
+            create(2, ConversationKind::Group, BOB, &[]),
+            ErrorCode::ConversationExists,
+        ),
+        (
+            "id taken with another kind",
+            create(2, ConversationKind::Channel, ALICE, &[]),
+            ErrorCode::ConversationExists,
+        ),
+        (
+            "append to unknown",
+            send(9, ALICE, 1, "x"),
+            ErrorCode::UnknownConversation,
+        ),
+        (
+            "non-member appends",
+            send(2, CAROL, 1, "x"),
+            ErrorCode::NotMember,
+        ),
+        (
+            "non-member in direct",
+            send(1, CAROL, 1, "x"),
+            ErrorCode::NotMember,
+        ),
+        (
+            "follower posts to channel",
+            send(3, BOB, 1, "x"),
+            ErrorCode::NotOwner,
+        ),
+        (
+            "body over the limit",
+            send(2, ALICE, 2, &"x".repeat(33)),
+            ErrorCode::MessageTooLarge,
+        ),
+        (
+            "text not utf-8",
+            send_kind(2, ALICE, 3, MessageKind::Text, &[0xff, 0xfe]),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "change members of direct",
+            members(1, ALICE, &[CAROL], &[]),
+            ErrorCode::DirectImmutable,
+        ),
+        (
+            "change members of unknown",
+            members(9, ALICE, &[CAROL], &[]),
+            ErrorCode::UnknownConversation,
+        ),
+        (
+            "non-member adds",
+            members(2, CAROL, &[CAROL], &[]),
+            ErrorCode::NotMember,
+        ),
+        (
+            "member removes another",
+            members(2, BOB, &[], &[ALICE]),
+            ErrorCode::NotOwner,
+        ),
+        (
+            "group grows over the limit",
+            members(2, BOB, &[CAROL, DAVE], &[]),
+            ErrorCode::TooManyMembers,
+        ),
+        (
+            "follower adds another",
+            members(3, BOB, &[CAROL], &[]),
+            ErrorCode::NotOwner,
+        ),
+        (
+            "owner leaves channel",
+            members(3, ALICE, &[], &[ALICE]),
+            ErrorCode::InvalidMembers,
+        ),
     ];
     for (name, cmd, code) in table {
         let before = h.state();
@@ -192,43 +359,111 @@ async fn rejections_have_stable_codes_and_change_nothing() {
 async fn membership_rules_for_each_kind() {
     let mut h = Harness::new(SmConfig::default());
     // Creating twice is an idempotent retry.
-    assert_eq!(h.run(create(2, ConversationKind::Group, ALICE, &[BOB])).await, CommandResult::Created { conv_id: conv(2), existed: false });
-    assert_eq!(h.run(create(2, ConversationKind::Group, ALICE, &[BOB])).await, CommandResult::Created { conv_id: conv(2), existed: true });
+    assert_eq!(
+        h.run(create(2, ConversationKind::Group, ALICE, &[BOB]))
+            .await,
+        CommandResult::Created {
+            conv_id: conv(2),
+            existed: false
+        }
+    );
+    assert_eq!(
+        h.run(create(2, ConversationKind::Group, ALICE, &[BOB]))
+            .await,
+        CommandResult::Created {
+            conv_id: conv(2),
+            existed: true
+        }
+    );
     let v = h.sm.view();
     assert_eq!(v.conversation(&conv(2)).unwrap().unwrap().member_count, 2);
 
     // A member adds someone; the new member may then write; a member leaves and may not.
-    assert_eq!(h.run(members(2, BOB, &[CAROL], &[])).await, CommandResult::MembersChanged { member_count: 3 });
+    assert_eq!(
+        h.run(members(2, BOB, &[CAROL], &[])).await,
+        CommandResult::MembersChanged { member_count: 3 }
+    );
     assert_eq!(h.run(send(2, CAROL, 1, "hello")).await, appended(1));
-    assert_eq!(h.run(members(2, BOB, &[], &[BOB])).await, CommandResult::MembersChanged { member_count: 2 });
-    assert!(matches!(h.run(send(2, BOB, 2, "still here?")).await, CommandResult::Rejected(r) if r.code == ErrorCode::NotMember));
+    assert_eq!(
+        h.run(members(2, BOB, &[], &[BOB])).await,
+        CommandResult::MembersChanged { member_count: 2 }
+    );
+    assert!(
+        matches!(h.run(send(2, BOB, 2, "still here?")).await, CommandResult::Rejected(r) if r.code == ErrorCode::NotMember)
+    );
     // The owner removes others; adding an existing member changes nothing.
-    assert_eq!(h.run(members(2, ALICE, &[CAROL], &[])).await, CommandResult::MembersChanged { member_count: 2 });
-    assert_eq!(h.run(members(2, ALICE, &[], &[CAROL])).await, CommandResult::MembersChanged { member_count: 1 });
-    assert_eq!(v.members(&conv(2)).unwrap(), vec![(ALICE, layout::Role::Owner)]);
+    assert_eq!(
+        h.run(members(2, ALICE, &[CAROL], &[])).await,
+        CommandResult::MembersChanged { member_count: 2 }
+    );
+    assert_eq!(
+        h.run(members(2, ALICE, &[], &[CAROL])).await,
+        CommandResult::MembersChanged { member_count: 1 }
+    );
+    assert_eq!(
+        v.members(&conv(2)).unwrap(),
+        vec![(ALICE, layout::Role::Owner)]
+    );
 
     // Channels: people follow and unfollow themselves; the owner posts and may remove anyone.
-    h.run(create(3, ConversationKind::Channel, ALICE, &[])).await;
-    assert_eq!(h.run(members(3, BOB, &[BOB], &[])).await, CommandResult::MembersChanged { member_count: 2 });
-    assert_eq!(h.run(members(3, CAROL, &[CAROL], &[])).await, CommandResult::MembersChanged { member_count: 3 });
+    h.run(create(3, ConversationKind::Channel, ALICE, &[]))
+        .await;
+    assert_eq!(
+        h.run(members(3, BOB, &[BOB], &[])).await,
+        CommandResult::MembersChanged { member_count: 2 }
+    );
+    assert_eq!(
+        h.run(members(3, CAROL, &[CAROL], &[])).await,
+        CommandResult::MembersChanged { member_count: 3 }
+    );
     assert_eq!(h.run(send(3, ALICE, 1, "post")).await, appended(1));
-    assert_eq!(h.run(members(3, CAROL, &[], &[CAROL])).await, CommandResult::MembersChanged { member_count: 2 });
-    assert_eq!(h.run(members(3, ALICE, &[], &[BOB])).await, CommandResult::MembersChanged { member_count: 1 });
+    assert_eq!(
+        h.run(members(3, CAROL, &[], &[CAROL])).await,
+        CommandResult::MembersChanged { member_count: 2 }
+    );
+    assert_eq!(
+        h.run(members(3, ALICE, &[], &[BOB])).await,
+        CommandResult::MembersChanged { member_count: 1 }
+    );
     assert_eq!(v.role(&conv(3), &BOB).unwrap(), None);
     assert_eq!(v.role(&conv(3), &ALICE).unwrap(), Some(layout::Role::Owner));
 
     // Sealed (secret chat) bodies are opaque bytes.
-    h.run(create(1, ConversationKind::Direct, ALICE, &[BOB])).await;
-    assert_eq!(h.run(send_kind(1, BOB, 1, MessageKind::Sealed, &[0xff, 0x00, 0xfe])).await, appended(1));
+    h.run(create(1, ConversationKind::Direct, ALICE, &[BOB]))
+        .await;
+    assert_eq!(
+        h.run(send_kind(
+            1,
+            BOB,
+            1,
+            MessageKind::Sealed,
+            &[0xff, 0x00, 0xfe]
+        ))
+        .await,
+        appended(1)
+    );
 }
 
 #[tokio::test]
 async fn read_cursors_only_move_forward() {
     let mut h = Harness::new(SmConfig::default());
-    let cursor = |seq| Command::MoveCursor { user: BOB, conv_id: conv(1), seq };
-    assert_eq!(h.run(cursor(5)).await, CommandResult::CursorMoved { seq: 5 });
-    assert_eq!(h.run(cursor(3)).await, CommandResult::CursorMoved { seq: 5 });
-    assert_eq!(h.run(cursor(9)).await, CommandResult::CursorMoved { seq: 9 });
+    let cursor = |seq| Command::MoveCursor {
+        user: BOB,
+        conv_id: conv(1),
+        seq,
+    };
+    assert_eq!(
+        h.run(cursor(5)).await,
+        CommandResult::CursorMoved { seq: 5 }
+    );
+    assert_eq!(
+        h.run(cursor(3)).await,
+        CommandResult::CursorMoved { seq: 5 }
+    );
+    assert_eq!(
+        h.run(cursor(9)).await,
+        CommandResult::CursorMoved { seq: 9 }
+    );
     assert_eq!(h.sm.view().cursor(&BOB, &conv(1)).unwrap(), 9);
     assert_eq!(h.sm.view().cursor(&ALICE, &conv(1)).unwrap(), 0);
 }
@@ -250,7 +485,11 @@ fn workload() -> Vec<Command> {
         }
         if i % 50 == 0 {
             cmds.push(send(3, DAVE, i, "channel post"));
-            cmds.push(Command::MoveCursor { user: ALICE, conv_id: conv(2), seq: i as u64 });
+            cmds.push(Command::MoveCursor {
+                user: ALICE,
+                conv_id: conv(2),
+                seq: i as u64,
+            });
         }
     }
     cmds.push(members(2, CAROL, &[], &[CAROL]));
@@ -278,11 +517,22 @@ async fn the_same_log_gives_the_same_state_on_every_replica() {
 async fn snapshot_round_trip_equals_the_live_state() {
     let mut leader = Harness::new(SmConfig::default());
     leader.run_all(workload()).await;
-    let snap = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(leader.next_index - 1));
+    let snap = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(
+        snap.meta.last_log_id.map(|l| l.index),
+        Some(leader.next_index - 1)
+    );
 
     let mut follower = Harness::new(SmConfig::default());
-    follower.run(create(7, ConversationKind::Group, BOB, &[])).await; // state the snapshot replaces
+    follower
+        .run(create(7, ConversationKind::Group, BOB, &[]))
+        .await; // state the snapshot replaces
     let mut buf = follower.sm.begin_receiving_snapshot().await.unwrap();
     *buf = *snap.snapshot;
     follower.sm.install_snapshot(&snap.meta, buf).await.unwrap();
@@ -291,7 +541,10 @@ async fn snapshot_round_trip_equals_the_live_state() {
     assert_eq!(follower.sm.applied().unwrap(), leader.sm.applied().unwrap());
     let (fv, lv) = (follower.sm.view(), leader.sm.view());
     assert!(fv.conversation(&conv(7)).unwrap().is_none());
-    assert_eq!(fv.read_from(&conv(2), 1, 1000).unwrap(), lv.read_from(&conv(2), 1, 1000).unwrap());
+    assert_eq!(
+        fv.read_from(&conv(2), 1, 1000).unwrap(),
+        lv.read_from(&conv(2), 1, 1000).unwrap()
+    );
     assert_eq!(fv.cursor(&ALICE, &conv(2)).unwrap(), 150);
     let current = follower.sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
@@ -299,6 +552,9 @@ async fn snapshot_round_trip_equals_the_live_state() {
     // Both go on identically from there.
     follower.next_index = leader.next_index;
     let next = vec![send(2, ALICE, 5000, "after the snapshot")];
-    assert_eq!(leader.run_all(next.clone()).await, follower.run_all(next).await);
+    assert_eq!(
+        leader.run_all(next.clone()).await,
+        follower.run_all(next).await
+    );
     assert_eq!(follower.state(), leader.state());
 }

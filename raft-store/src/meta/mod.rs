@@ -44,7 +44,10 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     pub fn sm_config(&self) -> crate::SmConfig {
-        crate::SmConfig { max_body_bytes: self.max_body_bytes as usize, max_group_members: self.max_group_members }
+        crate::SmConfig {
+            max_body_bytes: self.max_body_bytes as usize,
+            max_group_members: self.max_group_members,
+        }
     }
 }
 
@@ -106,7 +109,11 @@ pub struct SigningKey {
 /// Key material never reaches logs.
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SigningKey({}, created {}, retired {:?})", self.kid, self.created_at_ms, self.retired_at_ms)
+        write!(
+            f,
+            "SigningKey({}, created {}, retired {:?})",
+            self.kid, self.created_at_ms, self.retired_at_ms
+        )
     }
 }
 
@@ -114,16 +121,31 @@ impl std::fmt::Debug for SigningKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
     /// Sets the configuration, the first nodes and the initial shard map, once.
-    Init { config: ClusterConfig, nodes: Vec<NodeRecord>, shards: Vec<ShardRecord> },
+    Init {
+        config: ClusterConfig,
+        nodes: Vec<NodeRecord>,
+        shards: Vec<ShardRecord>,
+    },
     /// Adds a node, or updates the addresses of a known one (keeping its state).
     RegisterNode(NodeRecord),
-    SetNodeState { node_id: NodeId, state: NodeState },
+    SetNodeState {
+        node_id: NodeId,
+        state: NodeState,
+    },
     /// Replaces a shard's replicas if its epoch is still `expected_epoch`.
-    SetReplicas { shard: u32, voters: Vec<NodeId>, learners: Vec<NodeId>, expected_epoch: u64 },
+    SetReplicas {
+        shard: u32,
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+        expected_epoch: u64,
+    },
     /// Adds a signing key (idempotent for the same key id and material).
     AddSigningKey(SigningKey),
     /// Stops a key from signing new tokens.
-    RetireSigningKey { kid: String, at_ms: u64 },
+    RetireSigningKey {
+        kid: String,
+        at_ms: u64,
+    },
 }
 
 #[cfg(test)]

@@ -39,8 +39,15 @@ impl MetaView {
         Self { store, group }
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>> {
-        self.store.get(self.group, CF_SM, key)?.map(|v| decode(self.group, key, what, &v)).transpose()
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        self.store
+            .get(self.group, CF_SM, key)?
+            .map(|v| decode(self.group, key, what, &v))
+            .transpose()
     }
 
     fn list<T: serde::de::DeserializeOwned>(&self, tag: u8, what: &'static str) -> Result<Vec<T>> {
@@ -56,7 +63,9 @@ impl MetaView {
     }
 
     pub fn version(&self) -> Result<u64> {
-        Ok(self.get(&version_key(self.group), "map version")?.unwrap_or(0))
+        Ok(self
+            .get(&version_key(self.group), "map version")?
+            .unwrap_or(0))
     }
 
     /// The whole meta state at one version. Every change bumps the version in the same atomic

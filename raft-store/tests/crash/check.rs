@@ -55,7 +55,12 @@ impl History {
         }
         for &r in reports {
             match r {
-                Report::Append { group, first, last, term } => {
+                Report::Append {
+                    group,
+                    first,
+                    last,
+                    term,
+                } => {
                     let g = self.group_mut(group)?;
                     // Each group's task waits for one append before it starts the next.
                     ensure!(
@@ -70,7 +75,10 @@ impl History {
                     let Some((first, pending_last, term)) = g.in_flight.take() else {
                         bail!("group {group}: ACK {last} with no APPEND in flight");
                     };
-                    ensure!(last == pending_last, "group {group}: ACK {last} for APPEND {first}..={pending_last}");
+                    ensure!(
+                        last == pending_last,
+                        "group {group}: ACK {last} for APPEND {first}..={pending_last}"
+                    );
                     for index in first..=last {
                         // The next child continues after the last entry the store has, which
                         // includes every acknowledged one, so no index is written twice.
@@ -112,7 +120,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "group {}: {}: {}", self.group, self.property, self.detail)
+        write!(
+            f,
+            "group {}: {}: {}",
+            self.group, self.property, self.detail
+        )
     }
 }
 
@@ -129,9 +141,12 @@ pub struct Observed {
 
 /// Opens the store at `dir`, checks every group against `history`, closes the store again,
 /// and remembers what it showed for the next round.
-pub fn check_store(dir: &Path, history: &mut History) -> anyhow::Result<(Vec<Violation>, Observed)> {
-    let store =
-        Store::open(dir, StoreOptions::default()).with_context(|| format!("reopen the store at {}", dir.display()))?;
+pub fn check_store(
+    dir: &Path,
+    history: &mut History,
+) -> anyhow::Result<(Vec<Violation>, Observed)> {
+    let store = Store::open(dir, StoreOptions::default())
+        .with_context(|| format!("reopen the store at {}", dir.display()))?;
     let mut violations = Vec::new();
     let mut observed = Observed::default();
     for group in GROUPS {
@@ -139,7 +154,11 @@ pub fn check_store(dir: &Path, history: &mut History) -> anyhow::Result<(Vec<Vio
         let state = match GroupState::read(&store.log_store(group)) {
             Ok(state) => state,
             Err(e) => {
-                violations.push(Violation { group, property: "readable", detail: format!("{e:#}") });
+                violations.push(Violation {
+                    group,
+                    property: "readable",
+                    detail: format!("{e:#}"),
+                });
                 continue;
             }
         };
@@ -152,9 +171,17 @@ pub fn check_store(dir: &Path, history: &mut History) -> anyhow::Result<(Vec<Vio
             ("atomic appends", atomic_in_flight_append(&state, h)),
         ] {
             let more = found.len().saturating_sub(MAX_LISTED);
-            violations.extend(found.into_iter().take(MAX_LISTED).map(|detail| Violation { group, property, detail }));
+            violations.extend(found.into_iter().take(MAX_LISTED).map(|detail| Violation {
+                group,
+                property,
+                detail,
+            }));
             if more > 0 {
-                violations.push(Violation { group, property, detail: format!("... and {more} more") });
+                violations.push(Violation {
+                    group,
+                    property,
+                    detail: format!("... and {more} more"),
+                });
             }
         }
         let last = state.entries.last().map(|e| e.log_id.index);
@@ -167,7 +194,10 @@ pub fn check_store(dir: &Path, history: &mut History) -> anyhow::Result<(Vec<Vio
         observed.max_unacked_tail = observed.max_unacked_tail.max(tail);
         if let Some((first, _, term)) = h.in_flight {
             observed.in_flight += 1;
-            if state.find(first).is_some_and(|e| e.log_id.leader_id.term == term) {
+            if state
+                .find(first)
+                .is_some_and(|e| e.log_id.leader_id.term == term)
+            {
                 observed.in_flight_landed += 1;
             }
         }
@@ -180,7 +210,10 @@ pub fn check_store(dir: &Path, history: &mut History) -> anyhow::Result<(Vec<Vio
     }
     // Every LogStore made above is gone; this is the last reference, so the store closes here
     // and the next child can take the RocksDB lock.
-    ensure!(std::sync::Arc::strong_count(&store) == 1, "something still holds the store open");
+    ensure!(
+        std::sync::Arc::strong_count(&store) == 1,
+        "something still holds the store open"
+    );
     drop(store);
     Ok((violations, observed))
 }
@@ -196,9 +229,16 @@ struct GroupState {
 impl GroupState {
     fn read(log: &LogStore) -> anyhow::Result<Self> {
         let (purged, last) = log.log_state().context("log_state")?;
-        let entries = log.read_entries(0, u64::MAX).context("read_entries(0, u64::MAX)")?;
+        let entries = log
+            .read_entries(0, u64::MAX)
+            .context("read_entries(0, u64::MAX)")?;
         let vote_term = log.vote().context("vote")?.map(|v| v.leader_id.get_term());
-        Ok(Self { purged, last, entries, vote_term })
+        Ok(Self {
+            purged,
+            last,
+            entries,
+            vote_term,
+        })
     }
 
     fn find(&self, index: u64) -> Option<&Entry> {
@@ -215,7 +255,9 @@ fn no_lost_entry(state: &GroupState, h: &GroupHistory) -> Vec<String> {
     let mut out = Vec::new();
     for (&index, &term) in &h.acked {
         match state.find(index) {
-            None => out.push(format!("acknowledged entry {index} (term {term}) is missing")),
+            None => out.push(format!(
+                "acknowledged entry {index} (term {term}) is missing"
+            )),
             Some(e) if e.log_id.leader_id.term != term => out.push(format!(
                 "acknowledged entry {index} was written in term {term}, now has term {}",
                 e.log_id.leader_id.term
@@ -226,7 +268,9 @@ fn no_lost_entry(state: &GroupState, h: &GroupHistory) -> Vec<String> {
     if let Some(shown) = h.shown_last {
         let last = state.entries.last().map(|e| e.log_id.index);
         if last < Some(shown) {
-            out.push(format!("the previous reopen showed entries up to {shown}, now the log ends at {last:?}"));
+            out.push(format!(
+                "the previous reopen showed entries up to {shown}, now the log ends at {last:?}"
+            ));
         }
     }
     out
@@ -236,10 +280,16 @@ fn no_lost_entry(state: &GroupState, h: &GroupHistory) -> Vec<String> {
 fn no_lost_vote(state: &GroupState, h: &GroupHistory) -> Vec<String> {
     let mut out = Vec::new();
     if state.vote_term < h.acked_vote {
-        out.push(format!("vote {:?} was acknowledged, the store has {:?}", h.acked_vote, state.vote_term));
+        out.push(format!(
+            "vote {:?} was acknowledged, the store has {:?}",
+            h.acked_vote, state.vote_term
+        ));
     }
     if state.vote_term < h.shown_vote {
-        out.push(format!("the previous reopen showed vote {:?}, the store has {:?}", h.shown_vote, state.vote_term));
+        out.push(format!(
+            "the previous reopen showed vote {:?}, the store has {:?}",
+            h.shown_vote, state.vote_term
+        ));
     }
     out
 }
@@ -249,17 +299,25 @@ fn no_lost_vote(state: &GroupState, h: &GroupHistory) -> Vec<String> {
 fn contiguous(state: &GroupState) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = state.purged {
-        out.push(format!("nothing was purged, yet log_state reports purged {p}"));
+        out.push(format!(
+            "nothing was purged, yet log_state reports purged {p}"
+        ));
     }
     for (pos, e) in state.entries.iter().enumerate() {
         if e.log_id.index != pos as u64 {
-            out.push(format!("entry at position {pos} has index {} (a hole or a reordering)", e.log_id.index));
+            out.push(format!(
+                "entry at position {pos} has index {} (a hole or a reordering)",
+                e.log_id.index
+            ));
             break;
         }
     }
     let read_last = state.entries.last().map(|e| e.log_id);
     if state.last != read_last {
-        out.push(format!("log_state says the last log id is {:?}, reading ends at {read_last:?}", state.last));
+        out.push(format!(
+            "log_state says the last log id is {:?}, reading ends at {read_last:?}",
+            state.last
+        ));
     }
     out
 }
@@ -278,10 +336,15 @@ fn intact(group: u64, state: &GroupState) -> Vec<String> {
             out.push(format!("entry {index} (term {term}) has a payload other than the one written at that index"));
         }
         if term < prev_term {
-            out.push(format!("entry {index} has term {term}, after an entry of term {prev_term}"));
+            out.push(format!(
+                "entry {index} has term {term}, after an entry of term {prev_term}"
+            ));
         }
         if Some(term) > state.vote_term {
-            out.push(format!("entry {index} has term {term}, above the stored vote {:?}", state.vote_term));
+            out.push(format!(
+                "entry {index} has term {term}, above the stored vote {:?}",
+                state.vote_term
+            ));
         }
         prev_term = term;
     }
@@ -291,8 +354,16 @@ fn intact(group: u64, state: &GroupState) -> Vec<String> {
 /// The append in flight at the kill landed whole or not at all: one call to `append_durable`
 /// is one write batch, so a reopen must never show part of it.
 fn atomic_in_flight_append(state: &GroupState, h: &GroupHistory) -> Vec<String> {
-    let Some((first, last, term)) = h.in_flight else { return Vec::new() };
-    let landed = (first..=last).filter(|&i| state.find(i).is_some_and(|e| e.log_id.leader_id.term == term)).count();
+    let Some((first, last, term)) = h.in_flight else {
+        return Vec::new();
+    };
+    let landed = (first..=last)
+        .filter(|&i| {
+            state
+                .find(i)
+                .is_some_and(|e| e.log_id.leader_id.term == term)
+        })
+        .count();
     let len = (last - first + 1) as usize;
     if landed == 0 || landed == len {
         Vec::new()

@@ -36,8 +36,10 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
         // that line so that every report starts a line of its own.
         write_line("\n");
         let deadline = Instant::now() + MAX_LIFETIME;
-        let tasks: Vec<_> =
-            GROUPS.iter().map(|&group| tokio::spawn(append_until(store.log_store(group), deadline))).collect();
+        let tasks: Vec<_> = GROUPS
+            .iter()
+            .map(|&group| tokio::spawn(append_until(store.log_store(group), deadline)))
+            .collect();
         for task in tasks {
             task.await.context("join an append task")??;
         }
@@ -51,9 +53,13 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
 /// can be lost) throughout the run, not only at startup.
 async fn append_until(mut log: LogStore, deadline: Instant) -> anyhow::Result<()> {
     let group = log.group();
-    let (_, last) = log.log_state().with_context(|| format!("read the log state of group {group}"))?;
-    let voted =
-        log.vote().with_context(|| format!("read the vote of group {group}"))?.map_or(0, |v| v.leader_id.get_term());
+    let (_, last) = log
+        .log_state()
+        .with_context(|| format!("read the log state of group {group}"))?;
+    let voted = log
+        .vote()
+        .with_context(|| format!("read the vote of group {group}"))?
+        .map_or(0, |v| v.leader_id.get_term());
     let mut next = last.map_or(0, |id| id.index + 1);
     let mut term = voted.max(last.map_or(0, |id| id.leader_id.term));
     let mut left_in_term = 0;
@@ -68,7 +74,12 @@ async fn append_until(mut log: LogStore, deadline: Instant) -> anyhow::Result<()
         }
         let count = rand::rng().random_range(1..=MAX_BATCH).min(left_in_term);
         let last = next + count - 1;
-        report(Report::Append { group, first: next, last, term });
+        report(Report::Append {
+            group,
+            first: next,
+            last,
+            term,
+        });
         let appended = log
             .append_durable((next..=last).map(|index| entry(group, term, index)))
             .await
@@ -109,11 +120,18 @@ fn die_with_parent() -> anyhow::Result<()> {
         // SAFETY: PR_SET_PDEATHSIG only sets which signal this process gets when its parent
         // exits; it touches no memory.
         let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        ensure!(rc == 0, "prctl(PR_SET_PDEATHSIG): {}", std::io::Error::last_os_error());
+        ensure!(
+            rc == 0,
+            "prctl(PR_SET_PDEATHSIG): {}",
+            std::io::Error::last_os_error()
+        );
     }
     // The parent may have died before the prctl took effect, and then nothing will kill us.
     // SAFETY: getppid has no preconditions.
     let actual = unsafe { libc::getppid() };
-    ensure!(actual == parent, "the parent test process {parent} is gone (our parent is now {actual})");
+    ensure!(
+        actual == parent,
+        "the parent test process {parent} is gone (our parent is now {actual})"
+    );
     Ok(())
 }

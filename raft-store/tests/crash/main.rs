@@ -46,7 +46,9 @@ const CHILD_TEST: &str = "child_process_appender";
 #[test]
 #[ignore = "runs only as the child process of sigkill_loses_no_acknowledged_entry"]
 fn child_process_appender() {
-    let Some(dir) = std::env::var_os(child::DIR_ENV) else { return };
+    let Some(dir) = std::env::var_os(child::DIR_ENV) else {
+        return;
+    };
     if let Err(e) = child::run(Path::new(&dir)) {
         panic!("crash child: {e:#}");
     }
@@ -71,20 +73,24 @@ fn sigkill_loses_no_acknowledged_entry() -> anyhow::Result<()> {
         let kill_at = if round % EARLY_KILL_EVERY == EARLY_KILL_EVERY - 1 {
             KillAt::AfterSpawn(rand::rng().random_range(Duration::ZERO..=time_to_first_ack))
         } else {
-            KillAt::AfterFirstAck(Duration::from_millis(rand::rng().random_range(KILL_DELAY_MS)))
+            KillAt::AfterFirstAck(Duration::from_millis(
+                rand::rng().random_range(KILL_DELAY_MS),
+            ))
         };
-        let run = run_child_until_killed(dir.path(), kill_at).with_context(|| format!("round {round}"))?;
+        let run = run_child_until_killed(dir.path(), kill_at)
+            .with_context(|| format!("round {round}"))?;
         if let Some(t) = run.time_to_first_ack {
             time_to_first_ack = t;
         }
-        let stats =
-            history.record_round(&run.reports).with_context(|| format!("round {round}: read the child's reports"))?;
+        let stats = history
+            .record_round(&run.reports)
+            .with_context(|| format!("round {round}: read the child's reports"))?;
         acked_votes += stats.acked_votes;
         if stats.acked_entries > 0 {
             rounds_with_acks += 1;
         }
-        let (violations, observed) =
-            check::check_store(dir.path(), &mut history).with_context(|| format!("round {round}: check the store"))?;
+        let (violations, observed) = check::check_store(dir.path(), &mut history)
+            .with_context(|| format!("round {round}: check the store"))?;
         if !violations.is_empty() {
             let listed: Vec<String> = violations.iter().map(|v| format!("  {v}")).collect();
             panic!(
@@ -99,7 +105,10 @@ fn sigkill_loses_no_acknowledged_entry() -> anyhow::Result<()> {
     }
     // A child that never gets anything acknowledged would pass every check above vacuously.
     let waited_for_ack = KILLS - KILLS / EARLY_KILL_EVERY;
-    assert!(rounds_with_acks >= waited_for_ack, "only {rounds_with_acks} of {KILLS} rounds acknowledged anything");
+    assert!(
+        rounds_with_acks >= waited_for_ack,
+        "only {rounds_with_acks} of {KILLS} rounds acknowledged anything"
+    );
     println!(
         "crash: kills={KILLS} groups={} acked_entries={} acked_votes={acked_votes} max_unacked_tail={max_unacked_tail} \
          in_flight_landed={in_flight_landed}/{in_flight} elapsed={:.1}s",
@@ -139,7 +148,13 @@ fn run_child_until_killed(dir: &Path, kill_at: KillAt) -> anyhow::Result<ChildRu
     let spawned = Instant::now();
     let mut child = KillOnDrop(Some(
         Command::new(exe)
-            .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                CHILD_TEST,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(child::DIR_ENV, dir)
             .env(child::PARENT_PID_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
@@ -148,7 +163,11 @@ fn run_child_until_killed(dir: &Path, kill_at: KillAt) -> anyhow::Result<ChildRu
             .spawn()
             .context("spawn the child")?,
     ));
-    let stdout = child.0.as_mut().and_then(|c| c.stdout.take()).expect("stdout was piped");
+    let stdout = child
+        .0
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("stdout was piped");
     let (tx, lines) = mpsc::channel();
     let reader = thread::spawn(move || read_lines(stdout, tx));
 
@@ -165,7 +184,10 @@ fn run_child_until_killed(dir: &Path, kill_at: KillAt) -> anyhow::Result<ChildRu
     let status = child.kill_and_wait().context("kill the child")?;
     // The child is dead, so its stdout is at end of file once the pipe is drained: every line
     // it managed to print is read now, including those printed just before the kill.
-    reader.join().expect("the reader thread does not panic").context("read the child's stdout")?;
+    reader
+        .join()
+        .expect("the reader thread does not panic")
+        .context("read the child's stdout")?;
     received.extend(lines.try_iter());
 
     let mut reports = Vec::new();
@@ -178,9 +200,15 @@ fn run_child_until_killed(dir: &Path, kill_at: KillAt) -> anyhow::Result<ChildRu
         }
     }
     if status.signal() != Some(libc::SIGKILL) {
-        bail!("the child ended by itself ({status}) before the kill; it printed:\n{}", other.join("\n"));
+        bail!(
+            "the child ended by itself ({status}) before the kill; it printed:\n{}",
+            other.join("\n")
+        );
     }
-    Ok(ChildRun { reports, time_to_first_ack })
+    Ok(ChildRun {
+        reports,
+        time_to_first_ack,
+    })
 }
 
 fn wait_for_first_ack(lines: &Receiver<Line>, received: &mut Vec<Line>) -> anyhow::Result<()> {
@@ -188,7 +216,9 @@ fn wait_for_first_ack(lines: &Receiver<Line>, received: &mut Vec<Line>) -> anyho
     loop {
         let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => bail!("no acknowledgement within {FIRST_ACK_TIMEOUT:?}"),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("no acknowledgement within {FIRST_ACK_TIMEOUT:?}")
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 let said: Vec<&str> = received
                     .iter()
@@ -197,7 +227,10 @@ fn wait_for_first_ack(lines: &Receiver<Line>, received: &mut Vec<Line>) -> anyho
                         _ => None,
                     })
                     .collect();
-                bail!("the child closed its stdout before any acknowledgement; it printed:\n{}", said.join("\n"));
+                bail!(
+                    "the child closed its stdout before any acknowledgement; it printed:\n{}",
+                    said.join("\n")
+                );
             }
         };
         let is_ack = matches!(line, Line::Report(Report::Ack { .. }));

@@ -75,7 +75,12 @@ fn splitmix64(x: u64) -> u64 {
 pub enum Report {
     /// `APPEND <group> <first> <last> <term>`: printed just before appending entries
     /// `first..=last` of `term`; the append may or may not land.
-    Append { group: u64, first: u64, last: u64, term: u64 },
+    Append {
+        group: u64,
+        first: u64,
+        last: u64,
+        term: u64,
+    },
     /// `ACK <group> <last>`: the store said the append ending at `last` is durable.
     Ack { group: u64, last: u64 },
     /// `VOTE <group> <term>`: the store said a vote of `term` is durable.
@@ -86,7 +91,12 @@ impl Report {
     /// The line for this report, newline included.
     pub fn line(&self) -> String {
         match self {
-            Report::Append { group, first, last, term } => format!("APPEND {group} {first} {last} {term}\n"),
+            Report::Append {
+                group,
+                first,
+                last,
+                term,
+            } => format!("APPEND {group} {first} {last} {term}\n"),
             Report::Ack { group, last } => format!("ACK {group} {last}\n"),
             Report::Vote { group, term } => format!("VOTE {group} {term}\n"),
         }
@@ -103,7 +113,12 @@ impl Report {
         }
         let nums: Result<Vec<u64>, _> = words.map(str::parse::<u64>).collect();
         let report = match (kind, nums.as_deref()) {
-            ("APPEND", Ok(&[group, first, last, term])) if first <= last => Report::Append { group, first, last, term },
+            ("APPEND", Ok(&[group, first, last, term])) if first <= last => Report::Append {
+                group,
+                first,
+                last,
+                term,
+            },
             ("ACK", Ok(&[group, last])) => Report::Ack { group, last },
             ("VOTE", Ok(&[group, term])) => Report::Vote { group, term },
             _ => return Some(Err(format!("malformed report line {line:?}"))),
@@ -115,9 +130,20 @@ impl Report {
 #[test]
 fn reports_round_trip_and_bodies_differ() {
     let reports = [
-        Report::Append { group: u64::MAX - 1, first: 5, last: 9, term: 3 },
-        Report::Ack { group: u64::MAX - 1, last: 9 },
-        Report::Vote { group: 1000, term: 12 },
+        Report::Append {
+            group: u64::MAX - 1,
+            first: 5,
+            last: 9,
+            term: 3,
+        },
+        Report::Ack {
+            group: u64::MAX - 1,
+            last: 9,
+        },
+        Report::Vote {
+            group: 1000,
+            term: 12,
+        },
     ];
     for r in reports {
         let line = r.line();

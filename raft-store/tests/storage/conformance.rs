@@ -7,7 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bongsu_raft_store::{LogStore, SmConfig, StateMachineStore, StorageError, Store, StoreOptions, TypeConfig};
+use bongsu_raft_store::{
+    LogStore, SmConfig, StateMachineStore, StorageError, Store, StoreOptions, TypeConfig,
+};
 use openraft::testing::{StoreBuilder, Suite};
 
 use crate::support::entries;
@@ -20,7 +22,11 @@ struct SharedStoreBuilder {
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for SharedStoreBuilder {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError> {
         let g = self.next_group.fetch_add(1, Ordering::Relaxed);
-        Ok(((), self.store.log_store(g), self.store.state_machine(g, SmConfig::default())))
+        Ok((
+            (),
+            self.store.log_store(g),
+            self.store.state_machine(g, SmConfig::default()),
+        ))
     }
 }
 
@@ -33,22 +39,35 @@ fn openraft_suite_passes_for_two_groups_sharing_one_rocksdb() {
     const BYSTANDER: u64 = 500_000;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bystander = store.log_store(BYSTANDER);
-    rt.block_on(bystander.append_durable(entries(BYSTANDER, 20))).unwrap();
+    rt.block_on(bystander.append_durable(entries(BYSTANDER, 20)))
+        .unwrap();
     let before = bystander.read_entries(0, u64::MAX).unwrap();
 
     let suites: Vec<_> = [1u64, 1_000_000]
         .into_iter()
         .map(|first_group| {
-            let builder = SharedStoreBuilder { store: store.clone(), next_group: AtomicU64::new(first_group) };
+            let builder = SharedStoreBuilder {
+                store: store.clone(),
+                next_group: AtomicU64::new(first_group),
+            };
             std::thread::spawn(move || Suite::test_all(builder).map_err(|e| e.to_string()))
         })
         .collect();
     for s in suites {
-        s.join().expect("suite thread panicked").expect("openraft storage suite failed");
+        s.join()
+            .expect("suite thread panicked")
+            .expect("openraft storage suite failed");
     }
 
-    assert_eq!(bystander.read_entries(0, u64::MAX).unwrap(), before, "another group's log changed");
+    assert_eq!(
+        bystander.read_entries(0, u64::MAX).unwrap(),
+        before,
+        "another group's log changed"
+    );
     let groups = store.groups().unwrap();
     assert!(groups.contains(&BYSTANDER));
-    assert!(groups.iter().any(|g| *g >= 1_000_000), "second suite wrote no group: {groups:?}");
+    assert!(
+        groups.iter().any(|g| *g >= 1_000_000),
+        "second suite wrote no group: {groups:?}"
+    );
 }

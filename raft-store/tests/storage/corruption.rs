@@ -28,17 +28,29 @@ async fn corrupt_log_entry_vote_and_state_are_errors_naming_group_and_key() {
     let conv = ConvId::from_u128(5);
     {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        store.log_store(GROUP).append_durable(entries(GROUP, 10)).await.unwrap();
-        store.log_store(GROUP).save_vote(&openraft::Vote::new(3, 1)).await.unwrap();
+        store
+            .log_store(GROUP)
+            .append_durable(entries(GROUP, 10))
+            .await
+            .unwrap();
+        store
+            .log_store(GROUP)
+            .save_vote(&openraft::Vote::new(3, 1))
+            .await
+            .unwrap();
         let mut sm = store.state_machine(GROUP, SmConfig::default());
         sm.apply(vec![
-            entry(1, 1, Command::CreateConversation {
-                conv_id: conv,
-                kind: ConversationKind::Group,
-                creator: UserId::from_u128(7),
-                members: vec![],
-                at_ms: 1,
-            }),
+            entry(
+                1,
+                1,
+                Command::CreateConversation {
+                    conv_id: conv,
+                    kind: ConversationKind::Group,
+                    creator: UserId::from_u128(7),
+                    members: vec![],
+                    at_ms: 1,
+                },
+            ),
             entry(1, 2, append_cmd(5, 7, 1, b"hello")),
         ])
         .await
@@ -54,7 +66,10 @@ async fn corrupt_log_entry_vote_and_state_are_errors_naming_group_and_key() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let mut ls = store.log_store(GROUP);
     let expect = |msg: String, key: &[u8]| {
-        assert!(msg.contains(&format!("group {GROUP}")), "no group in: {msg}");
+        assert!(
+            msg.contains(&format!("group {GROUP}")),
+            "no group in: {msg}"
+        );
         assert!(msg.contains(&keys::display_key(key)), "no key in: {msg}");
     };
 
@@ -69,10 +84,20 @@ async fn corrupt_log_entry_vote_and_state_are_errors_naming_group_and_key() {
 
     // The state machine refuses to apply over a state it cannot read.
     let mut sm = store.state_machine(GROUP, SmConfig::default());
-    expect(sm.view().conversation(&conv).unwrap_err().to_string(), &conv_key);
-    let err = sm.apply(vec![entry(1, 3, append_cmd(5, 7, 2, b"again"))]).await.unwrap_err();
+    expect(
+        sm.view().conversation(&conv).unwrap_err().to_string(),
+        &conv_key,
+    );
+    let err = sm
+        .apply(vec![entry(1, 3, append_cmd(5, 7, 2, b"again"))])
+        .await
+        .unwrap_err();
     expect(format!("{err:?}"), &conv_key);
-    assert_eq!(sm.applied().unwrap().last_applied.map(|l| l.index), Some(2), "failed apply moved the applied index");
+    assert_eq!(
+        sm.applied().unwrap().last_applied.map(|l| l.index),
+        Some(2),
+        "failed apply moved the applied index"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,21 +105,38 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let mut sm = store.state_machine(GROUP, SmConfig::default());
-    sm.apply(vec![entry(1, 1, Command::CreateConversation {
-        conv_id: ConvId::from_u128(9),
-        kind: ConversationKind::Channel,
-        creator: UserId::from_u128(1),
-        members: vec![],
-        at_ms: 1,
-    })])
+    sm.apply(vec![entry(
+        1,
+        1,
+        Command::CreateConversation {
+            conv_id: ConvId::from_u128(9),
+            kind: ConversationKind::Channel,
+            creator: UserId::from_u128(1),
+            members: vec![],
+            at_ms: 1,
+        },
+    )])
     .await
     .unwrap();
     let before = sm.applied().unwrap();
-    let meta = openraft::SnapshotMeta { last_log_id: Some(crate::support::log_id(2, 50)), ..Default::default() };
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(crate::support::log_id(2, 50)),
+        ..Default::default()
+    };
     for bad in [vec![], vec![1, 2, 3, 4, 5], vec![0xff; 64]] {
-        let err = sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(bad))).await.unwrap_err();
-        assert!(format!("{err:?}").contains("snapshot for group 42 is invalid"), "{err:?}");
+        let err = sm
+            .install_snapshot(&meta, Box::new(std::io::Cursor::new(bad)))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("snapshot for group 42 is invalid"),
+            "{err:?}"
+        );
     }
     assert_eq!(sm.applied().unwrap(), before);
-    assert!(sm.view().conversation(&ConvId::from_u128(9)).unwrap().is_some());
+    assert!(sm
+        .view()
+        .conversation(&ConvId::from_u128(9))
+        .unwrap()
+        .is_some());
 }

@@ -26,9 +26,17 @@ async fn truncate_purge_vote_and_snapshot_stay_inside_their_group() {
     la.purge(log_id(1, 5)).await.unwrap();
     la.save_committed(Some(log_id(1, 18))).await.unwrap();
 
-    let a_left: Vec<u64> = la.read_entries(0, u64::MAX).unwrap().iter().map(|e| e.log_id.index).collect();
+    let a_left: Vec<u64> = la
+        .read_entries(0, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
     assert_eq!(a_left, (6..=20).collect::<Vec<_>>());
-    assert_eq!(la.log_state().unwrap(), (Some(log_id(1, 5)), Some(log_id(1, 20))));
+    assert_eq!(
+        la.log_state().unwrap(),
+        (Some(log_id(1, 5)), Some(log_id(1, 20)))
+    );
     assert_eq!(lb.read_entries(0, u64::MAX).unwrap(), b_before);
     assert_eq!(lb.log_state().unwrap(), (None, Some(log_id(1, 30))));
     assert_eq!(lb.vote().unwrap(), Some(Vote::new(4, 2)));
@@ -46,9 +54,24 @@ async fn truncate_purge_vote_and_snapshot_stay_inside_their_group() {
         members: vec![bob],
         at_ms: 1,
     };
-    sa.apply(vec![entry(1, 1, create(a as u128)), entry(1, 2, append_cmd(a as u128, 7, 1, b"for a"))]).await.unwrap();
-    sb.apply(vec![entry(1, 1, create(b as u128)), entry(1, 2, append_cmd(b as u128, 7, 1, b"for b"))]).await.unwrap();
-    let snap = sa.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    sa.apply(vec![
+        entry(1, 1, create(a as u128)),
+        entry(1, 2, append_cmd(a as u128, 7, 1, b"for a")),
+    ])
+    .await
+    .unwrap();
+    sb.apply(vec![
+        entry(1, 1, create(b as u128)),
+        entry(1, 2, append_cmd(b as u128, 7, 1, b"for b")),
+    ])
+    .await
+    .unwrap();
+    let snap = sa
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, 2)));
 
     // Group c (new) installs a's snapshot: it gets a's state and b keeps its own.
@@ -57,12 +80,24 @@ async fn truncate_purge_vote_and_snapshot_stay_inside_their_group() {
     *buf = *snap.snapshot;
     sc.install_snapshot(&snap.meta, buf).await.unwrap();
     let vc = sc.view();
-    assert_eq!(vc.read_from(&ConvId::from_u128(a as u128), 1, 10).unwrap()[0].body, b"for a");
+    assert_eq!(
+        vc.read_from(&ConvId::from_u128(a as u128), 1, 10).unwrap()[0].body,
+        b"for a"
+    );
     assert_eq!(sc.applied_state().await.unwrap().0, Some(log_id(1, 2)));
     let vb = sb.view();
-    assert_eq!(vb.read_from(&ConvId::from_u128(b as u128), 1, 10).unwrap()[0].body, b"for b");
-    assert!(vb.conversation(&ConvId::from_u128(a as u128)).unwrap().is_none());
-    assert!(sb.get_current_snapshot().await.unwrap().is_none(), "b never built a snapshot");
+    assert_eq!(
+        vb.read_from(&ConvId::from_u128(b as u128), 1, 10).unwrap()[0].body,
+        b"for b"
+    );
+    assert!(vb
+        .conversation(&ConvId::from_u128(a as u128))
+        .unwrap()
+        .is_none());
+    assert!(
+        sb.get_current_snapshot().await.unwrap().is_none(),
+        "b never built a snapshot"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,17 +113,28 @@ async fn reopening_restores_every_group_exactly() {
             ls.save_vote(&Vote::new(i as u64 + 1, 1)).await.unwrap();
             let mut sm = store.state_machine(*g, SmConfig::default());
             let r = sm
-                .apply(vec![entry(1, 1, Command::CreateConversation {
-                    conv_id: ConvId::from_u128(*g as u128),
-                    kind: ConversationKind::Direct,
-                    creator: UserId::from_u128(1),
-                    members: vec![UserId::from_u128(2)],
-                    at_ms: 5,
-                })])
+                .apply(vec![entry(
+                    1,
+                    1,
+                    Command::CreateConversation {
+                        conv_id: ConvId::from_u128(*g as u128),
+                        kind: ConversationKind::Direct,
+                        creator: UserId::from_u128(1),
+                        members: vec![UserId::from_u128(2)],
+                        at_ms: 5,
+                    },
+                )])
                 .await
                 .unwrap();
-            assert!(matches!(r[0], CommandResult::Created { existed: false, .. }));
-            expected.push((ls.read_entries(0, u64::MAX).unwrap(), ls.vote().unwrap(), sm.applied().unwrap()));
+            assert!(matches!(
+                r[0],
+                CommandResult::Created { existed: false, .. }
+            ));
+            expected.push((
+                ls.read_entries(0, u64::MAX).unwrap(),
+                ls.vote().unwrap(),
+                sm.applied().unwrap(),
+            ));
         }
     }
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -99,6 +145,13 @@ async fn reopening_restores_every_group_exactly() {
         assert_eq!(ls.vote().unwrap(), vote, "group {g} vote");
         let sm = store.state_machine(*g, SmConfig::default());
         assert_eq!(sm.applied().unwrap(), applied, "group {g} applied state");
-        assert_eq!(sm.view().conversation(&ConvId::from_u128(*g as u128)).unwrap().unwrap().member_count, 2);
+        assert_eq!(
+            sm.view()
+                .conversation(&ConvId::from_u128(*g as u128))
+                .unwrap()
+                .unwrap()
+                .member_count,
+            2
+        );
     }
 }

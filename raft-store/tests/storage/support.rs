@@ -22,10 +22,26 @@ pub fn append_cmd(conv: u128, sender: u128, cmid: u128, body: &[u8]) -> Command 
 }
 
 pub fn entry(term: u64, index: u64, cmd: Command) -> Entry {
-    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(cmd) }
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(cmd),
+    }
 }
 
 /// Entries 1..=n of a group, each an append with a body naming its group and index.
 pub fn entries(group: u64, n: u64) -> Vec<Entry> {
-    (1..=n).map(|i| entry(1, i, append_cmd(group as u128, 7, i as u128, format!("g{group} i{i}").as_bytes()))).collect()
+    (1..=n)
+        .map(|i| {
+            entry(
+                1,
+                i,
+                append_cmd(
+                    group as u128,
+                    7,
+                    i as u128,
+                    format!("g{group} i{i}").as_bytes(),
+                ),
+            )
+        })
+        .collect()
 }
