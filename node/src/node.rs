@@ -307,11 +307,6 @@ impl Node {
         peers.remove(&self.id());
         peers
     }
-
-    /// Shard number for a group id (`None` for meta).
-    pub fn shard_of(group: GroupId) -> Option<u32> {
-        group_shard(group)
-    }
 }
 
 impl RaftHost for Node {

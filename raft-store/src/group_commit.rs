@@ -3,7 +3,8 @@
 //!
 //! Callers hand over a [`WriteRequest`] and wait for its completion. The writer blocks for the
 //! first request, then takes every request already queued (up to a limit), writes them as one
-//! batch with `sync` set if any of them asked for it, and completes them all. While one fsync
+//! fsynced batch, and completes them all. (Writes that need no fsync do not come here: see
+//! `Store::write_unsynced`.) While one fsync
 //! is in flight the next batch gathers in the queue, so the number of fsyncs per second stays
 //! near the disk's sync rate while the number of appends per fsync grows with the load.
 //!
@@ -56,18 +57,14 @@ impl Op {
 pub struct WriteRequest {
     pub group: GroupId,
     pub ops: Vec<Op>,
-    /// Whether the caller needs the write fsynced before completion.
-    pub sync: bool,
     pub done: oneshot::Sender<Result<()>>,
 }
 
 /// Counters of what the writer did, for benchmarks and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriterStats {
-    /// RocksDB write batches written.
+    /// RocksDB write batches written, each with one fsync.
     pub batches: u64,
-    /// Of those, the ones written with fsync.
-    pub synced_batches: u64,
     /// Requests completed (one per append, vote, purge, ...).
     pub requests: u64,
 }
@@ -75,7 +72,6 @@ pub struct WriterStats {
 #[derive(Default)]
 struct Counters {
     batches: AtomicU64,
-    synced_batches: AtomicU64,
     requests: AtomicU64,
 }
 
@@ -119,42 +115,24 @@ impl GroupCommitWriter {
         }
     }
 
-    fn submit(
-        &self,
-        group: GroupId,
-        ops: Vec<Op>,
-        sync: bool,
-    ) -> Result<oneshot::Receiver<Result<()>>> {
+    fn submit(&self, group: GroupId, ops: Vec<Op>) -> Result<oneshot::Receiver<Result<()>>> {
         let (done, rx) = oneshot::channel();
         let tx = self.tx.as_ref().expect("sender lives until drop");
-        tx.send(WriteRequest {
-            group,
-            ops,
-            sync,
-            done,
-        })
-        .map_err(|_| StoreError::WriterFailed("the writer thread has exited".into()))?;
+        tx.send(WriteRequest { group, ops, done })
+            .map_err(|_| StoreError::WriterFailed("the writer thread has exited".into()))?;
         Ok(rx)
     }
 
-    /// Writes `ops` atomically; with `sync`, returns only after they are fsynced.
-    pub async fn write(&self, group: GroupId, ops: Vec<Op>, sync: bool) -> Result<()> {
-        let rx = self.submit(group, ops, sync)?;
+    /// Writes `ops` atomically and returns once they are fsynced.
+    pub async fn write(&self, group: GroupId, ops: Vec<Op>) -> Result<()> {
+        let rx = self.submit(group, ops)?;
         rx.await
-            .map_err(|_| StoreError::WriterFailed("the writer dropped a request".into()))?
-    }
-
-    /// Like [`write`](Self::write), for callers outside an async runtime.
-    pub fn write_blocking(&self, group: GroupId, ops: Vec<Op>, sync: bool) -> Result<()> {
-        let rx = self.submit(group, ops, sync)?;
-        rx.blocking_recv()
             .map_err(|_| StoreError::WriterFailed("the writer dropped a request".into()))?
     }
 
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
-            synced_batches: self.counters.synced_batches.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
         }
     }
@@ -195,9 +173,6 @@ fn run(db: Arc<DB>, rx: Receiver<WriteRequest>, limits: BatchLimits, counters: A
             }
         } else {
             counters.batches.fetch_add(1, Ordering::Relaxed);
-            if reqs.iter().any(|r| r.sync) {
-                counters.synced_batches.fetch_add(1, Ordering::Relaxed);
-            }
         }
         counters
             .requests
@@ -210,25 +185,24 @@ fn run(db: Arc<DB>, rx: Receiver<WriteRequest>, limits: BatchLimits, counters: A
     }
 }
 
-fn write_batch(db: &DB, reqs: &[WriteRequest]) -> Result<(), String> {
+/// One RocksDB batch holding `ops` in order.
+pub(crate) fn batch_of<'a>(db: &DB, ops: impl IntoIterator<Item = &'a Op>) -> WriteBatch {
     let mut batch = WriteBatch::default();
-    for r in reqs {
-        for op in &r.ops {
-            match op {
-                Op::Put { cf, key, value } => batch.put_cf(cf_handle(db, cf), key, value),
-                Op::Delete { cf, key } => batch.delete_cf(cf_handle(db, cf), key),
-                Op::DeleteRange { cf, from, to } => {
-                    batch.delete_range_cf(cf_handle(db, cf), from, to)
-                }
-            }
+    for op in ops {
+        match op {
+            Op::Put { cf, key, value } => batch.put_cf(cf_handle(db, cf), key, value),
+            Op::Delete { cf, key } => batch.delete_cf(cf_handle(db, cf), key),
+            Op::DeleteRange { cf, from, to } => batch.delete_range_cf(cf_handle(db, cf), from, to),
         }
     }
+    batch
+}
+
+fn write_batch(db: &DB, reqs: &[WriteRequest]) -> Result<(), String> {
+    let batch = batch_of(db, reqs.iter().flat_map(|r| &r.ops));
     let mut wo = WriteOptions::default();
-    let sync = reqs.iter().any(|r| r.sync);
-    wo.set_sync(sync);
-    if sync {
-        crate::failpoints::log_before_fsync()?;
-    }
+    wo.set_sync(true);
+    crate::failpoints::log_before_fsync()?;
     db.write_opt(batch, &wo).map_err(|e| e.to_string())
 }
 

@@ -43,7 +43,7 @@ impl LogStore {
         if ops.is_empty() {
             return Ok(None);
         }
-        self.store.writer().write(self.group, ops, true).await?;
+        self.store.writer().write(self.group, ops).await?;
         Ok(last)
     }
 
@@ -123,13 +123,12 @@ impl LogStore {
             .flatten())
     }
 
-    async fn put_raft(&self, tag: u8, value: Vec<u8>, sync: bool) -> Result<()> {
-        let op = Op::Put {
+    fn raft_op(&self, tag: u8, value: Vec<u8>) -> Op {
+        Op::Put {
             cf: CF_RAFT,
             key: raft_key(self.group, tag).to_vec(),
             value,
-        };
-        self.store.writer().write(self.group, vec![op], sync).await
+        }
     }
 }
 
@@ -176,7 +175,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_raft(RAFT_VOTE, encode(vote), true)
+        let op = self.raft_op(RAFT_VOTE, encode(vote));
+        self.store
+            .writer()
+            .write(self.group, vec![op])
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
     }
@@ -188,9 +190,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // The committed index is a hint that lets a restarted node apply sooner; Raft does not
-        // need it durable, so it rides along with the next fsync instead of forcing one.
-        self.put_raft(RAFT_COMMITTED, encode(&committed), false)
-            .await
+        // need it durable, so it is written without fsync and without waiting for the group
+        // commit (openraft's core waits for this call).
+        let op = self.raft_op(RAFT_COMMITTED, encode(&committed));
+        self.store
+            .write_unsynced(self.group, &[op])
             .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
     }
 
@@ -230,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         self.store
             .writer()
-            .write(self.group, vec![op], true)
+            .write(self.group, vec![op])
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
     }
@@ -252,7 +256,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         ];
         self.store
             .writer()
-            .write(self.group, ops, true)
+            .write(self.group, ops)
             .await
             .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
     }

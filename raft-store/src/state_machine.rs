@@ -91,11 +91,8 @@ impl StateMachineStore {
         }
         tx.put(applied_key(self.group), &applied);
         // The state is rebuilt from the log after a crash (the applied id is in the same batch),
-        // so it needs no fsync of its own; it lands in the write-ahead log after the entries.
-        self.store
-            .writer()
-            .write(self.group, tx.into_ops(), false)
-            .await?;
+        // so it needs no fsync of its own, and it does not queue behind the group commit.
+        self.store.write_unsynced(self.group, &tx.into_ops())?;
         Ok(results)
     }
 
@@ -164,7 +161,7 @@ impl StateMachineStore {
             key: keys::group_prefix(self.group).to_vec(),
             value: encode(snap),
         };
-        self.store.writer().write(self.group, vec![op], true).await
+        self.store.writer().write(self.group, vec![op]).await
     }
 
     pub fn current_snapshot(&self) -> Result<Option<StoredSnapshot>> {
@@ -212,7 +209,7 @@ impl StateMachineStore {
             key: keys::group_prefix(self.group).to_vec(),
             value: encode(&stored),
         });
-        self.store.writer().write(self.group, ops, true).await
+        self.store.writer().write(self.group, ops).await
     }
 }
 

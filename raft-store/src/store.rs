@@ -129,6 +129,24 @@ impl Store {
         &self.writer
     }
 
+    /// Writes `ops` atomically without fsync, straight from the caller's thread. For
+    /// state-machine batches: they need no fsync (the log they come from is durable and they
+    /// carry their applied index), so they must not wait for another group's fsync either.
+    /// They still land in the write-ahead log after the log entries they apply, which were
+    /// written before the entries could commit.
+    pub(crate) fn write_unsynced(
+        &self,
+        group: GroupId,
+        ops: &[crate::group_commit::Op],
+    ) -> Result<()> {
+        let batch = crate::group_commit::batch_of(&self.db, ops);
+        self.db.write(batch).map_err(|source| StoreError::RocksDb {
+            group,
+            op: "write",
+            source,
+        })
+    }
+
     pub(crate) fn get(&self, group: GroupId, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
             .get_cf(cf_handle(&self.db, cf), key)

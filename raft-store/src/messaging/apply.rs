@@ -10,24 +10,7 @@ use super::command::{AppendMessage, Command, CommandResult};
 use super::layout::{self, ConvRecord, Role};
 use super::SmConfig;
 use crate::errors::Result;
-use crate::group_commit::Op;
 use crate::overlay::Overlay;
-use crate::store::Store;
-use crate::GroupId;
-
-/// Applies one command. `Err` only for storage failures (unreadable state); a command that
-/// breaks a rule gives `Ok(CommandResult::Rejected)` and writes nothing.
-pub fn apply_command(
-    store: &Store,
-    group: GroupId,
-    cfg: &SmConfig,
-    cmd: &Command,
-    log_index: u64,
-) -> Result<(CommandResult, Vec<Op>)> {
-    let mut tx = Overlay::new(store, group);
-    let r = apply_in(&mut tx, cfg, cmd, log_index)?;
-    Ok((r, tx.into_ops()))
-}
 
 /// `log_index` is the Raft index of the entry carrying `cmd`; appends record it so that
 /// subscribers can resume after an index.

@@ -30,7 +30,6 @@ mod command;
 pub mod layout;
 mod read;
 
-pub use apply::apply_command;
 pub use command::{AppendMessage, Command, CommandResult, Rejection};
 pub use read::{ConversationInfo, MessagingView};
 
