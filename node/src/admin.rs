@@ -8,7 +8,7 @@ use bongsu_proto::internal::admin_server::Admin;
 use bongsu_proto::internal::*;
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::meta::{
-    ClusterConfig, MetaCommand, NodeRecord, NodeState, ShardRecord, META_GROUP,
+    ClusterConfig, MetaCommand, MetaSnapshot, NodeRecord, NodeState, ShardRecord, META_GROUP,
 };
 use bongsu_raft_store::NodeInfo;
 use openraft::error::{InitializeError, RaftError};
@@ -280,24 +280,7 @@ impl Node {
             .map(|n| n.node_id)
             .filter(|id| !self.is_live(*id))
             .collect();
-        let descs: Vec<NodeDesc> = meta
-            .nodes
-            .iter()
-            .map(|n| NodeDesc {
-                id: n.node_id,
-                dc: n.dc.clone(),
-                state: placement_state(n.state),
-            })
-            .collect();
-        let shards: Vec<placement::ShardReplicas> = meta
-            .shards
-            .iter()
-            .map(|s| placement::ShardReplicas {
-                shard: s.shard,
-                voters: s.voters.clone(),
-                learners: s.learners.clone(),
-            })
-            .collect();
+        let (descs, shards) = placement_input(&meta);
         let mut reasons = placement::safe_to_stop(&descs, &shards, &stopping, &down);
         // A replica far behind its leader would not help a quorum soon: count it as down for
         // the groups this node leads (the only ones whose lag it knows).
@@ -491,28 +474,14 @@ impl Node {
                 format!("no node {node_id}"),
             ));
         }
-        let nodes: Vec<NodeDesc> = meta
-            .nodes
-            .iter()
-            .map(|n| NodeDesc {
-                id: n.node_id,
-                dc: n.dc.clone(),
-                state: if n.node_id == node_id {
-                    placement::NodeState::Draining
-                } else {
-                    placement_state(n.state)
-                },
-            })
-            .collect();
-        let mut shards: Vec<placement::ShardReplicas> = meta
-            .shards
-            .iter()
-            .map(|s| placement::ShardReplicas {
-                shard: s.shard,
-                voters: s.voters.clone(),
-                learners: Vec::new(),
-            })
-            .collect();
+        // The map as it will be once the drain is recorded and any move in flight settled.
+        let (mut nodes, mut shards) = placement_input(&meta);
+        for n in nodes.iter_mut().filter(|n| n.id == node_id) {
+            n.state = placement::NodeState::Draining;
+        }
+        for s in &mut shards {
+            s.learners.clear();
+        }
         let bound = shards.len() * cfg.replicas as usize * 4 + 16;
         for _ in 0..bound {
             let Some(mv) = placement::plan_move(&nodes, &shards, cfg.replicas) else {
@@ -539,6 +508,29 @@ pub fn placement_state(s: NodeState) -> placement::NodeState {
         NodeState::Draining => placement::NodeState::Draining,
         NodeState::Removed => placement::NodeState::Removed,
     }
+}
+
+/// The meta state in the placement planner's terms.
+pub fn placement_input(meta: &MetaSnapshot) -> (Vec<NodeDesc>, Vec<placement::ShardReplicas>) {
+    let nodes = meta
+        .nodes
+        .iter()
+        .map(|n| NodeDesc {
+            id: n.node_id,
+            dc: n.dc.clone(),
+            state: placement_state(n.state),
+        })
+        .collect();
+    let shards = meta
+        .shards
+        .iter()
+        .map(|s| placement::ShardReplicas {
+            shard: s.shard,
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+        })
+        .collect();
+    (nodes, shards)
 }
 
 #[tonic::async_trait]

@@ -15,11 +15,11 @@ use bongsu_raft_store::meta::{
 };
 use bongsu_raft_store::{GroupId, NodeId};
 
-use crate::admin::placement_state;
+use crate::admin::placement_input;
 use crate::cluster::admin_client;
 use crate::errors::Result;
 use crate::node::Node;
-use crate::placement::{self, Move, NodeDesc, ShardReplicas};
+use crate::placement::{self, Move};
 
 /// A group whose leadership was just moved is left alone this long.
 const TRANSFER_COOLDOWN: Duration = Duration::from_secs(5);
@@ -27,28 +27,6 @@ const TRANSFER_COOLDOWN: Duration = Duration::from_secs(5);
 pub fn spawn(node: Arc<Node>) {
     tokio::spawn(preferred_leaders(node.clone()));
     tokio::spawn(rebalancer(node));
-}
-
-fn descs(meta: &MetaSnapshot) -> (Vec<NodeDesc>, Vec<ShardReplicas>) {
-    let nodes = meta
-        .nodes
-        .iter()
-        .map(|n| NodeDesc {
-            id: n.node_id,
-            dc: n.dc.clone(),
-            state: placement_state(n.state),
-        })
-        .collect();
-    let shards = meta
-        .shards
-        .iter()
-        .map(|s| ShardReplicas {
-            shard: s.shard,
-            voters: s.voters.clone(),
-            learners: s.learners.clone(),
-        })
-        .collect();
-    (nodes, shards)
 }
 
 fn active(meta: &MetaSnapshot, id: NodeId) -> bool {
@@ -222,7 +200,7 @@ pub async fn step(node: &Node) -> Result<bool> {
         return Ok(true);
     }
 
-    let (nodes, shards) = descs(&meta);
+    let (nodes, shards) = placement_input(&meta);
     if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards)
         .into_iter()
         .next()
