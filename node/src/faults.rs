@@ -85,6 +85,11 @@ impl Faults {
         Ok(())
     }
 
+    /// No rules: the common case, checked before anything else is looked up.
+    pub fn is_empty(&self) -> bool {
+        self.rules.read().expect("faults lock poisoned").is_empty()
+    }
+
     fn action(&self, dc: &str, outgoing: bool) -> Option<Action> {
         let rules = self.rules.read().expect("faults lock poisoned");
         rules

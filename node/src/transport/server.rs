@@ -27,6 +27,9 @@ pub trait RaftHost: Send + Sync + 'static {
 
 /// Whether the fault rules let traffic from `node` in.
 async fn admitted<H: RaftHost>(host: &H, node: NodeId) -> bool {
+    if host.faults().is_empty() {
+        return true;
+    }
     match host.dc_of(node) {
         Some(dc) => host.faults().pass(&dc, false).await,
         None => true,
