@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/bongsu/v1/messaging.proto",
+        "proto/bongsu/v1/api.proto",
         "proto/bongsu/internal/v1/raft.proto",
         "proto/bongsu/internal/v1/node.proto",
         "proto/bongsu/internal/v1/admin.proto",
