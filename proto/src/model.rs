@@ -101,6 +101,23 @@ pub fn shard_of(id: &[u8; 16], shards: u32) -> u32 {
     (h % shards.max(1) as u64) as u32
 }
 
+/// The 16-byte key that places a (normalized) handle on a shard (FNV-1a of the handle, twice),
+/// so `shard_of(&handle_key(h), shards)` finds where a handle is claimed.
+pub fn handle_key(handle: &str) -> [u8; 16] {
+    let fnv = |seed: u64| {
+        let mut h = seed;
+        for b in handle.as_bytes() {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    k[8..].copy_from_slice(&fnv(0x8422_2325_cbf2_9ce4).to_be_bytes());
+    k
+}
+
 /// Stable error codes; see `ErrorCode` in `messaging.proto` for what each means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {

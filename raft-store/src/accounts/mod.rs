@@ -27,22 +27,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use apply::apply;
 pub use view::AccountView;
 
-/// The 16-byte key that places a handle on a shard (FNV-1a of the normalized handle, twice),
-/// so `shard_of(&handle_key(h), shards)` finds where a handle is claimed.
-pub fn handle_key(handle: &str) -> [u8; 16] {
-    let fnv = |seed: u64| {
-        let mut h = seed;
-        for b in handle.as_bytes() {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h
-    };
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
-    k[8..].copy_from_slice(&fnv(0x8422_2325_cbf2_9ce4).to_be_bytes());
-    k
-}
+pub use bongsu_proto::model::handle_key;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRecord {

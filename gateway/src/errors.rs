@@ -1,0 +1,196 @@
+//! The one error type a client of the gateway can see, and its conversion to gRPC and HTTP.
+//!
+//! Every error carries a stable [`ErrorCode`]; `tonic::Status` and HTTP responses are built
+//! from it here and nowhere else.
+
+use std::time::Duration;
+
+use bongsu_proto::ErrorCode;
+
+/// The gRPC metadata key with the stable code (e.g. `NOT_MEMBER`).
+pub const CODE_KEY: &str = "bongsu-code";
+/// The gRPC metadata key and HTTP header with the seconds to wait on `RESOURCE_EXHAUSTED`.
+pub const RETRY_AFTER_KEY: &str = "retry-after";
+
+/// A failed request: a stable code, a message for humans, and when to retry if that helps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Set on `RESOURCE_EXHAUSTED`: when the caller may try again.
+    pub retry_after: Option<Duration>,
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn exhausted(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            code: ErrorCode::ResourceExhausted,
+            message: message.into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// Whole seconds to put in `Retry-After` (at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+            .map(|s| s.max(1))
+    }
+
+    /// The gRPC status code for a stable code.
+    pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+        match code {
+            ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
+            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => {
+                tonic::Code::NotFound
+            }
+            ErrorCode::ConversationExists
+            | ErrorCode::AlreadyInitialized
+            | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
+            ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::CorruptData => tonic::Code::DataLoss,
+            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => {
+                tonic::Code::FailedPrecondition
+            }
+            ErrorCode::MessageTooLarge
+            | ErrorCode::InvalidArgument
+            | ErrorCode::InvalidMembers
+            | ErrorCode::DirectImmutable
+            | ErrorCode::TooManyMembers => tonic::Code::InvalidArgument,
+        }
+    }
+
+    /// The HTTP status for a stable code.
+    pub fn http_status(code: ErrorCode) -> u16 {
+        match code {
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::NotMember | ErrorCode::NotOwner => 403,
+            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => 404,
+            ErrorCode::ConversationExists | ErrorCode::HandleTaken => 409,
+            ErrorCode::MessageTooLarge => 413,
+            ErrorCode::ResourceExhausted => 429,
+            ErrorCode::NotLeader | ErrorCode::Unavailable => 503,
+            ErrorCode::CorruptData => 500,
+            ErrorCode::AlreadyInitialized
+            | ErrorCode::StaleEpoch
+            | ErrorCode::FailedPrecondition => 412,
+            ErrorCode::InvalidArgument
+            | ErrorCode::InvalidMembers
+            | ErrorCode::DirectImmutable
+            | ErrorCode::TooManyMembers => 400,
+        }
+    }
+}
+
+/// What a node's reply says, as a client-facing error: the node's `bongsu-code` is kept.
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        let code = s
+            .metadata()
+            .get(CODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|name| {
+                ErrorCode::ALL
+                    .into_iter()
+                    .find(|c| c.as_str() == name)
+            })
+            .unwrap_or(match s.code() {
+                tonic::Code::DeadlineExceeded
+                | tonic::Code::Unavailable
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+                | tonic::Code::Unknown => ErrorCode::Unavailable,
+                tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
+                tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+                _ => ErrorCode::Unavailable,
+            });
+        ApiError::new(code, s.message().to_string())
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        let mut status = tonic::Status::new(ApiError::grpc_code(e.code), e.message.clone());
+        let md = status.metadata_mut();
+        if let Ok(v) = e.code.as_str().parse() {
+            md.insert(CODE_KEY, v);
+        }
+        if let Some(secs) = e.retry_after_secs() {
+            if let Ok(v) = secs.to_string().parse() {
+                md.insert(RETRY_AFTER_KEY, v);
+            }
+        }
+        status
+    }
+}
+
+/// HTTP: the status from [`ApiError::http_status`], `Retry-After` when set, and the body
+/// `{"error": {"code": "NOT_MEMBER", "message": "..."}}`.
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(ApiError::http_status(self.code))
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({
+            "error": { "code": self.code.as_str(), "message": self.message }
+        });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_survives_a_round_trip_through_grpc() {
+        for code in ErrorCode::ALL {
+            let status = tonic::Status::from(ApiError::new(code, "x"));
+            assert_eq!(ApiError::from(status).code, code, "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let e = ApiError::exhausted("slow down", Duration::from_millis(1200));
+        assert_eq!(e.retry_after_secs(), Some(2));
+        let e = ApiError::exhausted("slow down", Duration::from_millis(10));
+        assert_eq!(e.retry_after_secs(), Some(1));
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.metadata().get(RETRY_AFTER_KEY).and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+}
