@@ -23,6 +23,9 @@ pub struct GroupHandle {
     pub group: GroupId,
     pub raft: Raft<TypeConfig>,
     pub sm: StateMachineStore,
+    /// Set when something outside the quiescing loop (a linearizable read) turned the group's
+    /// timers back on, so the loop quiesces it again once it is idle.
+    pub woken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A running node.
@@ -137,7 +140,12 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Raft(format!("start group {group}: {e}")))?;
-        let handle = GroupHandle { group, raft, sm };
+        let handle = GroupHandle {
+            group,
+            raft,
+            sm,
+            woken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         self.groups
             .write()
             .expect("groups lock poisoned")

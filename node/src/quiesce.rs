@@ -46,8 +46,10 @@ struct Snapshot {
     replication: Option<std::collections::BTreeMap<NodeId, Option<openraft::LogId<NodeId>>>>,
 }
 
-/// Turns a group's timers back on.
+/// Turns a group's timers back on; the quiescing loop turns them off again once the group has
+/// been idle for a while.
 pub fn wake(h: &GroupHandle) {
+    h.woken.store(true, std::sync::atomic::Ordering::Release);
     let rc = h.raft.runtime_config();
     rc.tick(true);
     rc.heartbeat(true);
@@ -127,6 +129,12 @@ async fn run(node: Arc<Node>) {
             if index_changed && a.quiesced {
                 wake(&h);
                 a.quiesced = false;
+            }
+            // Woken from outside (a linearizable read): idle again from now, and quiesced
+            // again after the idle period, instead of heartbeating until the next write.
+            if h.woken.swap(false, std::sync::atomic::Ordering::AcqRel) && a.quiesced {
+                a.quiesced = false;
+                a.since = Instant::now();
             }
             let leader = m.current_leader;
             if m.state == ServerState::Leader
