@@ -685,4 +685,27 @@ impl Admin for AdminService {
         let version = self.node.propose_meta(cmd).await?;
         Ok(Response::new(MetaProposeReply { version }))
     }
+
+    async fn deliver(
+        &self,
+        req: Request<DeliverRequest>,
+    ) -> Result<Response<DeliverReply>, Status> {
+        let req = req.into_inner();
+        let bad = |e: bongsu_proto::ModelError| NodeError::rejected(e.code, e.to_string());
+        let changes = req
+            .deliveries
+            .iter()
+            .map(|d| {
+                Ok(crate::outbox::UserConvChange {
+                    user: bongsu_proto::model::UserId::try_from(d.user.as_slice()).map_err(bad)?,
+                    conv: bongsu_proto::model::ConvId::try_from(d.conv_id.as_slice())
+                        .map_err(bad)?,
+                    joined: d.joined,
+                    version: d.version,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.node.apply_deliveries(req.shard, &changes).await?;
+        Ok(Response::new(DeliverReply {}))
+    }
 }

@@ -1,5 +1,6 @@
 //! The internal API gateways use: writes and linearizable reads on shard leaders, shard
-//! subscriptions and the shard map.
+//! subscriptions and the shard map. Account writes and reads are in [`crate::accounts`], the
+//! conversation-list reads in [`crate::reads`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,15 +14,16 @@ use bongsu_proto::model::{
     shard_of, ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId,
 };
 use bongsu_proto::{v1, ErrorCode, ModelError};
-use bongsu_raft_store::messaging::AppendMessage;
+use bongsu_raft_store::messaging::layout::UserEventKind;
+use bongsu_raft_store::messaging::{AppendMessage, ShardEvent};
 use bongsu_raft_store::meta::{group_shard, shard_group, MetaSnapshot};
-use bongsu_raft_store::{Command, CommandResult};
+use bongsu_raft_store::{Command, CommandResult, GroupId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::errors::{NodeError, Result};
-use crate::node::Node;
+use crate::node::{GroupHandle, Node};
 
 /// Largest page a read returns.
 const MAX_READ: u32 = 1000;
@@ -118,11 +120,15 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
                 },
             )
         }
+        // A variant this node does not know (a newer proto) is refused rather than guessed at.
+        other => crate::accounts::command(&other, at_ms)?.ok_or_else(|| {
+            NodeError::rejected(ErrorCode::InvalidArgument, "command: not supported")
+        })?,
     })
 }
 
 impl Node {
-    fn shard_count(&self) -> Result<u32> {
+    pub(crate) fn shard_count(&self) -> Result<u32> {
         self.meta()
             .config
             .as_ref()
@@ -149,6 +155,7 @@ impl Node {
                 write_reply::Result::Appended(pb::Appended { seq, duplicate })
             }
             CommandResult::CursorMoved { seq } => write_reply::Result::Cursor(seq),
+            CommandResult::Account { user_id } => write_reply::Result::UserId(user_id.0.to_vec()),
             CommandResult::Rejected(r) => {
                 return Err(NodeError::Rejected {
                     code: r.code,
@@ -164,12 +171,9 @@ impl Node {
         })
     }
 
-    /// A linearizable read: confirms leadership with a quorum (read index), waits until that
-    /// index is applied, then reads.
-    pub async fn read(&self, req: ReadRequest) -> Result<ReadReply> {
-        let conv = ConvId::try_from(req.conv_id.as_slice()).map_err(bad)?;
-        let user = UserId::try_from(req.user.as_slice()).map_err(bad)?;
-        let group = shard_group(shard_of(&conv.0, self.shard_count()?));
+    /// The group, once a linearizable read may run on it: confirms leadership with a quorum
+    /// (read index) and waits until that index is applied. `NOT_LEADER` with a hint otherwise.
+    pub async fn linearizable(&self, group: GroupId) -> Result<GroupHandle> {
         let h = self.leading(group)?;
         // A read index needs a heartbeat round; a quiesced group must be awake for it.
         crate::quiesce::wake(&h);
@@ -177,6 +181,15 @@ impl Node {
             .ensure_linearizable()
             .await
             .map_err(|_| self.not_leader(group))?;
+        Ok(h)
+    }
+
+    /// A linearizable page of a conversation's messages, for members only.
+    pub async fn read(&self, req: ReadRequest) -> Result<ReadReply> {
+        let conv = ConvId::try_from(req.conv_id.as_slice()).map_err(bad)?;
+        let user = UserId::try_from(req.user.as_slice()).map_err(bad)?;
+        let group = shard_group(shard_of(&conv.0, self.shard_count()?));
+        let h = self.linearizable(group).await?;
         let view = h.sm.view();
         let Some(info) = view.conversation(&conv)? else {
             return Err(NodeError::rejected(
@@ -231,6 +244,17 @@ impl Node {
                         .unwrap_or(0),
                 })
                 .collect(),
+            signing_keys: meta
+                .signing_keys
+                .iter()
+                .map(|k| pb::SigningKeyEntry {
+                    kid: k.kid.clone(),
+                    seed: k.seed.to_vec(),
+                    public_key: k.public.to_vec(),
+                    created_at_ms: k.created_at_ms,
+                    retired_at_ms: k.retired_at_ms.unwrap_or(0),
+                })
+                .collect(),
         }
     }
 }
@@ -245,10 +269,48 @@ impl NodeApi for ApiService {
         Ok(Response::new(self.node.read(req.into_inner()).await?))
     }
 
+    async fn resolve_handle(
+        &self,
+        req: Request<pb::ResolveHandleRequest>,
+    ) -> Result<Response<pb::ResolveHandleReply>, Status> {
+        Ok(Response::new(
+            self.node.resolve_handle(req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_account(
+        &self,
+        req: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountReply>, Status> {
+        Ok(Response::new(
+            self.node.get_account(req.into_inner()).await?,
+        ))
+    }
+
+    async fn user_conversations(
+        &self,
+        req: Request<pb::UserConversationsRequest>,
+    ) -> Result<Response<pb::UserConversationsReply>, Status> {
+        Ok(Response::new(
+            self.node.user_conversations(req.into_inner()).await?,
+        ))
+    }
+
+    async fn conversation_info(
+        &self,
+        req: Request<pb::ConversationInfoRequest>,
+    ) -> Result<Response<pb::ConversationInfoReply>, Status> {
+        Ok(Response::new(
+            self.node.conversation_info(req.into_inner()).await?,
+        ))
+    }
+
     type SubscribeStream = ReceiverStream<Result<SubscribeEvent, Status>>;
 
-    /// Streams applied messages of a shard from any replica that hosts it, resuming after
-    /// `after_index`; the stream waits for new entries and ends when the client goes away.
+    /// Streams what a shard applied (messages, and user events of the users it holds) from any
+    /// replica that hosts it, in log-index order, resuming after `after_index` (or after the
+    /// newest applied entry with `from_latest`); the stream waits for new entries and ends
+    /// when the client goes away.
     async fn subscribe(
         &self,
         req: Request<SubscribeRequest>,
@@ -259,12 +321,16 @@ impl NodeApi for ApiService {
             .node
             .group(group)
             .ok_or_else(|| self.node.not_leader(group))?;
+        let mut after = if req.from_latest {
+            h.sm.view().applied_index().map_err(NodeError::from)?
+        } else {
+            req.after_index
+        };
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            let mut after = req.after_index;
             let mut metrics = h.raft.metrics();
             loop {
-                let events = match h.sm.view().events_after(after, 256) {
+                let events = match h.sm.view().shard_events_after(after, 256) {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = tx.send(Err(NodeError::from(e).into())).await;
@@ -280,16 +346,9 @@ impl NodeApi for ApiService {
                     }
                     continue;
                 }
-                for (index, m) in events {
+                for (index, ev) in events {
                     after = index;
-                    if tx
-                        .send(Ok(SubscribeEvent {
-                            log_index: index,
-                            message: Some(m.into()),
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(subscribe_event(index, ev))).await.is_err() {
                         return;
                     }
                 }
@@ -320,6 +379,33 @@ impl NodeApi for ApiService {
             }
         });
         Ok(Response::new(ReceiverStream::new(out)))
+    }
+}
+
+fn subscribe_event(log_index: u64, ev: ShardEvent) -> SubscribeEvent {
+    match ev {
+        ShardEvent::Message(m) => SubscribeEvent {
+            log_index,
+            message: Some(m.into()),
+            user_event: None,
+        },
+        ShardEvent::User(u) => {
+            let kind = match u.kind {
+                UserEventKind::Joined => pb::user_event::Kind::Joined,
+                UserEventKind::Left => pb::user_event::Kind::Left,
+                UserEventKind::Read => pb::user_event::Kind::Read,
+            };
+            SubscribeEvent {
+                log_index,
+                message: None,
+                user_event: Some(pb::UserEvent {
+                    user: u.user.0.to_vec(),
+                    conv_id: u.conv.0.to_vec(),
+                    kind: kind as i32,
+                    seq: u.seq,
+                }),
+            }
+        }
     }
 }
 

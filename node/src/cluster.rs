@@ -208,6 +208,8 @@ pub fn spawn_background(node: Arc<Node>) {
     tokio::spawn(liveness(node.clone()));
     crate::rebalance::spawn(node.clone());
     crate::quiesce::spawn(node.clone());
+    crate::outbox::spawn(node.clone());
+    crate::signing::spawn(node.clone());
     tokio::spawn(join(node));
 }
 

@@ -4,6 +4,7 @@
 //! liveness with one ping per peer, serves the internal API gateways use, and the admin API
 //! operators use. It must not depend on the gateway.
 
+pub mod accounts;
 pub mod admin;
 pub mod api;
 pub mod cluster;
@@ -11,10 +12,13 @@ pub mod config;
 pub mod errors;
 pub mod faults;
 pub mod node;
+pub mod outbox;
 pub mod placement;
 pub mod quiesce;
+pub mod reads;
 pub mod rebalance;
 pub mod server;
+pub mod signing;
 pub mod transfer;
 pub mod transport;
 

@@ -18,6 +18,9 @@ pub(crate) struct Overlay<'a> {
     store: &'a Store,
     group: GroupId,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Set when the batch added outbox entries, so the node learns its outbox needs pumping
+    /// without scanning every group.
+    pub(crate) outbox_added: bool,
 }
 
 impl<'a> Overlay<'a> {
@@ -26,6 +29,7 @@ impl<'a> Overlay<'a> {
             store,
             group,
             writes: BTreeMap::new(),
+            outbox_added: false,
         }
     }
 

@@ -90,9 +90,13 @@ impl StateMachineStore {
             return Ok(results);
         }
         tx.put(applied_key(self.group), &applied);
+        let outbox_added = tx.outbox_added;
         // The state is rebuilt from the log after a crash (the applied id is in the same batch),
         // so it needs no fsync of its own, and it does not queue behind the group commit.
         self.store.write_unsynced(self.group, &tx.into_ops())?;
+        if outbox_added {
+            self.store.outbox_signal().mark(self.group);
+        }
         Ok(results)
     }
 
@@ -209,7 +213,10 @@ impl StateMachineStore {
             key: keys::group_prefix(self.group).to_vec(),
             value: encode(&stored),
         });
-        self.store.writer().write(self.group, ops).await
+        self.store.writer().write(self.group, ops).await?;
+        // The snapshot may carry undelivered outbox entries; let the pump look.
+        self.store.outbox_signal().mark(self.group);
+        Ok(())
     }
 }
 

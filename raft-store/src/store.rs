@@ -13,6 +13,7 @@ pub use crate::group_commit::WriterStats;
 use crate::group_commit::{cf_handle, BatchLimits, GroupCommitWriter};
 use crate::keys::{self, CF_RAFT};
 use crate::log_store::LogStore;
+use crate::messaging::outbox::OutboxSignal;
 use crate::messaging::SmConfig;
 use crate::state_machine::StateMachineStore;
 use crate::GroupId;
@@ -31,6 +32,7 @@ pub struct Store {
     db: Arc<DB>,
     writer: GroupCommitWriter,
     path: PathBuf,
+    outbox: OutboxSignal,
 }
 
 impl Store {
@@ -63,7 +65,17 @@ impl Store {
         })?;
         let db = Arc::new(db);
         let writer = GroupCommitWriter::start(db.clone(), opts.batch_limits);
-        Ok(Arc::new(Self { db, writer, path }))
+        Ok(Arc::new(Self {
+            db,
+            writer,
+            path,
+            outbox: OutboxSignal::default(),
+        }))
+    }
+
+    /// Which groups may have undelivered outbox entries (see [`crate::messaging::outbox`]).
+    pub fn outbox_signal(&self) -> &OutboxSignal {
+        &self.outbox
     }
 
     pub fn path(&self) -> &Path {

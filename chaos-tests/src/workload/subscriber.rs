@@ -75,6 +75,7 @@ impl Subscriber {
             let req = SubscribeRequest {
                 shard: self.shard,
                 after_index: after,
+                from_latest: false,
             };
             let stream =
                 match tokio::time::timeout(Duration::from_secs(1), api.subscribe(req)).await {

@@ -175,7 +175,8 @@ impl TestClient {
         }
     }
 
-    async fn call<Req, Rep, F, Fut>(
+    /// Any call, sent like writes and reads are: hints followed, retried until the deadline.
+    pub async fn call<Req, Rep, F, Fut>(
         &self,
         first: Option<u64>,
         req: Req,

@@ -9,7 +9,10 @@
 //! - [`join`] adds a node under a continuous write load and checks that it takes its share of
 //!   replicas with the placement rules holding in every shard map version;
 //! - [`drain`] drains a node under a continuous write load and checks that it ends with
-//!   nothing, and that a drain that could never finish is refused.
+//!   nothing, and that a drain that could never finish is refused;
+//! - [`users`] creates accounts and resolves them, checks that members' conversation lists
+//!   follow membership changes through the cross-shard outbox, that a user's shard streams
+//!   JOINED and READ events, and that the shard map carries a signing key.
 //!
 //! Cluster tests take turns (a file lock), so that one does not skew another's timing.
 
@@ -20,6 +23,7 @@ mod failover;
 mod harness;
 mod join;
 mod subscribe;
+mod users;
 
 use std::future::Future;
 use std::time::Duration;

@@ -72,6 +72,7 @@ async fn subscribe(name: &str) -> Result<()> {
         .subscribe(SubscribeRequest {
             shard,
             after_index: 0,
+            from_latest: false,
         })
         .await?
         .into_inner();
@@ -119,6 +120,7 @@ async fn subscribe(name: &str) -> Result<()> {
         .subscribe(SubscribeRequest {
             shard,
             after_index: events[2].log_index,
+            from_latest: false,
         })
         .await?
         .into_inner();

@@ -7,7 +7,8 @@ use bongsu_proto::model::{validate_body, ConvId, ConversationKind, Message, User
 use bongsu_proto::ErrorCode;
 
 use super::command::{AppendMessage, Command, CommandResult};
-use super::layout::{self, ConvRecord, Role};
+use super::layout::{self, ConvRecord, Role, UserEvent, UserEventKind};
+use super::outbox;
 use super::SmConfig;
 use crate::errors::Result;
 use crate::overlay::Overlay;
@@ -27,24 +28,35 @@ pub(crate) fn apply_in(
             creator,
             members,
             at_ms,
-        } => create(tx, cfg, conv_id, *kind, creator, members, *at_ms),
+        } => create(tx, cfg, log_index, conv_id, *kind, creator, members, *at_ms),
         Command::ChangeMembers {
             conv_id,
             actor,
             add,
             remove,
             ..
-        } => change_members(tx, cfg, conv_id, actor, add, remove),
+        } => change_members(tx, cfg, log_index, conv_id, actor, add, remove),
         Command::Append(m) => append(tx, cfg, m, log_index),
-        Command::MoveCursor { user, conv_id, seq } => move_cursor(tx, user, conv_id, *seq),
+        Command::MoveCursor { user, conv_id, seq } => {
+            move_cursor(tx, user, conv_id, *seq, log_index)
+        }
         Command::Meta(m) => crate::meta::apply(tx, m),
         Command::Account(a) => crate::accounts::apply(tx, a),
+        Command::UserConv {
+            user,
+            conv_id,
+            joined,
+            version,
+        } => outbox::user_conv(tx, user, conv_id, *joined, *version, log_index),
+        Command::OutboxDone { delivered } => outbox::done(tx, delivered),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create(
     tx: &mut Overlay<'_>,
     cfg: &SmConfig,
+    log_index: u64,
     conv_id: &ConvId,
     kind: ConversationKind,
     creator: &UserId,
@@ -96,6 +108,8 @@ fn create(
             _ => Role::Member,
         };
         tx.put(layout::member_key(g, conv_id, user), &role);
+        // Every member's conversation list (in their own shard) learns of it via the outbox.
+        outbox::record(tx, log_index, user, conv_id, true);
     }
     let rec = ConvRecord {
         kind,
@@ -114,6 +128,7 @@ fn create(
 fn change_members(
     tx: &mut Overlay<'_>,
     cfg: &SmConfig,
+    log_index: u64,
     conv_id: &ConvId,
     actor: &UserId,
     add: &[UserId],
@@ -202,11 +217,15 @@ fn change_members(
     } else {
         Role::Member
     };
+    // Only real changes reach the outbox: a repeated change adds and removes nobody, so it
+    // records nothing and the members' lists see each change once.
     for u in &added {
         tx.put(layout::member_key(g, conv_id, u), &role);
+        outbox::record(tx, log_index, u, conv_id, true);
     }
     for u in &removed {
         tx.delete(layout::member_key(g, conv_id, u));
+        outbox::record(tx, log_index, u, conv_id, false);
     }
     rec.member_count = new_count as u32;
     tx.put(layout::conv_key(g, conv_id), &rec);
@@ -281,12 +300,24 @@ fn move_cursor(
     user: &UserId,
     conv: &ConvId,
     seq: u64,
+    log_index: u64,
 ) -> Result<CommandResult> {
-    let key = layout::cursor_key(tx.group(), user, conv);
+    let g = tx.group();
+    let key = layout::cursor_key(g, user, conv);
     let current: u64 = tx.get(&key, "cursor")?.unwrap_or(0);
     if seq <= current {
         return Ok(CommandResult::CursorMoved { seq: current });
     }
     tx.put(key, &seq);
+    // The user's other devices learn of the move from the user's shard's event stream.
+    tx.put(
+        layout::user_event_key(g, log_index),
+        &UserEvent {
+            user: *user,
+            conv: *conv,
+            kind: UserEventKind::Read,
+            seq,
+        },
+    );
     Ok(CommandResult::CursorMoved { seq })
 }

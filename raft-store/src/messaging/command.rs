@@ -38,6 +38,20 @@ pub enum Command {
     Meta(crate::meta::MetaCommand),
     /// Sign-up, devices and refresh tokens.
     Account(crate::accounts::AccountCommand),
+    /// Node to node, applied in the user's shard: an outbox delivery from the conversation's
+    /// shard saying that `user` joined (or left) `conv_id` at log index `version` there.
+    /// Only nodes propose it (a pump delivering its shard's outbox); no client request maps
+    /// to it, so a gateway cannot forge membership in someone's conversation list.
+    UserConv {
+        user: UserId,
+        conv_id: ConvId,
+        joined: bool,
+        version: u64,
+    },
+    /// Node to node, applied in a conversation's shard: these outbox entries, named by (log
+    /// index, user), were delivered and are deleted. Exact keys rather than a range, so that
+    /// a pump may acknowledge part of an entry's fan-out and apply stays a few point writes.
+    OutboxDone { delivered: Vec<(u64, UserId)> },
 }
 
 /// The message part of [`Command::Append`].
@@ -98,6 +112,19 @@ impl fmt::Debug for Command {
             }
             Command::Meta(m) => write!(f, "Meta({m:?})"),
             Command::Account(a) => write!(f, "Account({a:?})"),
+            Command::UserConv {
+                user,
+                conv_id,
+                joined,
+                version,
+            } => write!(
+                f,
+                "UserConv({user} {} {conv_id} at {version})",
+                if *joined { "joined" } else { "left" }
+            ),
+            Command::OutboxDone { delivered } => {
+                write!(f, "OutboxDone({} entries)", delivered.len())
+            }
         }
     }
 }
@@ -130,6 +157,14 @@ pub enum CommandResult {
     /// An account command succeeded for this user.
     Account {
         user_id: bongsu_proto::model::UserId,
+    },
+    /// A user's conversation index took (`changed`) or ignored (stale version) a delivery.
+    UserIndexed {
+        changed: bool,
+    },
+    /// How many of the named outbox entries existed and were deleted.
+    OutboxCleared {
+        removed: u32,
     },
     /// The meta group's shard map after the command.
     MapChanged {

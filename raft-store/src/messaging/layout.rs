@@ -13,6 +13,9 @@ pub const TAG_MESSAGE: u8 = 0x03;
 pub const TAG_DEDUP: u8 = 0x04;
 pub const TAG_CURSOR: u8 = 0x05;
 pub const TAG_EVENT: u8 = 0x06;
+pub const TAG_OUTBOX: u8 = 0x07;
+pub const TAG_USER_CONV: u8 = 0x08;
+pub const TAG_USER_EVENT: u8 = 0x09;
 
 /// A conversation's header, read on every append.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +35,42 @@ pub enum Role {
     Member,
     /// Follows a channel: reads, never writes.
     Follower,
+}
+
+/// A cross-shard effect waiting in a conversation's shard to be delivered to a user's shard:
+/// the user joined (or left) `conv`. Keyed by the log index of the entry that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub conv: ConvId,
+    pub joined: bool,
+}
+
+/// One conversation in a user's conversation index (in the user's shard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserConvRecord {
+    pub joined: bool,
+    /// The log index, in the conversation's shard, of the change this record reflects. A
+    /// delivery with a version at or below it is stale (redelivered or overtaken) and ignored.
+    /// A record with `joined == false` stays as a tombstone so that a late, older "joined"
+    /// cannot bring the conversation back.
+    pub version: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEventKind {
+    Joined,
+    Left,
+    Read,
+}
+
+/// A change to a user's own state, recorded by log index for subscribers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEvent {
+    pub user: UserId,
+    pub conv: ConvId,
+    pub kind: UserEventKind,
+    /// The read cursor for `Read`; 0 otherwise.
+    pub seq: u64,
 }
 
 pub fn applied_key(g: GroupId) -> Vec<u8> {
@@ -65,6 +104,28 @@ pub fn cursor_key(g: GroupId, user: &UserId, conv: &ConvId) -> Vec<u8> {
 /// The message a log entry appended, by log index, for subscribers that resume by index.
 pub fn event_key(g: GroupId, log_index: u64) -> Vec<u8> {
     sm_key(g, &[&[TAG_EVENT], &log_index.to_be_bytes()])
+}
+
+/// An outbox entry: log index of the causing entry, then the user it concerns.
+pub fn outbox_key(g: GroupId, log_index: u64, user: &UserId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_OUTBOX], &log_index.to_be_bytes(), &user.0])
+}
+
+pub fn outbox_prefix(g: GroupId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_OUTBOX]])
+}
+
+pub fn user_conv_key(g: GroupId, user: &UserId, conv: &ConvId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_USER_CONV], &user.0, &conv.0])
+}
+
+pub fn user_conv_prefix(g: GroupId, user: &UserId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_USER_CONV], &user.0])
+}
+
+/// The user event a log entry recorded, by log index (at most one per entry).
+pub fn user_event_key(g: GroupId, log_index: u64) -> Vec<u8> {
+    sm_key(g, &[&[TAG_USER_EVENT], &log_index.to_be_bytes()])
 }
 
 /// The exclusive end of every key that starts with `prefix`.

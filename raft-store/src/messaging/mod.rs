@@ -1,7 +1,8 @@
 //! The messaging state machine: what a committed command does to a shard's state.
 //!
-//! Commands ([`Command`]) create conversations, change membership, append messages and move
-//! read cursors. Applying them is deterministic: it reads only the shard's own state and the
+//! Commands ([`Command`]) create conversations, change membership, append messages, move
+//! read cursors and carry membership changes to members' own shards through an outbox
+//! ([`outbox`]). Applying them is deterministic: it reads only the shard's own state and the
 //! command (timestamps come inside the command, set by the proposer), so every replica that
 //! applies the same log reaches the same state.
 //!
@@ -24,14 +25,24 @@
 //! | `04` | conv · sender · client_msg_id | seq (dedup) |
 //! | `05` | user · conv | read cursor (seq) |
 //! | `06` | log index | (conv, seq) of the message that entry appended, for subscribers |
+//! | `07` | log index · user | [`OutboxEntry`](layout::OutboxEntry): conv, joined or left; in the conversation's shard until delivered (see [`outbox`]) |
+//! | `08` | user · conv | [`UserConvRecord`](layout::UserConvRecord): joined, version (source log index); in the user's shard |
+//! | `09` | log index | [`UserEvent`](layout::UserEvent): joined, left or read, for subscribers of the user's shard |
+//!
+//! Tags `05`, `08` and `09` are a user's own state and live in the user's shard; the others
+//! in the conversation's. Tags `1x` are the meta group's ([`crate::meta`]), `2x` accounts'
+//! ([`crate::accounts`]).
 
 pub(crate) mod apply;
 mod command;
 pub mod layout;
+pub mod outbox;
 mod read;
+mod read_user;
 
 pub use command::{AppendMessage, Command, CommandResult, Rejection};
 pub use read::{ConversationInfo, MessagingView};
+pub use read_user::{PendingDelivery, ShardEvent};
 
 /// Limits the state machine enforces. They decide what is accepted, so every replica of a
 /// group must apply with the same values: nodes take them from the cluster configuration
@@ -51,5 +62,7 @@ impl Default for SmConfig {
     }
 }
 
+#[cfg(test)]
+mod outbox_tests;
 #[cfg(test)]
 mod tests;

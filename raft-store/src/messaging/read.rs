@@ -25,8 +25,8 @@ pub struct ConversationInfo {
 /// Read access to one group's messaging state.
 #[derive(Clone)]
 pub struct MessagingView {
-    store: Arc<Store>,
-    group: GroupId,
+    pub(super) store: Arc<Store>,
+    pub(super) group: GroupId,
 }
 
 impl MessagingView {
@@ -34,7 +34,7 @@ impl MessagingView {
         Self { store, group }
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
+    pub(super) fn get<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],
         what: &'static str,
@@ -128,8 +128,24 @@ impl MessagingView {
     /// Messages appended by log entries with index > `after_index`, in log order, at most
     /// `limit`, each with its log index: what a subscriber resuming after `after_index` needs.
     pub fn events_after(&self, after_index: u64, limit: usize) -> Result<Vec<(u64, Message)>> {
+        self.events_between(after_index, u64::MAX, limit)
+    }
+
+    /// Like [`events_after`](Self::events_after), with log index at most `upto`.
+    pub(super) fn events_between(
+        &self,
+        after_index: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>> {
+        if after_index >= upto {
+            return Ok(Vec::new());
+        }
         let from = layout::event_key(self.group, after_index.saturating_add(1));
-        let to = prefix_end(&layout::event_key(self.group, 0)[..9]);
+        let to = match upto.checked_add(1) {
+            Some(end) => layout::event_key(self.group, end),
+            None => prefix_end(&layout::event_key(self.group, 0)[..9]),
+        };
         let mut out = Vec::new();
         for item in self
             .store
@@ -162,7 +178,7 @@ impl MessagingView {
     }
 }
 
-fn corrupt(group: GroupId, key: &[u8], what: &'static str) -> StoreError {
+pub(super) fn corrupt(group: GroupId, key: &[u8], what: &'static str) -> StoreError {
     StoreError::Corrupt {
         group,
         key: display_key(key),

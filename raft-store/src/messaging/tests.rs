@@ -9,14 +9,14 @@ use super::*;
 use crate::snapshot::SnapshotData;
 use crate::{Entry, StateMachineStore, Store, StoreOptions};
 
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
-    sm: StateMachineStore,
-    next_index: u64,
+    pub(super) sm: StateMachineStore,
+    pub(super) next_index: u64,
 }
 
 impl Harness {
-    fn new(cfg: SmConfig) -> Self {
+    pub(super) fn new(cfg: SmConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let sm = store.state_machine(3, cfg);
@@ -27,12 +27,12 @@ impl Harness {
         }
     }
 
-    async fn run(&mut self, cmd: Command) -> CommandResult {
+    pub(super) async fn run(&mut self, cmd: Command) -> CommandResult {
         self.run_all(vec![cmd]).await.pop().unwrap()
     }
 
     /// Applies the commands as one batch of consecutive entries.
-    async fn run_all(&mut self, cmds: Vec<Command>) -> Vec<CommandResult> {
+    pub(super) async fn run_all(&mut self, cmds: Vec<Command>) -> Vec<CommandResult> {
         let entries: Vec<Entry> = cmds
             .into_iter()
             .map(|c| {
@@ -48,22 +48,27 @@ impl Harness {
     }
 
     /// Every state-machine key and value of the group except the applied index.
-    fn state(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(super) fn state(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let (_, bytes) = self.sm.collect_snapshot().unwrap();
         SnapshotData::from_bytes(3, &bytes).unwrap().entries
     }
 }
 
-const ALICE: UserId = UserId([0xa1; 16]);
-const BOB: UserId = UserId([0xb0; 16]);
-const CAROL: UserId = UserId([0xc0; 16]);
-const DAVE: UserId = UserId([0xd0; 16]);
+pub(super) const ALICE: UserId = UserId([0xa1; 16]);
+pub(super) const BOB: UserId = UserId([0xb0; 16]);
+pub(super) const CAROL: UserId = UserId([0xc0; 16]);
+pub(super) const DAVE: UserId = UserId([0xd0; 16]);
 
-fn conv(n: u8) -> ConvId {
+pub(super) fn conv(n: u8) -> ConvId {
     ConvId([n; 16])
 }
 
-fn create(c: u8, kind: ConversationKind, creator: UserId, members: &[UserId]) -> Command {
+pub(super) fn create(
+    c: u8,
+    kind: ConversationKind,
+    creator: UserId,
+    members: &[UserId],
+) -> Command {
     Command::CreateConversation {
         conv_id: conv(c),
         kind,
@@ -73,7 +78,7 @@ fn create(c: u8, kind: ConversationKind, creator: UserId, members: &[UserId]) ->
     }
 }
 
-fn members(c: u8, actor: UserId, add: &[UserId], remove: &[UserId]) -> Command {
+pub(super) fn members(c: u8, actor: UserId, add: &[UserId], remove: &[UserId]) -> Command {
     Command::ChangeMembers {
         conv_id: conv(c),
         actor,
@@ -83,7 +88,13 @@ fn members(c: u8, actor: UserId, add: &[UserId], remove: &[UserId]) -> Command {
     }
 }
 
-fn send_kind(c: u8, sender: UserId, cmid: u128, kind: MessageKind, body: &[u8]) -> Command {
+pub(super) fn send_kind(
+    c: u8,
+    sender: UserId,
+    cmid: u128,
+    kind: MessageKind,
+    body: &[u8],
+) -> Command {
     Command::Append(AppendMessage {
         conv_id: conv(c),
         sender,
@@ -95,7 +106,7 @@ fn send_kind(c: u8, sender: UserId, cmid: u128, kind: MessageKind, body: &[u8]) 
     })
 }
 
-fn send(c: u8, sender: UserId, cmid: u128, body: &str) -> Command {
+pub(super) fn send(c: u8, sender: UserId, cmid: u128, body: &str) -> Command {
     send_kind(c, sender, cmid, MessageKind::Text, body.as_bytes())
 }
 
@@ -494,6 +505,16 @@ fn workload() -> Vec<Command> {
     }
     cmds.push(members(2, CAROL, &[], &[CAROL]));
     cmds.push(send(2, CAROL, 999, "rejected: left"));
+    // Cross-shard state: a delivery into a user's index, and part of the outbox delivered.
+    cmds.push(Command::UserConv {
+        user: BOB,
+        conv_id: conv(9),
+        joined: true,
+        version: 4,
+    });
+    cmds.push(Command::OutboxDone {
+        delivered: vec![(1, ALICE)],
+    });
     cmds
 }
 
@@ -546,6 +567,14 @@ async fn snapshot_round_trip_equals_the_live_state() {
         lv.read_from(&conv(2), 1, 1000).unwrap()
     );
     assert_eq!(fv.cursor(&ALICE, &conv(2)).unwrap(), 150);
+    // The outbox, the user index and user events travel with the snapshot.
+    assert_eq!(fv.outbox(1000).unwrap(), lv.outbox(1000).unwrap());
+    assert!(!fv.outbox_is_empty().unwrap());
+    assert_eq!(fv.user_conversations(&BOB).unwrap(), vec![(conv(9), 0)]);
+    assert_eq!(
+        fv.shard_events_after(0, 10_000).unwrap(),
+        lv.shard_events_after(0, 10_000).unwrap()
+    );
     let current = follower.sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
 
