@@ -8,12 +8,18 @@
 //!
 //! This crate must not depend on storage or Raft crates: it only speaks the internal gRPC API.
 
+pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod limits;
+pub mod openapi;
+pub mod push;
+pub mod router;
 pub mod service;
+pub mod web;
+pub mod ws;
 
 pub use config::Config;
 pub use errors::{ApiError, Result};

@@ -38,7 +38,6 @@ pub struct GatewayProc {
     /// 1, 2 or 3.
     pub dc: u8,
     pub id: String,
-    pub ip: Ipv4Addr,
     /// `http://127.0.d.100:port` of the public gRPC API.
     pub grpc_url: String,
     /// `http://127.0.d.100:port` of HTTP/JSON, WebSocket and the web client.
@@ -195,7 +194,6 @@ impl Env {
             let mut g = GatewayProc {
                 dc,
                 id: id.clone(),
-                ip,
                 grpc_url: format!("http://{ip}:{grpc}"),
                 http_url: format!("http://{ip}:{http}"),
                 log: dir.path().join(format!("{id}.log")),

@@ -1,0 +1,359 @@
+//! Accounts and devices: sign-up, sign-in, refresh, revocation, and the check of every access
+//! token.
+//!
+//! Passwords are hashed here (argon2id) and only the PHC string reaches a node; refresh tokens
+//! are stored by the user's shard as SHA-256. Access tokens verify locally with the cluster's
+//! keys; whether the device was revoked is cached for `device_check_secs`, so a revocation
+//! reaches every gateway within that time without a lookup per request. Nothing here logs a
+//! password or a token.
+
+mod password;
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bongsu_proto::internal::{
+    write_request, AddDevice, ClaimHandle, CreateAccount, GetAccountReply, RevokeDevice,
+    RotateRefresh,
+};
+use bongsu_proto::model::{handle_key, normalize_handle, DeviceId, UserId};
+use bongsu_proto::{v1, ErrorCode};
+use tracing::instrument;
+
+pub use tokens::{KeyRing, TokenClaims};
+
+use crate::config::Config;
+use crate::errors::{ApiError, Result};
+use crate::router::{MapView, Router};
+use crate::service::Caller;
+
+/// Longest device name, in bytes.
+pub const DEVICE_NAME_MAX: usize = 64;
+/// Past this many cached device checks, stale ones are swept (memory stays bounded).
+const DEVICE_CACHE_SWEEP: usize = 100_000;
+
+/// The one answer to every failed sign-in: which part was wrong is not told (no user
+/// enumeration).
+fn wrong_credentials() -> ApiError {
+    ApiError::unauthenticated("wrong handle or password")
+}
+
+pub struct Auth {
+    router: Arc<Router>,
+    access_ttl: Duration,
+    device_check: Duration,
+    /// The key ring and the map it was built from: rebuilt when the map changes.
+    keys: Mutex<Option<(Arc<MapView>, Arc<KeyRing>)>>,
+    /// Devices seen "not revoked", and when.
+    devices: Mutex<HashMap<(UserId, DeviceId), Instant>>,
+}
+
+impl Auth {
+    pub fn new(config: &Config, router: Arc<Router>) -> Auth {
+        Auth {
+            router,
+            access_ttl: Duration::from_secs(config.access_ttl_secs.max(1)),
+            device_check: Duration::from_secs(config.device_check_secs),
+            keys: Mutex::new(None),
+            devices: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key ring of the current shard map.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        let map = self.router.map();
+        let mut cached = self.keys.lock().expect("key ring lock poisoned");
+        if let Some((m, ring)) = cached.as_ref() {
+            if Arc::ptr_eq(m, &map) {
+                return ring.clone();
+            }
+        }
+        let ring = Arc::new(KeyRing::new(&map.map.signing_keys));
+        *cached = Some((map, ring.clone()));
+        ring
+    }
+
+    /// Signature and expiry locally, then "not revoked" from the cache or the user's shard.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller> {
+        let TokenClaims { user, device } = self.keys().verify(token)?;
+        let key = (user, device);
+        let fresh = self
+            .devices
+            .lock()
+            .expect("device cache lock poisoned")
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < self.device_check);
+        if !fresh {
+            let account = self.router.account(&user).await?;
+            let live = account.as_ref().is_some_and(|a| {
+                a.devices
+                    .iter()
+                    .any(|d| d.device_id == device.0 && !d.revoked)
+            });
+            if !live {
+                self.forget_device(&user, &device);
+                return Err(ApiError::unauthenticated("the device was signed out"));
+            }
+            let mut devices = self.devices.lock().expect("device cache lock poisoned");
+            if devices.len() > DEVICE_CACHE_SWEEP {
+                let ttl = self.device_check;
+                devices.retain(|_, at| at.elapsed() < ttl);
+            }
+            devices.insert(key, Instant::now());
+        }
+        Ok(Caller { user, device })
+    }
+
+    fn forget_device(&self, user: &UserId, device: &DeviceId) {
+        self.devices
+            .lock()
+            .expect("device cache lock poisoned")
+            .remove(&(*user, *device));
+    }
+
+    #[instrument(skip_all, fields(user))]
+    pub async fn sign_up(&self, req: v1::SignUpRequest) -> Result<v1::Session> {
+        let handle = normalize_handle(&req.handle)?;
+        password::check_rules(&req.password)?;
+        let device = check_device(req.device)?;
+        let hash = password::hash(req.password).await?;
+        let user = UserId(tokens::random_id());
+        tracing::Span::current().record("user", tracing::field::display(&user));
+        self.router
+            .write(
+                &handle_key(&handle),
+                write_request::Command::ClaimHandle(ClaimHandle {
+                    handle: handle.clone(),
+                    user_id: user.0.to_vec(),
+                }),
+            )
+            .await?;
+        self.router
+            .write(
+                &user.0,
+                write_request::Command::CreateAccount(CreateAccount {
+                    user_id: user.0.to_vec(),
+                    handle: handle.clone(),
+                    password_hash: hash,
+                }),
+            )
+            .await?;
+        tracing::info!("account created");
+        self.add_device(user, handle, device).await
+    }
+
+    #[instrument(skip_all, fields(user))]
+    pub async fn sign_in(&self, req: v1::SignInRequest) -> Result<v1::Session> {
+        let device = check_device(req.device)?;
+        let Ok(handle) = normalize_handle(&req.handle) else {
+            return Err(wrong_credentials());
+        };
+        let account = match self.router.resolve_handle(&handle).await? {
+            Some(user) => self.router.account(&user).await?.map(|a| (user, a)),
+            None => None,
+        };
+        let Some((user, account)) = account else {
+            password::verify_dummy(req.password).await?;
+            return Err(wrong_credentials());
+        };
+        tracing::Span::current().record("user", tracing::field::display(&user));
+        if !password::verify(req.password, account.password_hash).await? {
+            tracing::info!("sign-in with a wrong password");
+            return Err(wrong_credentials());
+        }
+        self.add_device(user, account.handle, device).await
+    }
+
+    async fn add_device(
+        &self,
+        user: UserId,
+        handle: String,
+        device: v1::DeviceInfo,
+    ) -> Result<v1::Session> {
+        let device_id = DeviceId(tokens::random_id());
+        let refresh = tokens::new_refresh_token(user, device_id);
+        self.router
+            .write(
+                &user.0,
+                write_request::Command::AddDevice(AddDevice {
+                    user_id: user.0.to_vec(),
+                    device_id: device_id.0.to_vec(),
+                    name: device.name,
+                    kind: device.kind,
+                    refresh_hash: tokens::refresh_hash(&refresh),
+                }),
+            )
+            .await?;
+        tracing::info!(device = %device_id, "device signed in");
+        self.session(user, handle, device_id, refresh)
+    }
+
+    fn session(
+        &self,
+        user: UserId,
+        handle: String,
+        device: DeviceId,
+        refresh_token: String,
+    ) -> Result<v1::Session> {
+        let (access_token, access_expires_at_ms) =
+            self.keys().sign(user, device, self.access_ttl)?;
+        // A device that just signed in is live: no lookup on its first request.
+        self.devices
+            .lock()
+            .expect("device cache lock poisoned")
+            .insert((user, device), Instant::now());
+        Ok(v1::Session {
+            user_id: user.0.to_vec(),
+            handle,
+            device_id: device.0.to_vec(),
+            access_token,
+            access_expires_at_ms,
+            refresh_token,
+        })
+    }
+
+    /// Rotates the refresh token (single use) and issues a new access token.
+    #[instrument(skip_all, fields(user, device))]
+    pub async fn refresh(&self, req: v1::RefreshRequest) -> Result<v1::Session> {
+        let (user, device) = tokens::parse_refresh_token(&req.refresh_token)?;
+        let span = tracing::Span::current();
+        span.record("user", tracing::field::display(&user));
+        span.record("device", tracing::field::display(&device));
+        let next = tokens::new_refresh_token(user, device);
+        let rotated = self
+            .router
+            .write(
+                &user.0,
+                write_request::Command::RotateRefresh(RotateRefresh {
+                    user_id: user.0.to_vec(),
+                    device_id: device.0.to_vec(),
+                    old_hash: tokens::refresh_hash(&req.refresh_token),
+                    new_hash: tokens::refresh_hash(&next),
+                }),
+            )
+            .await;
+        match rotated {
+            Ok(_) => {}
+            Err(e) if retryable(e.code) => return Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "refresh refused");
+                return Err(ApiError::unauthenticated(
+                    "the refresh token is invalid, used, or its device was signed out",
+                ));
+            }
+        }
+        let Some(account) = self.router.account(&user).await? else {
+            return Err(ApiError::unauthenticated("the account no longer exists"));
+        };
+        self.session(user, account.handle, device, next)
+    }
+
+    pub async fn list_devices(&self, c: &Caller) -> Result<v1::ListDevicesReply> {
+        let account = self.account(&c.user).await?;
+        Ok(v1::ListDevicesReply {
+            devices: account
+                .devices
+                .into_iter()
+                .map(|d| v1::Device {
+                    current: d.device_id == c.device.0,
+                    device_id: d.device_id,
+                    kind: d.kind,
+                    name: d.name,
+                    created_at_ms: d.created_at_ms,
+                    revoked: d.revoked,
+                })
+                .collect(),
+        })
+    }
+
+    #[instrument(skip_all, fields(user = %c.user, device = %c.device))]
+    pub async fn revoke_device(
+        &self,
+        c: &Caller,
+        req: v1::RevokeDeviceRequest,
+    ) -> Result<v1::RevokeDeviceReply> {
+        let target = DeviceId::try_from(req.device_id.as_slice())?;
+        // Only the caller's own user id is ever sent, so nobody revokes another's device.
+        self.router
+            .write(
+                &c.user.0,
+                write_request::Command::RevokeDevice(RevokeDevice {
+                    user_id: c.user.0.to_vec(),
+                    device_id: target.0.to_vec(),
+                }),
+            )
+            .await?;
+        self.forget_device(&c.user, &target);
+        tracing::info!(revoked = %target, "device signed out");
+        Ok(v1::RevokeDeviceReply {})
+    }
+
+    async fn account(&self, user: &UserId) -> Result<GetAccountReply> {
+        self.router
+            .account(user)
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("the account no longer exists"))
+    }
+}
+
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unavailable | ErrorCode::NotLeader | ErrorCode::ResourceExhausted
+    )
+}
+
+/// A device must say what it is; its name is for the device list and kept short.
+fn check_device(d: Option<v1::DeviceInfo>) -> Result<v1::DeviceInfo> {
+    let d = d.ok_or_else(|| ApiError::invalid("device: missing"))?;
+    match v1::DeviceKind::try_from(d.kind) {
+        Ok(v1::DeviceKind::Unspecified) | Err(_) => {
+            return Err(ApiError::invalid(
+                "device.kind: required (PHONE, TABLET, PC or WEB)",
+            ))
+        }
+        Ok(_) => {}
+    }
+    if d.name.len() > DEVICE_NAME_MAX {
+        return Err(ApiError::invalid(format!(
+            "device.name: at most {DEVICE_NAME_MAX} bytes"
+        )));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_need_a_kind_and_a_short_name() {
+        let ok = v1::DeviceInfo {
+            kind: v1::DeviceKind::Phone as i32,
+            name: "x".repeat(64),
+        };
+        assert!(check_device(Some(ok.clone())).is_ok());
+        assert!(check_device(None).is_err());
+        for bad in [
+            v1::DeviceInfo {
+                kind: 0,
+                ..ok.clone()
+            },
+            v1::DeviceInfo {
+                kind: 99,
+                ..ok.clone()
+            },
+            v1::DeviceInfo {
+                name: "x".repeat(65),
+                ..ok.clone()
+            },
+        ] {
+            assert_eq!(
+                check_device(Some(bad)).expect_err("bad").code,
+                ErrorCode::InvalidArgument
+            );
+        }
+    }
+}
