@@ -18,7 +18,7 @@ DURATION ?= 120
 SEED ?=
 CHAOS_BIN = $(CARGO_TARGET_DIR)/release/bongsu-chaos
 
-.PHONY: all deps build run test chaos-ci chaos chaos-build chaos-deps bench-store bench-node clean
+.PHONY: all deps browser-deps build run test chaos-ci chaos chaos-build chaos-deps bench-store bench-node clean
 
 all: build
 
@@ -36,9 +36,25 @@ deps:
 		fi; \
 	fi
 
-# A local three-datacenter cluster (127.0.1.x, 127.0.2.x, 127.0.3.x), data under data/local.
+# The web client's browser test drives Debian's Chromium through chromedriver; install both
+# when missing (apt-get as root). Without them the browser test fails and says how to get them.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "deps: installing chromium and chromium-driver with apt-get (the web client's browser test)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "deps: the browser test needs /usr/bin/chromium and /usr/bin/chromedriver; run: sudo apt-get install chromium chromium-driver" >&2; \
+		fi; \
+	fi
+
+# A local three-datacenter cluster (127.0.1.x, 127.0.2.x, 127.0.3.x) with a gateway and the
+# web client in each datacenter (http://127.0.d.1:8080/), data under data/local.
+# Every binary of the workspace is built together, as the tests build them, so the node binary
+# is the same one the tests use (with the chaos hooks compiled in and switched off) and neither
+# build overwrites the other's.
 run: deps
-	$(CARGO) build $(PROFILE) -p bongsu-node --bin bongsu-node -p bongsu --bin bongsu
+	$(CARGO) build $(PROFILE) --workspace --bins
 	$(CARGO_TARGET_DIR)/release/bongsu run --dir data/local
 
 build: deps
@@ -47,7 +63,7 @@ build: deps
 # Every test in the workspace. cargo-nextest runs each test in its own process; plain
 # `cargo test` is the fallback where nextest is not installed.
 # The chaos scenarios of `chaos-ci` run after them.
-test: deps
+test: deps browser-deps
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "+ $(CARGO) nextest run $(PROFILE) --workspace --no-fail-fast"; \
 		$(CARGO) nextest run $(PROFILE) --workspace --no-fail-fast; \
@@ -92,7 +108,7 @@ bench-store: deps
 # CPU and memory of one node process hosting 1,000 idle groups (three nodes, one per datacenter).
 # The example starts the node binary, so it is built first.
 bench-node: deps
-	$(CARGO) build $(PROFILE) -p bongsu-node --bin bongsu-node
+	$(CARGO) build $(PROFILE) --workspace --bins
 	$(CARGO) run $(PROFILE) -p bongsu-node --example bench-node -- --dir $(BENCH_NODE_DIR) --groups $(BENCH_NODE_GROUPS) --seconds $(BENCH_NODE_SECONDS)
 
 clean:

@@ -2,10 +2,12 @@
 //!
 //! Datacenter `d` is the loopback address group `127.0.d.x`; node `k` of it listens on
 //! `127.0.d.k` with the same ports everywhere (Raft 7100, internal API 7200, admin 7300), so
-//! addresses are easy to read and to type. Data lives under `--dir`; running again with the
-//! same directory restarts the same cluster instead of creating a new one.
+//! addresses are easy to read and to type. Each datacenter also gets a gateway on
+//! `127.0.d.1` (HTTP and the web client on 8080, gRPC on 8081) that knows every node. Data and
+//! logs live under `--dir`; running again with the same directory restarts the same cluster
+//! instead of creating a new one.
 
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{HelloRequest, InitRequest, StatusRequest};
+
+mod gateway;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -28,6 +32,9 @@ pub struct RunArgs {
     /// The node binary; by default `bongsu-node` next to this program.
     #[arg(long)]
     pub node_bin: Option<PathBuf>,
+    /// The gateway binary; by default `bongsu-gateway` next to this program.
+    #[arg(long)]
+    pub gateway_bin: Option<PathBuf>,
 }
 
 struct LocalNode {
@@ -58,18 +65,37 @@ impl Drop for Nodes {
     }
 }
 
-fn node_binary(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// A binary given on the command line, or the one named `name` next to this program.
+fn sibling_binary(arg: Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     let bin = match arg {
         Some(b) => b,
-        None => std::env::current_exe()?.with_file_name("bongsu-node"),
+        None => std::env::current_exe()
+            .context("find this program's path")?
+            .with_file_name(name),
     };
     if !bin.exists() {
         bail!(
-            "{} not found: build it with `cargo build --release -p bongsu-node` (make run does)",
+            "{} not found: build it with `cargo build --release -p {name} --bin {name}` (make run does)",
             bin.display()
         );
     }
     Ok(bin)
+}
+
+/// Gateways are stopped before the nodes (this value is declared after them, so it is dropped
+/// first): clients see their gateway go, not the cluster behind it.
+struct Gateways(Vec<gateway::LocalGateway>);
+
+impl Drop for Gateways {
+    fn drop(&mut self) {
+        for g in &mut self.0 {
+            // SAFETY: plain kill(2) on the PID of a child this process started.
+            unsafe { libc::kill(g.child.id() as i32, libc::SIGTERM) };
+        }
+        for g in &mut self.0 {
+            let _ = g.child.wait();
+        }
+    }
 }
 
 fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result<Child> {
@@ -107,6 +133,18 @@ fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result
     cmd.spawn().with_context(|| format!("start node {id}"))
 }
 
+/// Whether something already listens on `addr`.
+async fn in_use(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
 async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
     let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_millis(300));
@@ -129,7 +167,23 @@ where
 }
 
 pub async fn run(a: RunArgs) -> anyhow::Result<()> {
-    let bin = node_binary(a.node_bin)?;
+    let bin = sibling_binary(a.node_bin, "bongsu-node")?;
+    let gw_bin = sibling_binary(a.gateway_bin, "bongsu-gateway")?;
+    // Another `bongsu run` on this machine holds the same fixed addresses: our nodes would fail
+    // to bind while the readiness checks below talked to the other cluster.
+    for dc in 1..=3 {
+        for addr in [
+            format!("127.0.{dc}.1:7300"),
+            format!("127.0.{dc}.1:{}", gateway::GRPC_PORT),
+        ] {
+            if in_use(&addr).await {
+                bail!(
+                    "{addr} is taken: is another `bongsu run` going on this machine? \
+                     Stop it first (Ctrl-C in its terminal); `bongsu status` shows its state"
+                );
+            }
+        }
+    }
     let fresh = !a.dir.join("n1").exists();
     let mut nodes = Nodes(Vec::new());
     for k in 1..=a.nodes_per_dc {
@@ -207,18 +261,54 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let api_addrs: Vec<String> = nodes.0.iter().map(|n| format!("{}:7200", n.host)).collect();
+    let mut gateways = Gateways(Vec::new());
+    for dc in 1..=3 {
+        let gw = gateway::spawn(&gw_bin, &a.dir, dc, &api_addrs)?;
+        gateways.0.push(gw);
+    }
+    for g in &gateways.0 {
+        wait_until(
+            &format!("the dc{} gateway at {}", g.dc, g.http),
+            Duration::from_secs(30),
+            || gateway::ready(&g.http),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the dc{} gateway did not become ready; see {}",
+                g.dc,
+                g.log.display()
+            )
+        })?;
+    }
+
+    println!();
     println!(
-        "bongsu: local cluster up, data and logs in {}",
-        a.dir.display()
+        "bongsu: local cluster up: 3 datacenters, {} node(s) each",
+        a.nodes_per_dc
     );
+    println!();
+    println!("  web client (open any; they are interchangeable):");
+    for g in &gateways.0 {
+        println!("    dc{}  http://{}/", g.dc, g.http);
+    }
+    println!("  gRPC API (the SDK and the CLI use all three):");
+    for g in &gateways.0 {
+        println!("    dc{}  http://{}", g.dc, g.grpc);
+    }
+    println!("  nodes:");
     for n in &nodes.0 {
         println!(
-            "  dc{}  node {:<2} internal API {}:7200  admin {}:7300",
+            "    dc{}  node {:<2} internal API {}:7200  admin {}:7300",
             n.dc, n.id, n.host, n.host
         );
     }
-    println!("  try: bongsu status --admin {first}");
-    println!("  (the gateway and the web client are not built yet)");
+    println!("  data and logs: {}", a.dir.display());
+    println!();
+    println!("  try:  bongsu signup alice    bongsu send bob 'hi'    bongsu tail");
+    println!("        bongsu status --admin {first}");
+    println!();
     println!("Ctrl-C stops the cluster; `bongsu run` again with the same --dir restarts it.");
 
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -233,6 +323,23 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                     if let Ok(Some(status)) = n.child.try_wait() {
                         bail!("node {} exited ({status}); see {}", n.id, a.dir.join(format!("n{}/node.log", n.id)).display());
                     }
+                }
+                for g in &mut gateways.0 {
+                    let Ok(Some(status)) = g.child.try_wait() else { continue };
+                    // A gateway holds nothing, so losing one is a drill, not a disaster: start
+                    // it again (clients have moved to the other gateways meanwhile). One that
+                    // exits by itself right after being restarted is broken, and restarting it
+                    // again would only spin.
+                    let crash_loop = g.restarts > 0
+                        && g.started.elapsed() < Duration::from_secs(10)
+                        && status.signal().is_none();
+                    if crash_loop {
+                        bail!("the dc{} gateway exited ({status}) right after starting; see {}", g.dc, g.log.display());
+                    }
+                    println!("bongsu: the dc{} gateway exited ({status}); starting it again", g.dc);
+                    let restarts = g.restarts + 1;
+                    *g = gateway::spawn(&gw_bin, &a.dir, g.dc, &api_addrs)?;
+                    g.restarts = restarts;
                 }
             }
         }

@@ -1,9 +1,15 @@
 //! `bongsu`: the one command people type.
 //!
 //! - `bongsu run`: a local cluster of three datacenters on this machine (datacenters are the
-//!   loopback address groups 127.0.1.x, 127.0.2.x, 127.0.3.x), data under a local directory.
+//!   loopback address groups 127.0.1.x, 127.0.2.x, 127.0.3.x) with a gateway and the web
+//!   client in each, data under a local directory.
 //! - `bongsu status`: a cluster's shards, leaders, lag and liveness, from any node.
+//! - `bongsu signup`, `login`, `send`, `tail`, `conversations`: chatting from a terminal,
+//!   through the Rust SDK (`bongsu-client`), against any gateways (`--gateway`, repeatable;
+//!   the local cluster's by default).
 
+mod account;
+mod chat;
 mod local;
 mod status;
 
@@ -21,10 +27,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a local three-datacenter cluster and keep it running until Ctrl-C.
+    /// Start a local three-datacenter cluster with its gateways and keep it running until
+    /// Ctrl-C.
     Run(local::RunArgs),
     /// Show a cluster's state as one node sees it.
     Status(status::StatusArgs),
+    /// Create an account (a handle and a password, nothing else) and sign this terminal in.
+    Signup(account::AuthArgs),
+    /// Sign this terminal in to an existing account.
+    Login(account::AuthArgs),
+    /// Send a text message to a person (by handle) or a conversation (by id).
+    Send(chat::SendArgs),
+    /// Print messages as they arrive, across gateway failures, until Ctrl-C.
+    Tail(chat::TailArgs),
+    /// List your conversations with unread counts.
+    Conversations(chat::ListArgs),
 }
 
 #[tokio::main]
@@ -40,5 +57,10 @@ async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(a) => local::run(a).await,
         Cmd::Status(a) => status::run(a).await,
+        Cmd::Signup(a) => account::signup(a).await,
+        Cmd::Login(a) => account::login(a).await,
+        Cmd::Send(a) => chat::send(a).await,
+        Cmd::Tail(a) => chat::tail(a).await,
+        Cmd::Conversations(a) => chat::conversations(a).await,
     }
 }
