@@ -71,6 +71,25 @@ fn create(
                 existed: true,
             });
         }
+        // A direct conversation's id may be derived from its two members, so the other person
+        // creating "the same" conversation is a repeat too, not a conflict.
+        if existing.kind == ConversationKind::Direct && kind == ConversationKind::Direct {
+            let mut pair: BTreeSet<UserId> = members.iter().copied().collect();
+            pair.insert(*creator);
+            let mut same = pair.len() == 2;
+            for u in &pair {
+                same = same
+                    && tx
+                        .get::<Role>(&layout::member_key(g, conv_id, u), "member")?
+                        .is_some();
+            }
+            if same {
+                return Ok(CommandResult::Created {
+                    conv_id: *conv_id,
+                    existed: true,
+                });
+            }
+        }
         return Ok(CommandResult::reject(
             ErrorCode::ConversationExists,
             format!("conversation {conv_id} exists"),

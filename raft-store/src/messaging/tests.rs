@@ -249,6 +249,25 @@ async fn repeated_client_msg_id_returns_the_original_seq_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn the_other_member_creating_a_direct_conversation_is_a_repeat() {
+    let mut h = Harness::new(SmConfig::default());
+    h.run(create(1, ConversationKind::Direct, ALICE, &[BOB]))
+        .await;
+    let before = h.state();
+    let again = h
+        .run(create(1, ConversationKind::Direct, BOB, &[ALICE]))
+        .await;
+    assert_eq!(
+        again,
+        CommandResult::Created {
+            conv_id: conv(1),
+            existed: true
+        }
+    );
+    assert_eq!(h.state(), before, "a repeat changes nothing");
+}
+
+#[tokio::test]
 async fn rejections_have_stable_codes_and_change_nothing() {
     let cfg = SmConfig {
         max_body_bytes: 32,
@@ -283,6 +302,11 @@ async fn rejections_have_stable_codes_and_change_nothing() {
         (
             "id taken by another creator",
             create(2, ConversationKind::Group, BOB, &[]),
+            ErrorCode::ConversationExists,
+        ),
+        (
+            "direct id taken by another pair",
+            create(1, ConversationKind::Direct, CAROL, &[BOB]),
             ErrorCode::ConversationExists,
         ),
         (
