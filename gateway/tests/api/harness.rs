@@ -173,11 +173,7 @@ impl Env {
         )
         .await
         .context("start a three-datacenter cluster")?;
-        let nodes: Vec<String> = cluster
-            .api_addrs()
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let nodes: Vec<String> = cluster.api_addrs().into_iter().map(|(_, a)| a).collect();
         let mut gateways = Vec::new();
         for dc in 1..=3u8 {
             let ip = Ipv4Addr::new(127, 0, dc, 100);
@@ -296,7 +292,11 @@ async fn take_turn() -> Result<File> {
     tokio::task::spawn_blocking(move || {
         // SAFETY: flock on a file descriptor this closure owns.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("lock {}: {}", path.display(), std::io::Error::last_os_error());
+            bail!(
+                "lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
         }
         Ok(f)
     })
