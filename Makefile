@@ -18,7 +18,7 @@ DURATION ?= 120
 SEED ?=
 CHAOS_BIN = $(CARGO_TARGET_DIR)/release/bongsu-chaos
 
-.PHONY: all deps browser-deps build run test chaos-ci chaos chaos-build chaos-deps bench-store bench-node clean
+.PHONY: all deps browser-deps build run test chaos-ci chaos chaos-build chaos-deps bench-store bench-node bench-gateway clean
 
 all: build
 
@@ -110,6 +110,13 @@ bench-store: deps
 bench-node: deps
 	$(CARGO) build $(PROFILE) --workspace --bins
 	$(CARGO) run $(PROFILE) -p bongsu-node --example bench-node -- --dir $(BENCH_NODE_DIR) --groups $(BENCH_NODE_GROUPS) --seconds $(BENCH_NODE_SECONDS)
+
+# Sends through the gateways (gRPC and HTTP, sequential and pipelined) against the same sends
+# straight to the nodes, and push latency across datacenters, in one run on one cluster.
+BENCH_GATEWAY_DIR ?= data/bench-gateway
+bench-gateway: deps
+	$(CARGO) build $(PROFILE) --workspace --bins
+	$(CARGO) run $(PROFILE) -p bongsu-gateway --example bench-gateway -- --dir $(BENCH_GATEWAY_DIR) --seconds $(BENCH_SECONDS)
 
 clean:
 	rm -rf data

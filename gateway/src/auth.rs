@@ -8,6 +8,7 @@
 //! password or a token.
 
 mod password;
+mod signup;
 mod tokens;
 
 use std::collections::HashMap;
@@ -15,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bongsu_proto::internal::{
-    write_request, AddDevice, ClaimHandle, CreateAccount, GetAccountReply, RevokeDevice,
-    RotateRefresh,
+    write_request, AddDevice, CreateAccount, GetAccountReply, RevokeDevice, RotateRefresh,
 };
-use bongsu_proto::model::{handle_key, normalize_handle, DeviceId, UserId};
+use bongsu_proto::model::{normalize_handle, DeviceId, UserId};
 use bongsu_proto::{v1, ErrorCode};
 use tracing::instrument;
 
@@ -78,6 +78,15 @@ impl Auth {
     /// Signature and expiry locally, then "not revoked" from the cache or the user's shard.
     pub async fn authenticate(&self, token: &str) -> Result<Caller> {
         let TokenClaims { user, device } = self.keys().verify(token)?;
+        self.check_device(user, device).await?;
+        Ok(Caller { user, device })
+    }
+
+    /// `UNAUTHENTICATED` if the device was revoked (or its account is gone). A "not revoked"
+    /// seen less than `device_check_secs` ago is trusted without a lookup; push sessions call
+    /// this periodically, so the many streams of a gateway cost one lookup per device per
+    /// period at most.
+    pub async fn check_device(&self, user: UserId, device: DeviceId) -> Result<()> {
         let key = (user, device);
         let fresh = self
             .devices
@@ -85,25 +94,33 @@ impl Auth {
             .expect("device cache lock poisoned")
             .get(&key)
             .is_some_and(|at| at.elapsed() < self.device_check);
-        if !fresh {
-            let account = self.router.account(&user).await?;
-            let live = account.as_ref().is_some_and(|a| {
-                a.devices
-                    .iter()
-                    .any(|d| d.device_id == device.0 && !d.revoked)
-            });
-            if !live {
-                self.forget_device(&user, &device);
-                return Err(ApiError::unauthenticated("the device was signed out"));
-            }
-            let mut devices = self.devices.lock().expect("device cache lock poisoned");
-            if devices.len() > DEVICE_CACHE_SWEEP {
-                let ttl = self.device_check;
-                devices.retain(|_, at| at.elapsed() < ttl);
-            }
-            devices.insert(key, Instant::now());
+        if fresh {
+            return Ok(());
         }
-        Ok(Caller { user, device })
+        let account = self.router.account(&user).await?;
+        let live = account.as_ref().is_some_and(|a| {
+            a.devices
+                .iter()
+                .any(|d| d.device_id == device.0 && !d.revoked)
+        });
+        if !live {
+            self.forget_device(&user, &device);
+            return Err(ApiError::unauthenticated("the device was signed out"));
+        }
+        let mut devices = self.devices.lock().expect("device cache lock poisoned");
+        if devices.len() > DEVICE_CACHE_SWEEP {
+            let ttl = self.device_check;
+            devices.retain(|_, at| at.elapsed() < ttl);
+        }
+        devices.insert(key, Instant::now());
+        Ok(())
+    }
+
+    /// How often a push session re-checks its device: the cache's lifetime, but never more
+    /// often than once a second (a lifetime of 0 turns the cache off, not the check into a
+    /// busy loop).
+    pub fn device_check_every(&self) -> Duration {
+        self.device_check.max(Duration::from_secs(1))
     }
 
     fn forget_device(&self, user: &UserId, device: &DeviceId) {
@@ -113,6 +130,10 @@ impl Auth {
             .remove(&(*user, *device));
     }
 
+    /// Claim the handle for a fresh user id, create the account, confirm the claim, add the
+    /// device. The confirmation comes before the device so that no session is ever issued for
+    /// an account whose handle could still be taken over (see `auth/signup.rs`); a sign-up
+    /// that dies after it leaves an account the person can sign in to.
     #[instrument(skip_all, fields(user))]
     pub async fn sign_up(&self, req: v1::SignUpRequest) -> Result<v1::Session> {
         let handle = normalize_handle(&req.handle)?;
@@ -121,15 +142,8 @@ impl Auth {
         let hash = password::hash(req.password).await?;
         let user = UserId(tokens::random_id());
         tracing::Span::current().record("user", tracing::field::display(&user));
-        self.router
-            .write(
-                &handle_key(&handle),
-                write_request::Command::ClaimHandle(ClaimHandle {
-                    handle: handle.clone(),
-                    user_id: user.0.to_vec(),
-                }),
-            )
-            .await?;
+        signup::settle_before_claim(&self.router, &handle).await?;
+        signup::claim(&self.router, &handle, user).await?;
         self.router
             .write(
                 &user.0,
@@ -140,6 +154,7 @@ impl Auth {
                 }),
             )
             .await?;
+        signup::confirm(&self.router, &handle, user).await?;
         tracing::info!("account created");
         self.add_device(user, handle, device).await
     }
@@ -150,18 +165,37 @@ impl Auth {
         let Ok(handle) = normalize_handle(&req.handle) else {
             return Err(wrong_credentials());
         };
-        let account = match self.router.resolve_handle(&handle).await? {
-            Some(user) => self.router.account(&user).await?.map(|a| (user, a)),
+        let account = match signup::resolve(&self.router, &handle).await? {
+            Some(claim) => self
+                .router
+                .account(&claim.user)
+                .await?
+                // A claim whose account has another handle is not this handle's account.
+                .filter(|a| a.handle == handle)
+                .map(|a| (claim, a)),
             None => None,
         };
-        let Some((user, account)) = account else {
+        let Some((claim, account)) = account else {
             password::verify_dummy(req.password).await?;
             return Err(wrong_credentials());
         };
+        let user = claim.user;
         tracing::Span::current().record("user", tracing::field::display(&user));
         if !password::verify(req.password, account.password_hash).await? {
             tracing::info!("sign-in with a wrong password");
             return Err(wrong_credentials());
+        }
+        if !claim.confirmed {
+            // The account exists but its sign-up's confirmation was lost: confirm now, and
+            // issue no session unless that holds (the claim may just have been taken over).
+            match signup::confirm(&self.router, &handle, user).await {
+                Ok(()) => tracing::info!("confirmed the handle at sign-in"),
+                Err(e) if retryable(e.code) => return Err(e),
+                Err(e) => {
+                    tracing::info!(error = %e, "the account lost its handle");
+                    return Err(wrong_credentials());
+                }
+            }
         }
         self.add_device(user, account.handle, device).await
     }

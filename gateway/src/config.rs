@@ -15,13 +15,26 @@ pub struct Config {
     pub dc: String,
     /// Internal API addresses of some nodes (comma-separated, any datacenters); the rest are
     /// learned from the shard map.
-    #[arg(long, env = "BONGSU_GATEWAY_NODES", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "BONGSU_GATEWAY_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
     pub nodes: Vec<String>,
     /// Where the public gRPC API listens.
-    #[arg(long, env = "BONGSU_GATEWAY_GRPC_ADDR", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "BONGSU_GATEWAY_GRPC_ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
     pub grpc_addr: SocketAddr,
     /// Where HTTP/JSON, WebSocket, the web client and health checks listen.
-    #[arg(long, env = "BONGSU_GATEWAY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "BONGSU_GATEWAY_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub http_addr: SocketAddr,
     /// Serve the web client from this directory instead of the copy built into the binary.
     #[arg(long, env = "BONGSU_GATEWAY_WEB_DIR")]
@@ -34,7 +47,11 @@ pub struct Config {
     #[arg(long, env = "BONGSU_GATEWAY_DEVICE_CHECK_SECS", default_value_t = 5)]
     pub device_check_secs: u64,
     /// Deadline of one request, retries included, in milliseconds.
-    #[arg(long, env = "BONGSU_GATEWAY_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        env = "BONGSU_GATEWAY_REQUEST_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
     pub request_timeout_ms: u64,
     /// Requests served at once per API (gRPC, HTTP); beyond it new requests are shed.
     #[arg(long, env = "BONGSU_GATEWAY_MAX_CONCURRENCY", default_value_t = 1024)]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bongsu_proto::ErrorCode;
+use bongsu_proto::{ErrorCode, ModelError};
 
 /// The gRPC metadata key with the stable code (e.g. `NOT_MEMBER`).
 pub const CODE_KEY: &str = "bongsu-code";
@@ -107,6 +107,13 @@ impl ApiError {
     }
 }
 
+/// A rule of the model broken by a request: its stable code and which field.
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        ApiError::new(e.code, format!("{}: {}", e.field, e.reason))
+    }
+}
+
 /// What a node's reply says, as a client-facing error: the node's `bongsu-code` is kept.
 impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
@@ -114,11 +121,7 @@ impl From<tonic::Status> for ApiError {
             .metadata()
             .get(CODE_KEY)
             .and_then(|v| v.to_str().ok())
-            .and_then(|name| {
-                ErrorCode::ALL
-                    .into_iter()
-                    .find(|c| c.as_str() == name)
-            })
+            .and_then(|name| ErrorCode::ALL.into_iter().find(|c| c.as_str() == name))
             .unwrap_or(match s.code() {
                 tonic::Code::DeadlineExceeded
                 | tonic::Code::Unavailable
@@ -161,7 +164,8 @@ impl axum::response::IntoResponse for ApiError {
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs() {
             if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         resp
@@ -189,7 +193,10 @@ mod tests {
         let status = tonic::Status::from(e);
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
-            status.metadata().get(RETRY_AFTER_KEY).and_then(|v| v.to_str().ok()),
+            status
+                .metadata()
+                .get(RETRY_AFTER_KEY)
+                .and_then(|v| v.to_str().ok()),
             Some("1")
         );
     }

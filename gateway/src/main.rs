@@ -6,7 +6,11 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "bongsu-gateway", version, about = "bongsu's stateless public API gateway")]
+#[command(
+    name = "bongsu-gateway",
+    version,
+    about = "bongsu's stateless public API gateway"
+)]
 struct Args {
     #[command(flatten)]
     config: bongsu_gateway::Config,

@@ -346,7 +346,9 @@ impl Router {
         Ok(reply.found.then_some(reply))
     }
 
-    /// Who owns a normalized handle.
+    /// Who owns a normalized handle. A claim that was never confirmed (its sign-up did not
+    /// finish) belongs to nobody yet: looking people up must not return an account that may
+    /// not exist.
     pub async fn resolve_handle(&self, handle: &str) -> Result<Option<UserId>> {
         let shard = self.shard(&handle_key(handle)).await?;
         let req = ResolveHandleRequest {
@@ -358,7 +360,7 @@ impl Router {
                 async move { c.resolve_handle(req).await }
             })
             .await?;
-        if reply.user_id.is_empty() {
+        if reply.user_id.is_empty() || !reply.confirmed {
             return Ok(None);
         }
         UserId::try_from(reply.user_id.as_slice())

@@ -19,7 +19,7 @@ use bongsu_proto::internal::{
 use bongsu_proto::model::{
     normalize_handle, validate_body, ClientMsgId, ConvId, DeviceId, MessageKind, UserId,
 };
-use bongsu_proto::{v1, ErrorCode, ModelError};
+use bongsu_proto::{v1, ErrorCode};
 use futures::Stream;
 use tracing::instrument;
 
@@ -54,13 +54,6 @@ const LOOKUP_MAX: usize = 100;
 const FAN_OUT: usize = 16;
 /// Past this many cached handles the cache starts over (memory stays bounded).
 const HANDLE_CACHE_MAX: usize = 100_000;
-
-/// A rule of the model broken by a request: its stable code and which field.
-impl From<ModelError> for ApiError {
-    fn from(e: ModelError) -> Self {
-        ApiError::new(e.code, format!("{}: {}", e.field, e.reason))
-    }
-}
 
 fn conv_id(bytes: &[u8]) -> Result<ConvId> {
     Ok(ConvId::try_from(bytes)?)

@@ -55,9 +55,10 @@ pub fn device_kind_proto(k: DeviceKind) -> v1::DeviceKind {
     }
 }
 
-/// Validates an account write. The id decides the shard: a handle claim goes to the shard of
-/// `handle_key(handle)`, so that one shard decides who owns a handle; everything else to the
-/// user's shard. `None` when the write is not an account command.
+/// Validates an account write. The id decides the shard: a handle claim and its confirmation
+/// go to the shard of `handle_key(handle)`, so that one shard decides who owns a handle;
+/// everything else to the user's shard. `at_ms` is this node's clock, never the caller's: the
+/// claim's grace period is measured with it. `None` when the write is not an account command.
 pub fn command(cmd: &write_request::Command, at_ms: u64) -> Result<Option<([u8; 16], Command)>> {
     let (key, a) = match cmd {
         write_request::Command::ClaimHandle(c) => {
@@ -65,7 +66,19 @@ pub fn command(cmd: &write_request::Command, at_ms: u64) -> Result<Option<([u8; 
             let user_id = user(&c.user_id)?;
             (
                 handle_key(&handle),
-                AccountCommand::ClaimHandle { handle, user_id },
+                AccountCommand::ClaimHandle {
+                    handle,
+                    user_id,
+                    at_ms,
+                },
+            )
+        }
+        write_request::Command::ConfirmHandle(c) => {
+            let handle = normalize_handle(&c.handle).map_err(bad)?;
+            let user_id = user(&c.user_id)?;
+            (
+                handle_key(&handle),
+                AccountCommand::ConfirmHandle { handle, user_id },
             )
         }
         write_request::Command::CreateAccount(c) => {
@@ -124,7 +137,8 @@ pub fn command(cmd: &write_request::Command, at_ms: u64) -> Result<Option<([u8; 
 }
 
 impl Node {
-    /// Who owns a handle, read on the leader of the handle's shard.
+    /// Who holds a handle and whether the claim is confirmed, read on the leader of the
+    /// handle's shard.
     pub async fn resolve_handle(
         &self,
         req: pb::ResolveHandleRequest,
@@ -132,9 +146,10 @@ impl Node {
         let handle = normalize_handle(&req.handle).map_err(bad)?;
         let group = shard_group(shard_of(&handle_key(&handle), self.shard_count()?));
         let h = self.linearizable(group).await?;
-        let owner = AccountView::new(h.sm.view_store(), group).handle_owner(&handle)?;
+        let claim = AccountView::new(h.sm.view_store(), group).handle(&handle)?;
         Ok(pb::ResolveHandleReply {
-            user_id: owner.map(|u| u.0.to_vec()).unwrap_or_default(),
+            user_id: claim.map(|c| c.user_id.0.to_vec()).unwrap_or_default(),
+            confirmed: claim.is_some_and(|c| c.confirmed),
         })
     }
 
@@ -172,7 +187,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bongsu_proto::internal::{AddDevice, ClaimHandle, RotateRefresh};
+    use bongsu_proto::internal::{AddDevice, ClaimHandle, ConfirmHandle, RotateRefresh};
 
     fn code(r: Result<Option<([u8; 16], Command)>>) -> Option<ErrorCode> {
         r.err().map(|e| e.code())
@@ -184,11 +199,23 @@ mod tests {
             handle: "  Jisoo.Kim ".into(),
             user_id: vec![7; 16],
         });
-        let (key, cmd) = command(&claim, 1).unwrap().unwrap();
+        let (key, cmd) = command(&claim, 42).unwrap().unwrap();
         assert_eq!(key, handle_key("jisoo.kim"));
         assert!(matches!(
             cmd,
-            Command::Account(AccountCommand::ClaimHandle { ref handle, .. }) if handle == "jisoo.kim"
+            Command::Account(AccountCommand::ClaimHandle { ref handle, at_ms: 42, .. })
+                if handle == "jisoo.kim"
+        ));
+        let confirm = write_request::Command::ConfirmHandle(ConfirmHandle {
+            handle: "JISOO.kim".into(),
+            user_id: vec![7; 16],
+        });
+        let (key, cmd) = command(&confirm, 1).unwrap().unwrap();
+        assert_eq!(key, handle_key("jisoo.kim"), "routed like the claim");
+        assert!(matches!(
+            cmd,
+            Command::Account(AccountCommand::ConfirmHandle { ref handle, user_id })
+                if handle == "jisoo.kim" && user_id == UserId([7; 16])
         ));
         let add = write_request::Command::AddDevice(AddDevice {
             user_id: vec![7; 16],
@@ -206,6 +233,14 @@ mod tests {
             write_request::Command::ClaimHandle(ClaimHandle {
                 handle: "no way!".into(),
                 user_id: vec![7; 16],
+            }),
+            write_request::Command::ConfirmHandle(ConfirmHandle {
+                handle: "no way!".into(),
+                user_id: vec![7; 16],
+            }),
+            write_request::Command::ConfirmHandle(ConfirmHandle {
+                handle: "jisoo".into(),
+                user_id: vec![7; 15],
             }),
             write_request::Command::AddDevice(AddDevice {
                 user_id: vec![7; 16],

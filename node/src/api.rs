@@ -307,8 +307,9 @@ impl NodeApi for ApiService {
 
     type SubscribeStream = ReceiverStream<Result<SubscribeEvent, Status>>;
 
-    /// Streams what a shard applied (messages, and user events of the users it holds) from any
-    /// replica that hosts it, in log-index order, resuming after `after_index` (or after the
+    /// Streams what a shard applied (messages, user events of the users it holds, and the
+    /// removals from the conversations it holds) from any replica that hosts it, one event per
+    /// log index in log-index order, resuming after `after_index` (or after the
     /// newest applied entry with `from_latest`); the stream waits for new entries and ends
     /// when the client goes away.
     async fn subscribe(
@@ -382,30 +383,35 @@ impl NodeApi for ApiService {
     }
 }
 
+/// One event per log index: several user events of one entry travel together, so that a
+/// subscriber resuming after an index never skips or repeats part of an entry.
 fn subscribe_event(log_index: u64, ev: ShardEvent) -> SubscribeEvent {
     match ev {
         ShardEvent::Message(m) => SubscribeEvent {
             log_index,
             message: Some(m.into()),
-            user_event: None,
+            user_events: Vec::new(),
         },
-        ShardEvent::User(u) => {
-            let kind = match u.kind {
-                UserEventKind::Joined => pb::user_event::Kind::Joined,
-                UserEventKind::Left => pb::user_event::Kind::Left,
-                UserEventKind::Read => pb::user_event::Kind::Read,
-            };
-            SubscribeEvent {
-                log_index,
-                message: None,
-                user_event: Some(pb::UserEvent {
-                    user: u.user.0.to_vec(),
-                    conv_id: u.conv.0.to_vec(),
-                    kind: kind as i32,
-                    seq: u.seq,
-                }),
-            }
-        }
+        ShardEvent::Users(us) => SubscribeEvent {
+            log_index,
+            message: None,
+            user_events: us
+                .into_iter()
+                .map(|u| {
+                    let kind = match u.kind {
+                        UserEventKind::Joined => pb::user_event::Kind::Joined,
+                        UserEventKind::Left => pb::user_event::Kind::Left,
+                        UserEventKind::Read => pb::user_event::Kind::Read,
+                    };
+                    pb::UserEvent {
+                        user: u.user.0.to_vec(),
+                        conv_id: u.conv.0.to_vec(),
+                        kind: kind as i32,
+                        seq: u.seq,
+                    }
+                })
+                .collect(),
+        },
     }
 }
 

@@ -123,19 +123,21 @@ async fn run(node: Arc<Node>) {
 }
 
 /// Clears the group's mark if its outbox is empty. Clearing comes before the check: an apply
-/// that adds entries in between marks the group again, so no mark is lost.
+/// that adds entries in between marks the group again, so no mark is lost. A group still
+/// holding entries stays marked *without* a wake-up (`keep`): its leader drains it, and waking
+/// the loop here would make it re-read the same group at once, forever.
 fn settle(node: &Node, h: &GroupHandle) -> bool {
     let signal = node.store.outbox_signal();
     signal.clear(h.group);
     match h.sm.view().outbox_is_empty() {
         Ok(true) => true,
         Ok(false) => {
-            signal.mark(h.group);
+            signal.keep(h.group);
             false
         }
         Err(e) => {
             tracing::error!(group = h.group, error = %e, "read outbox");
-            signal.mark(h.group);
+            signal.keep(h.group);
             false
         }
     }
@@ -230,6 +232,10 @@ async fn deliver(
     shard: u32,
     changes: &[UserConvChange],
 ) -> Result<()> {
+    // Chaos builds only: a test holds deliveries back to see what does not depend on them.
+    if let Some(d) = bongsu_raft_store::failpoints::outbox_delay() {
+        tokio::time::sleep(d).await;
+    }
     let group = shard_group(shard);
     if node.leading(group).is_ok() {
         return node.apply_deliveries(shard, changes).await;

@@ -5,9 +5,25 @@
 //! - `log_before_fsync`: the group commit's write (with fsync) fails. The writer is poisoned and
 //!   the node must fail-stop.
 //! - `log_slow_fsync`: every synced write takes 200 ms longer, as on a dying disk.
+//! - `outbox_slow_delivery`: every outbox delivery waits [`OUTBOX_DELAY`] before it is sent,
+//!   as when the users' shards are slow to commit. The node's outbox pump asks
+//!   [`outbox_delay`] and waits without blocking a thread; tests use it to hold a membership
+//!   change back from the user's shard while the conversation's shard goes on.
+
+use std::time::Duration;
 
 /// The failpoints this crate knows, by name.
-pub const NAMES: [&str; 2] = ["log_before_fsync", "log_slow_fsync"];
+pub const NAMES: [&str; 3] = ["log_before_fsync", "log_slow_fsync", "outbox_slow_delivery"];
+
+/// How long `outbox_slow_delivery` holds each delivery back.
+pub const OUTBOX_DELAY: Duration = Duration::from_secs(1);
+
+/// How long the caller is to wait before an outbox delivery: `None` unless
+/// `outbox_slow_delivery` is on.
+#[inline]
+pub fn outbox_delay() -> Option<Duration> {
+    chaos_rs_hooks::outbox_slow().then_some(OUTBOX_DELAY)
+}
 
 /// Runs just before a synced batch is written.
 #[inline]
@@ -36,6 +52,10 @@ mod chaos_rs_hooks {
         Ok(())
     }
 
+    pub fn outbox_slow() -> bool {
+        chaos_rs::__failpoint_internal::is_failpoint_enabled("outbox_slow_delivery")
+    }
+
     pub fn set(name: &str, enabled: bool) -> Result<(), String> {
         let Some(tag) = super::NAMES.iter().find(|n| **n == name) else {
             return Err(format!(
@@ -57,6 +77,11 @@ mod chaos_rs_hooks {
     #[inline]
     pub fn before_fsync() -> Result<(), String> {
         Ok(())
+    }
+
+    #[inline]
+    pub fn outbox_slow() -> bool {
+        false
     }
 
     pub fn set(name: &str, _enabled: bool) -> Result<(), String> {

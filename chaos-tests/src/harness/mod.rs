@@ -433,7 +433,8 @@ impl Cluster {
         }
     }
 
-    /// Switches a storage failpoint of node `id` (`log_before_fsync`, `log_slow_fsync`).
+    /// Switches a failpoint of node `id` (`log_before_fsync`, `log_slow_fsync`,
+    /// `outbox_slow_delivery`).
     pub async fn set_failpoint(&mut self, id: u64, name: &str, enabled: bool) -> Result<()> {
         self.node(id).note(&format!(
             "failpoint {name} {}",

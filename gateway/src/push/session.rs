@@ -1,10 +1,42 @@
 //! One device's push stream: the device's user shard (for its JOINED, LEFT and READ events)
-//! and the shards of its conversations, turned into `PushEvent`s.
+//! and the shards of its conversations (their messages, and LEFT when its user is removed),
+//! turned into `PushEvent`s.
+//!
+//! A session also re-checks that its device was not revoked, every
+//! [`crate::auth::Auth::device_check_every`], through the gateway's device cache (so usually
+//! without a lookup), and ends with `UNAUTHENTICATED` when it was: a stream authenticated once
+//! does not outlive a sign-out by more than about twice `device_check_secs` (a "not revoked"
+//! cached just before the revocation is trusted for one more period).
 //!
 //! Order of work, which is what makes delivery gap-free: a session registers with the hub for
 //! a shard and waits until that upstream streams *before* it reads what it missed from the
 //! nodes, so everything applied after the read arrives live, and everything before it is in
 //! the read. Overlap between the two is dropped by seq.
+//!
+//! # Membership: two shards, one version
+//!
+//! A session learns that its user joined or left a conversation from user events, which come
+//! from two shards:
+//!
+//! - the user's shard streams JOINED and LEFT when the conversation shard's outbox delivers
+//!   them: eventually, about 100 ms later, or much later while that shard has no quorum;
+//! - the conversation's shard streams LEFT at the `ChangeMembers` entry itself, in log order
+//!   with the conversation's messages. The session follows that shard for the messages
+//!   anyway, so it untracks the conversation before it is offered any message appended after
+//!   the removal: a removed member's open streams get nothing more (DESIGN.md invariant 7),
+//!   however late the outbox is. Additions are not streamed there; a new member is not yet
+//!   following that shard for the conversation, and a late JOINED only delays, never leaks.
+//!
+//! The same removal therefore arrives twice (untracking is idempotent), and a removal
+//! followed quickly by a re-addition can arrive in either order, since the two shards stream
+//! independently. Both events of one change carry its version in `seq`: the log index of the
+//! change in the conversation's shard, which only grows. The session keeps the newest
+//! version it has seen per conversation ([`Membership`]) and ignores a JOINED or LEFT that is
+//! older, so a late LEFT never undoes a newer JOINED, nor a late JOINED a newer LEFT.
+//! A resynchronization reads the user's conversation list, which may still show a
+//! conversation the session already saw a LEFT for; the conversation's shard has the last
+//! word there (`ConversationInfo`), and a conversation it refuses is dropped before it is
+//! announced.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bongsu_proto::internal::user_event::Kind as UserEventKind;
 use bongsu_proto::internal::SubscribeEvent;
-use bongsu_proto::model::{ConvId, UserId};
+use bongsu_proto::model::{ConvId, DeviceId, UserId};
 use bongsu_proto::{v1, ErrorCode};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -33,6 +65,11 @@ const SLOW_CLIENT: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Messages read per catch-up call.
 const CATCH_UP_PAGE: u32 = 1000;
+/// Device checks in a row that may fail for want of an answer (the user's shard unreachable)
+/// before the stream ends with that error. A failed lookup is no sign of a revocation, and
+/// ending every stream of a shard's users during its election would only make them all
+/// reconnect at once; but a device whose status stays unknown must not stream for ever.
+const UNANSWERED_CHECKS: u32 = 3;
 
 /// Where each conversation of a device stands: the last seq delivered.
 #[derive(Debug, Default)]
@@ -96,6 +133,29 @@ impl Delivery {
     }
 }
 
+/// The newest membership version (the log index of a change in the conversation's shard)
+/// seen per conversation, to drop JOINED and LEFT events that arrive after a newer one.
+/// Kept after a conversation is untracked, which is when a stale JOINED would do harm; it
+/// grows by one entry per conversation whose membership changed during the session.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    newest: HashMap<ConvId, u64>,
+}
+
+impl Membership {
+    /// Whether a JOINED or LEFT of `version` is to be acted on: not older than one seen
+    /// before. The same version again is the same change heard from the other shard; acting
+    /// on it again is harmless, so it passes.
+    pub fn admit(&mut self, conv: ConvId, version: u64) -> bool {
+        let newest = self.newest.entry(conv).or_insert(version);
+        if version < *newest {
+            return false;
+        }
+        *newest = version;
+        true
+    }
+}
+
 /// Why a session stopped.
 enum End {
     /// The client went away: nothing to tell anyone.
@@ -122,9 +182,12 @@ pub(crate) fn session(gw: Arc<Gateway>, c: Caller, cursors: HashMap<ConvId, u64>
             let mut s = Session {
                 gw,
                 user: c.user,
+                device: c.device,
+                unanswered: 0,
                 user_shard: 0,
                 cursors,
                 delivery: Delivery::default(),
+                membership: Membership::default(),
                 shard_of: HashMap::new(),
                 streams: StreamMap::new(),
                 waiting: Vec::new(),
@@ -147,10 +210,14 @@ pub(crate) fn session(gw: Arc<Gateway>, c: Caller, cursors: HashMap<ConvId, u64>
 struct Session {
     gw: Arc<Gateway>,
     user: UserId,
+    device: DeviceId,
+    /// Device checks that failed in a row without saying whether the device is revoked.
+    unanswered: u32,
     user_shard: u32,
     /// The device's cursors from the request, used when a conversation is first tracked.
     cursors: HashMap<ConvId, u64>,
     delivery: Delivery,
+    membership: Membership,
     shard_of: HashMap<ConvId, u32>,
     streams: StreamMap<u32, BroadcastStream<HubEvent>>,
     /// Upstreams joined but not yet confirmed streaming.
@@ -163,8 +230,12 @@ impl Session {
         self.user_shard = self.gw.router.shard(&self.user.0).await?;
         self.join_shard(self.user_shard);
         self.resync(true).await?;
-        let start = tokio::time::Instant::now() + HEARTBEAT;
-        let mut heartbeat = tokio::time::interval_at(start, HEARTBEAT);
+        let now = tokio::time::Instant::now();
+        let mut heartbeat = tokio::time::interval_at(now + HEARTBEAT, HEARTBEAT);
+        let every = self.gw.auth.device_check_every();
+        let mut device_check = tokio::time::interval_at(now + every, every);
+        // After a slow check, wait a whole period again rather than checking twice in a row.
+        device_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.out.closed() => return Err(End::Gone),
@@ -187,10 +258,33 @@ impl Session {
                         return Err(End::Error(ApiError::unavailable("live updates stopped")));
                     }
                 },
+                _ = device_check.tick() => self.check_device().await?,
                 _ = heartbeat.tick() => {
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                     self.emit(v1::push_event::Event::HeartbeatMs(now)).await?;
                 }
+            }
+        }
+    }
+
+    /// Ends the session with `UNAUTHENTICATED` if the device was revoked since it started.
+    async fn check_device(&mut self) -> Step {
+        match self.gw.auth.check_device(self.user, self.device).await {
+            Ok(()) => {
+                self.unanswered = 0;
+                Ok(())
+            }
+            Err(e) if e.code == ErrorCode::Unauthenticated => {
+                tracing::info!("ending the push stream of a revoked device");
+                Err(e.into())
+            }
+            Err(e) => {
+                self.unanswered += 1;
+                if self.unanswered >= UNANSWERED_CHECKS {
+                    return Err(e.into());
+                }
+                tracing::debug!(error = %e, "cannot check the device yet; trying again later");
+                Ok(())
             }
         }
     }
@@ -270,13 +364,9 @@ impl Session {
             }
         }
         self.wait_live().await?;
-        if !joined.is_empty() {
-            for s in self.gw.summaries(&self.user, &joined).await? {
-                self.emit(v1::push_event::Event::Joined(s)).await?;
-            }
-        }
         let convs = self.delivery.convs();
         let infos = self.gw.conv_infos(&self.user, &convs, false).await?;
+        let mut behind = Vec::new();
         for conv in convs {
             match infos.get(&conv).filter(|i| i.found && !i.role.is_empty()) {
                 Some(info) => {
@@ -287,12 +377,26 @@ impl Session {
                         .position(&conv)
                         .is_some_and(|p| p < info.last_seq)
                     {
-                        self.catch_up(&conv).await?;
+                        behind.push(conv);
                     }
                 }
                 // The user's list lags the conversation's shard (outbox): it has the last word.
-                None => self.untrack(&conv, !initial).await?,
+                // A conversation the list still shows after the session saw its removal is
+                // dropped before it is announced, so the device hears nothing about it.
+                None => {
+                    let announced = !initial && !joined.iter().any(|(c, _)| *c == conv);
+                    self.untrack(&conv, announced).await?;
+                }
             }
+        }
+        joined.retain(|(c, _)| self.delivery.position(c).is_some());
+        if !joined.is_empty() {
+            for s in self.gw.summaries(&self.user, &joined).await? {
+                self.emit(v1::push_event::Event::Joined(s)).await?;
+            }
+        }
+        for conv in behind {
+            self.catch_up(&conv).await?;
         }
         Ok(())
     }
@@ -355,14 +459,31 @@ impl Session {
                 Offer::Duplicate | Offer::Foreign => {}
             }
         }
-        if let Some(u) = &ev.user_event {
+        // In a user's shard one event (this user's or another's); in a conversation's shard
+        // one LEFT per member a `ChangeMembers` removed.
+        for u in &ev.user_events {
             if u.user != self.user.0 {
-                return Ok(());
+                continue;
             }
             let Ok(conv) = ConvId::try_from(u.conv_id.as_slice()) else {
-                return Ok(());
+                tracing::warn!(
+                    log_index = ev.log_index,
+                    "a node streamed a user event without a valid conversation id"
+                );
+                continue;
             };
-            match UserEventKind::try_from(u.kind) {
+            let kind = UserEventKind::try_from(u.kind);
+            if matches!(kind, Ok(UserEventKind::Joined | UserEventKind::Left))
+                && !self.membership.admit(conv, u.seq)
+            {
+                tracing::debug!(
+                    log_index = ev.log_index,
+                    version = u.seq,
+                    "ignoring a membership event older than one already seen"
+                );
+                continue;
+            }
+            match kind {
                 Ok(UserEventKind::Joined) if self.track(conv).await? => {
                     self.wait_live().await?;
                     if let Some(s) = self.gw.summaries(&self.user, &[(conv, 0)]).await?.pop() {
@@ -430,6 +551,25 @@ mod tests {
         assert_eq!(d.offer(&A, 6), Offer::Deliver);
         assert!(d.forget(&A));
         assert_eq!(d.offer(&A, 7), Offer::Foreign);
+    }
+
+    /// A removal heard from both shards, and a removal and re-addition heard in either order:
+    /// the newest change wins.
+    #[test]
+    fn membership_events_older_than_one_seen_are_ignored() {
+        let mut m = Membership::default();
+        // Removed at 10 (the conversation's shard), then the same removal from the user's.
+        assert!(m.admit(A, 10));
+        assert!(m.admit(A, 10), "the same change again passes");
+        // Re-added at 12 by the user's shard; the conversation's LEFT of 10 arrives late.
+        assert!(m.admit(A, 12));
+        assert!(!m.admit(A, 10), "a late LEFT undid a newer JOINED");
+        // Removed again at 15 via the conversation's shard; the JOINED of 12 arrives late.
+        assert!(m.admit(A, 15));
+        assert!(!m.admit(A, 12), "a late JOINED undid a newer LEFT");
+        // Conversations are independent.
+        assert!(m.admit(B, 1));
+        assert!(!m.admit(A, 14));
     }
 
     /// A live stream that repeats, skips and reorders, mended by reads of the log: the device

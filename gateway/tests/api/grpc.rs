@@ -5,11 +5,15 @@
 //!
 //! - [`flow`]: two people, three devices, every operation;
 //! - [`access`]: who may see what; revoked, expired, forged and spent tokens;
-//! - [`failover`]: a datacenter dies under a connected device.
+//! - [`failover`]: a datacenter dies under a connected device;
+//! - [`members`]: groups gain and lose members; rate limits;
+//! - [`signup`]: sign-ups that died halfway do not lose handles nor take them.
 
 mod access;
 mod failover;
 mod flow;
+mod members;
+mod signup;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! Users end to end: accounts written and read back through the internal API, members'
 //! conversation lists kept by the cross-shard outbox, a user's shard streaming JOINED and
-//! READ events, conversation headers, and the token-signing key in the shard map.
+//! READ events, a removal streamed by both the conversation's and the user's shard with one
+//! version, conversation headers, and the token-signing key in the shard map.
 
 use std::time::{Duration, Instant};
 
@@ -155,17 +156,30 @@ async fn wait_list(
     }
 }
 
-/// The next user event on the stream, skipping messages.
+/// The next event on the stream.
+async fn next_event(stream: &mut tonic::Streaming<SubscribeEvent>) -> Result<SubscribeEvent> {
+    let ev = tokio::time::timeout(OUTBOX_WITHIN, stream.message())
+        .await
+        .context("no event in time")??
+        .context("the stream ended")?;
+    ensure!(
+        ev.message.is_some() == ev.user_events.is_empty(),
+        "an event with both parts or neither: {ev:?}"
+    );
+    Ok(ev)
+}
+
+/// The next user event on a user's shard stream (one per entry there), skipping messages.
 async fn next_user_event(
     stream: &mut tonic::Streaming<SubscribeEvent>,
 ) -> Result<(u64, bongsu_proto::internal::UserEvent)> {
     loop {
-        let ev = tokio::time::timeout(OUTBOX_WITHIN, stream.message())
-            .await
-            .context("no event in time")??
-            .context("the stream ended")?;
-        if let Some(u) = ev.user_event {
-            ensure!(ev.message.is_none(), "an event with both parts");
+        let mut ev = next_event(stream).await?;
+        if let Some(u) = ev.user_events.pop() {
+            ensure!(
+                ev.user_events.is_empty(),
+                "several user events in one entry of a user's shard: {ev:?}"
+            );
             return Ok((ev.log_index, u));
         }
     }
@@ -371,7 +385,22 @@ async fn users(name: &str) -> Result<()> {
         "ids of two shards: {r:?}"
     );
 
-    // Carol is removed: it leaves her list, and only hers.
+    // Carol is removed: it leaves her list, and only hers. The conversation's shard streams
+    // her LEFT at the removal's own index, before the message sent right after it, and her
+    // shard's LEFT (from the outbox) carries that index as its version too.
+    let subscribe = |shard| {
+        let mut api = api.clone();
+        async move {
+            let req = SubscribeRequest {
+                shard,
+                after_index: 0,
+                from_latest: true,
+            };
+            anyhow::Ok(api.subscribe(req).await?.into_inner())
+        }
+    };
+    let mut conv_events = subscribe(conv_shard).await?;
+    let mut carol_events = subscribe(shard_of(&carol.0, SHARDS)).await?;
     client
         .write(
             write(write_request::Command::ChangeMembers(ChangeMembers {
@@ -384,6 +413,45 @@ async fn users(name: &str) -> Result<()> {
         )
         .await
         .map_err(failed)?;
+    client
+        .write(append(conv, bob, ClientMsgId::from_u128(2), "bye"), None)
+        .await
+        .map_err(failed)?;
+    // A replica that lags may start its stream "from latest" before "hi all": skip that.
+    let removal = loop {
+        let ev = next_event(&mut conv_events).await?;
+        match &ev.message {
+            Some(m) if m.seq == 1 => {}
+            _ => break ev,
+        }
+    };
+    let left_as = |u: &bongsu_proto::internal::UserEvent, version: u64| {
+        u.kind == user_event::Kind::Left as i32
+            && u.user == carol.0
+            && u.conv_id == conv.0
+            && u.seq == version
+    };
+    ensure!(
+        removal.user_events.len() == 1 && left_as(&removal.user_events[0], removal.log_index),
+        "the conversation's stream after the removal: {removal:?}"
+    );
+    let bye = next_event(&mut conv_events).await?;
+    ensure!(
+        bye.log_index > removal.log_index && bye.message.as_ref().is_some_and(|m| m.seq == 2),
+        "the message after the removal: {bye:?}"
+    );
+    // Likewise Carol's JOINED, from when the group was created.
+    let left = loop {
+        let (_, u) = next_user_event(&mut carol_events).await?;
+        if u.kind != user_event::Kind::Joined as i32 {
+            break u;
+        }
+    };
+    ensure!(
+        left_as(&left, removal.log_index),
+        "carol's shard's LEFT, version {}: {left:?}",
+        removal.log_index
+    );
     wait_list(&client, carol, "drops the group", |l| {
         !l.iter().any(|(c, _)| *c == conv)
     })

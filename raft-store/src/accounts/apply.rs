@@ -3,7 +3,7 @@
 use bongsu_proto::model::{normalize_handle, DeviceId, UserId};
 use bongsu_proto::ErrorCode;
 
-use super::{AccountCommand, AccountRecord, DeviceRecord};
+use super::{AccountCommand, AccountRecord, DeviceRecord, HandleRecord, CLAIM_GRACE_MS};
 use crate::errors::Result;
 use crate::keys::sm_key;
 use crate::messaging::CommandResult;
@@ -29,26 +29,78 @@ pub(crate) fn device_prefix(g: GroupId, user: &UserId) -> Vec<u8> {
 
 const MAX_DEVICE_NAME: usize = 64;
 
+/// Whether a claim by another user id at `at_ms` may replace `h`: never a confirmed claim,
+/// and an unconfirmed one only once its grace period is over. A stamp earlier than the claim
+/// (clocks of successive leaders differ) counts as no time passed.
+fn takeover_allowed(h: &HandleRecord, at_ms: u64) -> bool {
+    !h.confirmed && at_ms.saturating_sub(h.claimed_at_ms) > CLAIM_GRACE_MS
+}
+
 pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<CommandResult> {
     let g = tx.group();
     match cmd {
-        AccountCommand::ClaimHandle { handle, user_id } => {
+        AccountCommand::ClaimHandle {
+            handle,
+            user_id,
+            at_ms,
+        } => {
             let handle = match normalize_handle(handle) {
                 Ok(h) => h,
                 Err(e) => return Ok(CommandResult::reject(e.code, e.reason)),
             };
             let key = handle_key(g, &handle);
-            match tx.get::<UserId>(&key, "handle")? {
-                Some(owner) if owner != *user_id => {
+            match tx.get::<HandleRecord>(&key, "handle")? {
+                // A retry by the owner: the original claim time stands, so retrying cannot
+                // extend the grace period of a claim that is never confirmed.
+                Some(h) if h.user_id == *user_id => {}
+                Some(h) if !takeover_allowed(&h, *at_ms) => {
                     return Ok(CommandResult::reject(
                         ErrorCode::HandleTaken,
                         format!("handle {handle} is taken"),
                     ));
                 }
-                Some(_) => {}
-                None => tx.put(key, user_id),
+                // Free, or an abandoned unconfirmed claim: this user becomes the owner.
+                Some(_) | None => tx.put(
+                    key,
+                    &HandleRecord {
+                        user_id: *user_id,
+                        claimed_at_ms: *at_ms,
+                        confirmed: false,
+                    },
+                ),
             }
             Ok(CommandResult::Account { user_id: *user_id })
+        }
+        AccountCommand::ConfirmHandle { handle, user_id } => {
+            let handle = match normalize_handle(handle) {
+                Ok(h) => h,
+                Err(e) => return Ok(CommandResult::reject(e.code, e.reason)),
+            };
+            let key = handle_key(g, &handle);
+            match tx.get::<HandleRecord>(&key, "handle")? {
+                Some(h) if h.user_id == *user_id => {
+                    if !h.confirmed {
+                        tx.put(
+                            key,
+                            &HandleRecord {
+                                confirmed: true,
+                                ..h
+                            },
+                        );
+                    }
+                    Ok(CommandResult::Account { user_id: *user_id })
+                }
+                // The claim was taken over (or another sign-up won the handle): this user's
+                // sign-up must not end with a session.
+                Some(_) => Ok(CommandResult::reject(
+                    ErrorCode::HandleTaken,
+                    format!("handle {handle} is taken"),
+                )),
+                None => Ok(CommandResult::reject(
+                    ErrorCode::FailedPrecondition,
+                    format!("handle {handle} is not claimed"),
+                )),
+            }
         }
         AccountCommand::CreateAccount {
             user_id,

@@ -59,6 +59,7 @@ async fn handles_are_claimed_once_and_normalized() {
     let claim = |handle: &str, user| AccountCommand::ClaimHandle {
         handle: handle.into(),
         user_id: user,
+        at_ms: 1,
     };
     assert_eq!(
         h.run(claim("Minji", ALICE)).await,
@@ -77,9 +78,220 @@ async fn handles_are_claimed_once_and_normalized() {
         code(h.run(claim("no spaces", BOB)).await),
         ErrorCode::InvalidArgument
     );
+    assert_eq!(
+        code(
+            h.run(AccountCommand::ConfirmHandle {
+                handle: "no spaces".into(),
+                user_id: BOB,
+            })
+            .await
+        ),
+        ErrorCode::InvalidArgument
+    );
     assert_eq!(h.view().handle_owner("minji").unwrap(), Some(ALICE));
     assert_eq!(h.view().handle_owner("nobody").unwrap(), None);
     assert_ne!(handle_key("minji"), handle_key("minji2"));
+}
+
+/// One step of a claim scenario on the handle "minji", and what must follow.
+struct Step {
+    what: &'static str,
+    cmd: AccountCommand,
+    /// `None`: accepted for the command's user; `Some(code)`: refused with it.
+    refused: Option<ErrorCode>,
+    /// The claim after the step.
+    then: Option<HandleRecord>,
+}
+
+fn claim(user: UserId, at_ms: u64) -> AccountCommand {
+    AccountCommand::ClaimHandle {
+        handle: "Minji".into(),
+        user_id: user,
+        at_ms,
+    }
+}
+
+fn confirm(user: UserId) -> AccountCommand {
+    AccountCommand::ConfirmHandle {
+        handle: "MINJI".into(),
+        user_id: user,
+    }
+}
+
+fn rec(user_id: UserId, claimed_at_ms: u64, confirmed: bool) -> Option<HandleRecord> {
+    Some(HandleRecord {
+        user_id,
+        claimed_at_ms,
+        confirmed,
+    })
+}
+
+const T0: u64 = 1_700_000_000_000;
+const LATER: u64 = T0 + CLAIM_GRACE_MS + 1;
+
+#[tokio::test]
+async fn unconfirmed_claims_are_taken_over_only_after_the_grace_period() {
+    let scenarios: Vec<(&str, Vec<Step>)> = vec![
+        (
+            "a claim, a retry, a rival within the grace period",
+            vec![
+                Step {
+                    what: "first claim",
+                    cmd: claim(ALICE, T0),
+                    refused: None,
+                    then: rec(ALICE, T0, false),
+                },
+                Step {
+                    what: "the same user again keeps the first time",
+                    cmd: claim(ALICE, T0 + 5_000),
+                    refused: None,
+                    then: rec(ALICE, T0, false),
+                },
+                Step {
+                    what: "another user within the grace period",
+                    cmd: claim(BOB, T0 + CLAIM_GRACE_MS),
+                    refused: Some(ErrorCode::HandleTaken),
+                    then: rec(ALICE, T0, false),
+                },
+                Step {
+                    what: "a stamp before the claim (a leader's clock behind)",
+                    cmd: claim(BOB, T0 - CLAIM_GRACE_MS * 2),
+                    refused: Some(ErrorCode::HandleTaken),
+                    then: rec(ALICE, T0, false),
+                },
+            ],
+        ),
+        (
+            "an unconfirmed claim after the grace period",
+            vec![
+                Step {
+                    what: "first claim",
+                    cmd: claim(ALICE, T0),
+                    refused: None,
+                    then: rec(ALICE, T0, false),
+                },
+                Step {
+                    what: "another user takes it over",
+                    cmd: claim(BOB, LATER),
+                    refused: None,
+                    then: rec(BOB, LATER, false),
+                },
+                Step {
+                    what: "the displaced user's late confirmation",
+                    cmd: confirm(ALICE),
+                    refused: Some(ErrorCode::HandleTaken),
+                    then: rec(BOB, LATER, false),
+                },
+                Step {
+                    what: "the displaced user cannot take it back within the new grace",
+                    cmd: claim(ALICE, LATER + 1),
+                    refused: Some(ErrorCode::HandleTaken),
+                    then: rec(BOB, LATER, false),
+                },
+                Step {
+                    what: "the new owner confirms",
+                    cmd: confirm(BOB),
+                    refused: None,
+                    then: rec(BOB, LATER, true),
+                },
+            ],
+        ),
+        (
+            "a confirmed claim is never taken over",
+            vec![
+                Step {
+                    what: "first claim",
+                    cmd: claim(ALICE, T0),
+                    refused: None,
+                    then: rec(ALICE, T0, false),
+                },
+                Step {
+                    what: "confirmed",
+                    cmd: confirm(ALICE),
+                    refused: None,
+                    then: rec(ALICE, T0, true),
+                },
+                Step {
+                    what: "a retried confirmation",
+                    cmd: confirm(ALICE),
+                    refused: None,
+                    then: rec(ALICE, T0, true),
+                },
+                Step {
+                    what: "another user long after",
+                    cmd: claim(BOB, T0 + 100 * CLAIM_GRACE_MS),
+                    refused: Some(ErrorCode::HandleTaken),
+                    then: rec(ALICE, T0, true),
+                },
+                Step {
+                    what: "a retried claim by the owner does not unconfirm",
+                    cmd: claim(ALICE, LATER),
+                    refused: None,
+                    then: rec(ALICE, T0, true),
+                },
+            ],
+        ),
+        (
+            "a confirmation by anyone but the owner",
+            vec![
+                Step {
+                    what: "nobody holds the handle",
+                    cmd: confirm(BOB),
+                    refused: Some(ErrorCode::FailedPrecondition),
+                    then: None,
+                },
+                Step {
+                    what: "first claim",
+                    cmd: claim(ALICE, T0),
+                    refused: None,
+                    then: rec(ALICE, T0, false),
+                },
+                Step {
+                    what: "another user's confirmation",
+                    cmd: confirm(BOB),
+                    refused: Some(ErrorCode::HandleTaken),
+                    then: rec(ALICE, T0, false),
+                },
+            ],
+        ),
+    ];
+    for (scenario, steps) in scenarios {
+        let mut h = H::new();
+        for step in steps {
+            let user = match &step.cmd {
+                AccountCommand::ClaimHandle { user_id, .. }
+                | AccountCommand::ConfirmHandle { user_id, .. } => *user_id,
+                other => panic!("not a handle command: {other:?}"),
+            };
+            let got = h.run(step.cmd).await;
+            match step.refused {
+                None => assert_eq!(
+                    got,
+                    CommandResult::Account { user_id: user },
+                    "{scenario}: {}",
+                    step.what
+                ),
+                Some(c) => assert_eq!(code(got), c, "{scenario}: {}", step.what),
+            }
+            assert_eq!(
+                h.view().handle("minji").unwrap(),
+                step.then,
+                "{scenario}: {} leaves",
+                step.what
+            );
+        }
+    }
+}
+
+#[test]
+fn a_handle_stored_in_the_old_format_is_corrupt_not_a_panic() {
+    // Before claims carried a time and a confirmation, the value was the bare user id.
+    let old = crate::codec::encode(&ALICE);
+    let got = crate::codec::decode::<HandleRecord>(5, b"k", "handle", &old);
+    assert!(
+        matches!(got, Err(crate::errors::StoreError::Corrupt { .. })),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]

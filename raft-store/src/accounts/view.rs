@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bongsu_proto::model::{DeviceId, UserId};
 
 use super::apply::{account_key, device_key, device_prefix, handle_key};
-use super::{AccountRecord, DeviceRecord};
+use super::{AccountRecord, DeviceRecord, HandleRecord};
 use crate::codec::decode;
 use crate::errors::{Result, StoreError};
 use crate::keys::{display_key, CF_SM};
@@ -35,9 +35,14 @@ impl AccountView {
             .transpose()
     }
 
-    /// Who owns a (normalized) handle.
-    pub fn handle_owner(&self, handle: &str) -> Result<Option<UserId>> {
+    /// The claim on a (normalized) handle.
+    pub fn handle(&self, handle: &str) -> Result<Option<HandleRecord>> {
         self.get(&handle_key(self.group, handle), "handle")
+    }
+
+    /// Who holds a (normalized) handle, confirmed or not.
+    pub fn handle_owner(&self, handle: &str) -> Result<Option<UserId>> {
+        Ok(self.handle(handle)?.map(|h| h.user_id))
     }
 
     pub fn account(&self, user: &UserId) -> Result<Option<AccountRecord>> {

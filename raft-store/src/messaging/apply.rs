@@ -246,6 +246,23 @@ fn change_members(
         tx.delete(layout::member_key(g, conv_id, u));
         outbox::record(tx, log_index, u, conv_id, false);
     }
+    // The removed members' open streams follow this shard for the conversation's messages, and
+    // the LEFT that the outbox delivers to their own shards comes later (unboundedly later if
+    // such a shard has no quorum). Recorded here, at this entry's index, the removal reaches
+    // them in log order, before any message appended after it. The version is this index,
+    // the same one the outbox delivery carries.
+    if !removed.is_empty() {
+        let left: Vec<UserEvent> = removed
+            .iter()
+            .map(|u| UserEvent {
+                user: *u,
+                conv: *conv_id,
+                kind: UserEventKind::Left,
+                seq: log_index,
+            })
+            .collect();
+        tx.put(layout::user_event_key(g, log_index), &left);
+    }
     rec.member_count = new_count as u32;
     tx.put(layout::conv_key(g, conv_id), &rec);
     Ok(CommandResult::MembersChanged {
@@ -331,12 +348,12 @@ fn move_cursor(
     // The user's other devices learn of the move from the user's shard's event stream.
     tx.put(
         layout::user_event_key(g, log_index),
-        &UserEvent {
+        &vec![UserEvent {
             user: *user,
             conv: *conv,
             kind: UserEventKind::Read,
             seq,
-        },
+        }],
     );
     Ok(CommandResult::CursorMoved { seq })
 }

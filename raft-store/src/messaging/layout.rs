@@ -63,13 +63,23 @@ pub enum UserEventKind {
     Read,
 }
 
-/// A change to a user's own state, recorded by log index for subscribers.
+/// A change to a user's membership or read state, recorded by log index for subscribers. One
+/// entry may record several (a `ChangeMembers` that removes three members), so the value
+/// under a log index is a list.
+///
+/// Recorded in the user's shard (joined and left when the outbox delivers them, read when
+/// the cursor moves) and, for removals, also in the conversation's shard at the
+/// `ChangeMembers` entry itself: that shard's stream carries the messages, so a subscriber
+/// sees the removal before any message appended after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEvent {
     pub user: UserId,
     pub conv: ConvId,
     pub kind: UserEventKind,
-    /// The read cursor for `Read`; 0 otherwise.
+    /// For `Read`, the read cursor. For `Joined` and `Left`, the membership version: the log
+    /// index of the change in the conversation's shard (the same number whichever shard
+    /// recorded the event), so a subscriber that hears of one change from two shards, or of
+    /// two changes out of order, keeps the newest.
     pub seq: u64,
 }
 
@@ -123,7 +133,7 @@ pub fn user_conv_prefix(g: GroupId, user: &UserId) -> Vec<u8> {
     sm_key(g, &[&[TAG_USER_CONV], &user.0])
 }
 
-/// The user event a log entry recorded, by log index (at most one per entry).
+/// The user events a log entry recorded (a `Vec<UserEvent>`, never empty), by log index.
 pub fn user_event_key(g: GroupId, log_index: u64) -> Vec<u8> {
     sm_key(g, &[&[TAG_USER_EVENT], &log_index.to_be_bytes()])
 }

@@ -27,10 +27,12 @@
 //! | `06` | log index | (conv, seq) of the message that entry appended, for subscribers |
 //! | `07` | log index · user | [`OutboxEntry`](layout::OutboxEntry): conv, joined or left; in the conversation's shard until delivered (see [`outbox`]) |
 //! | `08` | user · conv | [`UserConvRecord`](layout::UserConvRecord): joined, version (source log index); in the user's shard |
-//! | `09` | log index | [`UserEvent`](layout::UserEvent): joined, left or read, for subscribers of the user's shard |
+//! | `09` | log index | list of [`UserEvent`](layout::UserEvent): joined, left or read, for subscribers |
 //!
-//! Tags `05`, `08` and `09` are a user's own state and live in the user's shard; the others
-//! in the conversation's. Tags `1x` are the meta group's ([`crate::meta`]), `2x` accounts'
+//! Tags `05` and `08` are a user's own state and live in the user's shard; `09` is written
+//! in the user's shard (deliveries, cursor moves) and in the conversation's (a removal, at the
+//! `ChangeMembers` entry, so that the conversation's own stream shows it in order with the
+//! messages); the others live in the conversation's. Tags `1x` are the meta group's ([`crate::meta`]), `2x` accounts'
 //! ([`crate::accounts`]).
 
 pub(crate) mod apply;

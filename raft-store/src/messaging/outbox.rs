@@ -12,6 +12,12 @@
 //! indexes only grow: the user's shard keeps the version per (user, conversation) and ignores
 //! anything at or below it.
 //!
+//! A removal is also recorded as a LEFT user event in the conversation's shard itself, at the
+//! `ChangeMembers` entry (see `apply::change_members`): the outbox is eventually consistent,
+//! but a removed member's live stream must stop at the removal, not at the delivery. Both
+//! LEFT events carry the same version (that entry's log index) in `seq`, and so does every
+//! JOINED this module records, so a subscriber that hears from both shards keeps the newest.
+//!
 //! [`Command::UserConv`]: super::Command::UserConv
 //! [`Command::OutboxDone`]: super::Command::OutboxDone
 
@@ -85,14 +91,16 @@ pub(crate) fn user_conv(
         } else {
             UserEventKind::Left
         };
+        // `seq` carries the version, so that a subscriber can order this against the LEFT the
+        // conversation's shard recorded for the same change, or for a later one.
         tx.put(
             layout::user_event_key(g, log_index),
-            &UserEvent {
+            &vec![UserEvent {
                 user: *user,
                 conv: *conv,
                 kind,
-                seq: 0,
-            },
+                seq: version,
+            }],
         );
     }
     Ok(CommandResult::UserIndexed { changed })
@@ -115,6 +123,16 @@ impl OutboxSignal {
             .insert(group);
         // Stores a permit when nobody waits, so a mark between two waits is not missed.
         self.notify.notify_one();
+    }
+
+    /// Marks the group again without waking the pump: for a group whose outbox someone else
+    /// (its leader) drains, so that it is looked at on the next periodic recheck instead of in
+    /// a busy loop.
+    pub fn keep(&self, group: GroupId) {
+        self.dirty
+            .lock()
+            .expect("outbox signal lock poisoned")
+            .insert(group);
     }
 
     pub fn clear(&self, group: GroupId) {

@@ -27,14 +27,18 @@ fn user_conv(user: UserId, c: u8, joined: bool, version: u64) -> Command {
     }
 }
 
+/// Every user event of the shard's stream, with its log index.
 fn user_events(h: &Harness) -> Vec<(u64, UserEvent)> {
     h.sm.view()
         .shard_events_after(0, 10_000)
         .unwrap()
         .into_iter()
-        .filter_map(|(i, e)| match e {
-            ShardEvent::User(u) => Some((i, u)),
-            ShardEvent::Message(_) => None,
+        .flat_map(|(i, e)| match e {
+            ShardEvent::Users(us) => {
+                assert!(!us.is_empty(), "an empty user event list at {i}");
+                us.into_iter().map(|u| (i, u)).collect()
+            }
+            ShardEvent::Message(_) => Vec::new(),
         })
         .collect()
 }
@@ -254,11 +258,74 @@ async fn user_index_takes_newer_versions_and_ignores_stale_ones() {
     assert_eq!(
         user_events(&h),
         vec![
-            (1, event(BOB, 1, UserEventKind::Joined, 0)),
-            (5, event(BOB, 1, UserEventKind::Left, 0)),
+            (1, event(BOB, 1, UserEventKind::Joined, 10)),
+            (5, event(BOB, 1, UserEventKind::Left, 12)),
             (9, event(BOB, 1, UserEventKind::Read, 4)),
-            (10, event(BOB, 1, UserEventKind::Joined, 0)),
+            (10, event(BOB, 1, UserEventKind::Joined, 30)),
         ]
+    );
+}
+
+/// A removal is in the conversation's own stream at the `ChangeMembers` entry, every removed
+/// member in one event, before any message appended afterwards; additions are not (they
+/// reach the added user's shard through the outbox), and nothing is recorded for a change
+/// that removes nobody or is rejected.
+#[tokio::test]
+async fn removals_are_left_events_in_the_conversations_stream() {
+    let mut h = Harness::new(SmConfig::default());
+    h.run_all(vec![
+        create(1, ConversationKind::Group, ALICE, &[BOB, CAROL]), // 1
+        send(1, BOB, 1, "before"),                                // 2
+        // Dave joins, Bob and Carol are removed, Alice (the owner, not removed) stays.
+        members(1, ALICE, &[DAVE], &[BOB, CAROL]), // 3
+        send(1, ALICE, 2, "after"),                // 4
+    ])
+    .await;
+    let left = |u, version| event(u, 1, UserEventKind::Left, version);
+    assert_eq!(
+        user_events(&h),
+        vec![(3, left(BOB, 3)), (3, left(CAROL, 3))]
+    );
+    let order: Vec<(u64, &str)> =
+        h.sm.view()
+            .shard_events_after(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(i, e)| match e {
+                ShardEvent::Message(_) => (i, "message"),
+                ShardEvent::Users(_) => (i, "users"),
+            })
+            .collect();
+    assert_eq!(
+        order,
+        vec![(2, "message"), (3, "users"), (4, "message")],
+        "one event per log index, the removal between the messages around it"
+    );
+    // Resuming right after the removal skips it; resuming before it starts with it.
+    let after = h.sm.view().shard_events_after(2, 1).unwrap();
+    assert!(matches!(&after[..], [(3, ShardEvent::Users(us))] if us.len() == 2));
+
+    // Repeating the removal removes nobody: nothing recorded, not even an empty list.
+    let state = h.state();
+    h.run(members(1, ALICE, &[], &[BOB, CAROL])).await; // 5
+    assert_eq!(h.state(), state, "a repeated removal changed the state");
+    // Rejected: Dave may not remove Alice; unknown conversation; a direct conversation.
+    h.run(create(2, ConversationKind::Direct, ALICE, &[BOB]))
+        .await; // 6
+    let state = h.state();
+    for cmd in [
+        members(1, DAVE, &[], &[ALICE]),
+        members(9, ALICE, &[], &[BOB]),
+        members(2, ALICE, &[], &[BOB]),
+    ] {
+        assert!(matches!(h.run(cmd).await, CommandResult::Rejected(_)));
+        assert_eq!(h.state(), state, "a rejected removal changed the state");
+    }
+    // Leaving by oneself is a removal too, at its own index.
+    h.run(members(1, DAVE, &[], &[DAVE])).await; // 10
+    assert_eq!(
+        user_events(&h),
+        vec![(3, left(BOB, 3)), (3, left(CAROL, 3)), (10, left(DAVE, 10))]
     );
 }
 
@@ -308,7 +375,11 @@ async fn the_stream_merges_messages_and_user_events_in_log_order() {
             .map(|(i, e)| {
                 let what = match e {
                     ShardEvent::Message(m) => format!("m{}", m.seq),
-                    ShardEvent::User(u) => format!("{:?}", u.kind),
+                    ShardEvent::Users(us) => us
+                        .iter()
+                        .map(|u| format!("{:?}", u.kind))
+                        .collect::<Vec<_>>()
+                        .join("+"),
                 };
                 (i, what)
             })

@@ -19,11 +19,13 @@ pub struct PendingDelivery {
     pub entry: OutboxEntry,
 }
 
-/// What a shard's subscribers see, in log-index order.
+/// What a shard's subscribers see, in log-index order: one per log index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardEvent {
     Message(Message),
-    User(UserEvent),
+    /// Every user event the entry recorded (one, or several for a `ChangeMembers` that removed
+    /// several members), never empty.
+    Users(Vec<UserEvent>),
 }
 
 fn index_at(k: &[u8], at: usize) -> Option<u64> {
@@ -107,7 +109,7 @@ impl MessagingView {
         after_index: u64,
         upto: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, UserEvent)>> {
+    ) -> Result<Vec<(u64, Vec<UserEvent>)>> {
         if after_index >= upto {
             return Ok(Vec::new());
         }
@@ -124,7 +126,7 @@ impl MessagingView {
         {
             let (k, v) = item?;
             let index = index_at(&k, 9).ok_or_else(|| corrupt(self.group, &k, "user event key"))?;
-            out.push((index, decode(self.group, &k, "user event", &v)?));
+            out.push((index, decode(self.group, &k, "user events", &v)?));
         }
         Ok(out)
     }
@@ -161,7 +163,7 @@ impl MessagingView {
             let next = if take_message {
                 messages.next().map(|(i, m)| (i, ShardEvent::Message(m)))
             } else {
-                users.next().map(|(i, u)| (i, ShardEvent::User(u)))
+                users.next().map(|(i, u)| (i, ShardEvent::Users(u)))
             };
             out.extend(next);
         }

@@ -178,7 +178,18 @@ async fn grpc_only_members_see_a_conversation_and_revoked_devices_are_out() -> R
         .context("the refreshed access token works")?;
 
         // Revocation from another device: the revoked device's tokens stop working on every
-        // gateway within device_check_secs (1 s here), its refresh token at once.
+        // gateway within device_check_secs (1 s here), its refresh token at once, and its
+        // open push stream ends within about twice that.
+        let mut alice_push = alice
+            .api
+            .subscribe(alice.req(v1::SubscribeRequest { cursors: vec![] }))
+            .await?
+            .into_inner();
+        let mut bob_api = bob.api.clone();
+        bob_api
+            .send(bob.req(text(&conv, "before the sign-out")))
+            .await?;
+        messages_until(&mut alice_push, &conv, "before the sign-out").await?;
         let alice2 = sign_in(&urls[1], "alice").await?;
         let mut auth2 = alice2.auth.clone();
         auth2
@@ -186,6 +197,33 @@ async fn grpc_only_members_see_a_conversation_and_revoked_devices_are_out() -> R
                 device_id: alice.session.device_id.clone(),
             }))
             .await?;
+        let revoked_at = std::time::Instant::now();
+        let ended = loop {
+            // Events may still arrive until the session's next device check.
+            match tokio::time::timeout(Duration::from_secs(6), alice_push.message()).await {
+                Err(_) => bail!("the revoked device's stream still open after 6 s"),
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => bail!("the revoked device's stream ended without an error"),
+                Ok(Err(s)) => break s,
+            }
+        };
+        ensure!(
+            code(&ended) == "UNAUTHENTICATED",
+            "the revoked device's stream ended with {} ({ended:?})",
+            code(&ended)
+        );
+        ensure!(
+            revoked_at.elapsed() < Duration::from_secs(4),
+            "the revoked device's stream ended {:?} after the revocation",
+            revoked_at.elapsed()
+        );
+        bob_api
+            .send(bob.req(text(&conv, "after the sign-out")))
+            .await?;
+        let after = tokio::time::timeout(Duration::from_secs(2), alice_push.message()).await;
+        if let Ok(Ok(Some(e))) = after {
+            bail!("the revoked device was pushed {e:?} after its stream ended");
+        }
         expect_code(
             auth.refresh(v1::RefreshRequest {
                 refresh_token: fresh.refresh_token.clone(),
