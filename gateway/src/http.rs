@@ -148,10 +148,37 @@ fn with_middleware(
         .layer(GlobalConcurrencyLimitLayer::new(
             config.max_concurrency.max(1),
         ))
+        .layer(middleware::from_fn_with_state(body_limit, drain_oversize))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit));
 
     api.merge(push).layer(shared).with_state(gw)
+}
+
+/// Bodies up to this size that are over the limit are read to the end before the 413 goes out.
+const DRAIN_MAX: usize = 4 * 1024 * 1024;
+
+/// A request that announces a body over the limit gets `413 MESSAGE_TOO_LARGE`. Answering while
+/// the client is still uploading and then closing the connection makes many clients (reqwest,
+/// browsers) report a reset instead of the answer, so a moderately large body is read and
+/// dropped first; a huge one is refused at once, and its sender sees what it sees.
+async fn drain_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match announced {
+        Some(n) if n > limit && n <= DRAIN_MAX => {
+            let _ = axum::body::to_bytes(req.into_body(), DRAIN_MAX).await;
+            ApiError::new(
+                ErrorCode::MessageTooLarge,
+                format!("the request body is {n} bytes; this gateway accepts at most {limit}"),
+            )
+            .into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// The per-address limit, on every request.
