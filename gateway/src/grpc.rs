@@ -34,6 +34,7 @@ pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(gw.config.request_timeout_ms.max(1));
     let stack = tower::ServiceBuilder::new()
         .layer(TraceLayer::new_for_grpc())
+        .map_response(stable_code_on_tonic_errors)
         .map_err(move |e: BoxError| -> BoxError {
             Box::new(Status::from(tower_error(&*e, timeout)))
         })
@@ -54,6 +55,43 @@ pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr) -> anyhow::Result<()> {
         .serve(addr)
         .await
         .map_err(|e| anyhow::anyhow!("serve gRPC on {addr}: {e}"))
+}
+
+/// tonic answers some failures itself, before any code of ours runs, with no stable code: a
+/// request that is not valid protobuf is `INTERNAL` "failed to decode Protobuf message". Those
+/// answers are trailers-only (the status is in the headers), so they are fixed here: a decode
+/// failure is the client's `INVALID_ARGUMENT`, and any other bare status gets the stable code
+/// its gRPC code maps to.
+fn stable_code_on_tonic_errors<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    let h = resp.headers_mut();
+    let Some(status) = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return resp;
+    };
+    if status == tonic::Code::Ok as i32 || h.contains_key(crate::errors::CODE_KEY) {
+        return resp;
+    }
+    let message = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let code = if status == tonic::Code::Internal as i32 && message.contains("decode") {
+        h.insert(
+            "grpc-status",
+            axum::http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
+        bongsu_proto::ErrorCode::InvalidArgument
+    } else {
+        ApiError::from(Status::new(tonic::Code::from(status), "")).code
+    };
+    h.insert(
+        crate::errors::CODE_KEY,
+        axum::http::HeaderValue::from_static(code.as_str()),
+    );
+    resp
 }
 
 #[derive(Clone)]

@@ -5,11 +5,13 @@
 //!
 //! - [`flow`]: two people, three devices, every operation;
 //! - [`access`]: who may see what; revoked, expired, forged and spent tokens;
+//! - [`bad_input`]: bytes that are not protobuf, malformed ids, bodies that break the rules;
 //! - [`failover`]: a datacenter dies under a connected device;
 //! - [`members`]: groups gain and lose members; rate limits;
 //! - [`signup`]: sign-ups that died halfway do not lose handles nor take them.
 
 mod access;
+mod bad_input;
 mod failover;
 mod flow;
 mod members;
