@@ -248,7 +248,9 @@ impl Auth {
         })
     }
 
-    /// Rotates the refresh token (single use) and issues a new access token.
+    /// Rotates the refresh token and issues a new access token. Refresh tokens are single-use,
+    /// except that the one spent last is accepted once more for a short while (its reply may
+    /// have been lost; the user's shard decides, see `REFRESH_REUSE_MS` in raft-store).
     #[instrument(skip_all, fields(user, device))]
     pub async fn refresh(&self, req: v1::RefreshRequest) -> Result<v1::Session> {
         let (user, device) = tokens::parse_refresh_token(&req.refresh_token)?;

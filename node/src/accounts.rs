@@ -58,7 +58,7 @@ pub fn device_kind_proto(k: DeviceKind) -> v1::DeviceKind {
 /// Validates an account write. The id decides the shard: a handle claim and its confirmation
 /// go to the shard of `handle_key(handle)`, so that one shard decides who owns a handle;
 /// everything else to the user's shard. `at_ms` is this node's clock, never the caller's: the
-/// claim's grace period is measured with it. `None` when the write is not an account command.
+/// claim's grace period and a spent refresh token's reuse window are measured with it. `None` when the write is not an account command.
 pub fn command(cmd: &write_request::Command, at_ms: u64) -> Result<Option<([u8; 16], Command)>> {
     let (key, a) = match cmd {
         write_request::Command::ClaimHandle(c) => {
@@ -118,6 +118,8 @@ pub fn command(cmd: &write_request::Command, at_ms: u64) -> Result<Option<([u8; 
                     device_id: device(&c.device_id)?,
                     old_hash: hash32("old_hash", &c.old_hash)?,
                     new_hash: hash32("new_hash", &c.new_hash)?,
+                    // The spent token's reuse window is measured with it.
+                    at_ms,
                 },
             )
         }
@@ -225,6 +227,26 @@ mod tests {
             refresh_hash: vec![1; 32],
         });
         assert_eq!(command(&add, 1).unwrap().unwrap().0, [7; 16]);
+        let rotate = write_request::Command::RotateRefresh(RotateRefresh {
+            user_id: vec![7; 16],
+            device_id: vec![8; 16],
+            old_hash: vec![1; 32],
+            new_hash: vec![2; 32],
+        });
+        let (key, cmd) = command(&rotate, 42).unwrap().unwrap();
+        assert_eq!(key, [7; 16]);
+        assert!(
+            matches!(
+                cmd,
+                Command::Account(AccountCommand::RotateRefresh {
+                    old_hash,
+                    new_hash,
+                    at_ms: 42,
+                    ..
+                }) if old_hash == [1; 32] && new_hash == [2; 32]
+            ),
+            "stamped with this node's clock: {cmd:?}"
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub async fn sign_in(
     Ok(Json(gw.sign_in(b.into_sign_in()).await?.into()))
 }
 
-/// Trades a refresh token (single use) for a new session of the same device.
+/// Trades a refresh token for a new session of the same device; a spent one is accepted once
+/// more within 60 s (its reply may have been lost), which kills the one issued in between.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
     responses(
         (status = 200, description = "A new access token and refresh token", body = Session),

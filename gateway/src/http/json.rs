@@ -262,7 +262,8 @@ pub struct RefreshBody {
 }
 
 /// A signed-in device. Send `access_token` as `Authorization: Bearer …`; before
-/// `access_expires_at_ms`, trade `refresh_token` (single use) for a new session.
+/// `access_expires_at_ms`, trade `refresh_token` for a new session (a spent refresh token is accepted once more
+/// within 60 s, in case its reply was lost).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
     #[schema(example = "9f3c2b1a00000000000000000000beef")]

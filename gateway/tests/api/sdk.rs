@@ -312,7 +312,7 @@ async fn subscriber_keeps_every_message_when_its_gateway_is_killed() -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sessions_refresh_by_themselves_and_refresh_tokens_work_once() -> Result<()> {
+async fn sessions_refresh_by_themselves_and_spent_tokens_get_one_more_chance() -> Result<()> {
     bounded(Duration::from_secs(120), async {
         let env = Env::start("sdk-refresh", Opts::default()).await?;
         let urls = env.grpc_urls();
@@ -349,19 +349,41 @@ async fn sessions_refresh_by_themselves_and_refresh_tokens_work_once() -> Result
             "the new session was handed over"
         );
 
-        // The spent refresh token works no more.
-        let replay = device(urls.clone()).await?.with_session(rejected);
-        let err = replay
+        // The refresh token spent just now is accepted once more, because the reply carrying
+        // `renewed` could have been lost: that rotates again, and the refresh token issued in
+        // between (renewed's) dies.
+        let replay = device(urls.clone()).await?.with_session(rejected.clone());
+        replay
+            .list_conversations()
+            .await
+            .context("the token spent just now, as if the reply had been lost")?;
+        let replayed = replay.session().context("still signed in")?;
+        assert_ne!(replayed.refresh_token, s.refresh_token);
+        assert_ne!(replayed.refresh_token, renewed.refresh_token);
+        let in_between = device(urls.clone()).await?.with_session(Session {
+            access_token: "not-a-token".into(),
+            access_expires_at_ms: u64::MAX,
+            ..renewed
+        });
+        let err = in_between
             .list_conversations()
             .await
             .err()
-            .context("a spent refresh token must not work")?;
+            .context("the refresh token issued in between must not work")?;
+        assert_eq!(err.code(), Some(ErrorCode::Unauthenticated), "{err}");
+        // The spent token's second chance is used up.
+        let third = device(urls.clone()).await?.with_session(rejected);
+        let err = third
+            .list_conversations()
+            .await
+            .err()
+            .context("a spent refresh token presented a third time must not work")?;
         assert_eq!(err.code(), Some(ErrorCode::Unauthenticated), "{err}");
 
         // An expiring token is refreshed before use, once for many concurrent calls.
         let expiring = Session {
             access_expires_at_ms: 0,
-            ..renewed
+            ..replayed
         };
         let busy = device(urls).await?.with_session(expiring);
         let calls: Vec<_> = (0..8)

@@ -3,7 +3,10 @@
 use bongsu_proto::model::{normalize_handle, DeviceId, UserId};
 use bongsu_proto::ErrorCode;
 
-use super::{AccountCommand, AccountRecord, DeviceRecord, HandleRecord, CLAIM_GRACE_MS};
+use super::{
+    AccountCommand, AccountRecord, DeviceRecord, HandleRecord, PreviousRefresh, CLAIM_GRACE_MS,
+    REFRESH_REUSE_MS,
+};
 use crate::errors::Result;
 use crate::keys::sm_key;
 use crate::messaging::CommandResult;
@@ -34,6 +37,15 @@ const MAX_DEVICE_NAME: usize = 64;
 /// (clocks of successive leaders differ) counts as no time passed.
 fn takeover_allowed(h: &HandleRecord, at_ms: u64) -> bool {
     !h.confirmed && at_ms.saturating_sub(h.claimed_at_ms) > CLAIM_GRACE_MS
+}
+
+/// Whether `hash` is the token the last rotation spent and may still stand in for the current
+/// one at `at_ms`. A stamp earlier than the rotation (clocks of successive leaders differ)
+/// counts as no time passed.
+fn reuse_allowed(d: &DeviceRecord, hash: &[u8; 32], at_ms: u64) -> bool {
+    d.previous_refresh.is_some_and(|p| {
+        p.hash == *hash && at_ms.saturating_sub(p.rotated_at_ms) <= REFRESH_REUSE_MS
+    })
 }
 
 pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<CommandResult> {
@@ -175,6 +187,7 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<Comman
                         created_at_ms: *at_ms,
                         refresh_hash: *refresh_hash,
                         revoked: false,
+                        previous_refresh: None,
                     },
                 ),
             }
@@ -185,6 +198,7 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<Comman
             device_id,
             old_hash,
             new_hash,
+            at_ms,
         } => {
             let key = device_key(g, user_id, device_id);
             let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
@@ -202,13 +216,26 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<Comman
             if d.refresh_hash == *new_hash {
                 return Ok(CommandResult::Account { user_id: *user_id }); // a retried rotation
             }
-            if d.refresh_hash != *old_hash {
+            let previous_refresh = if d.refresh_hash == *old_hash {
+                // The normal case: the spent token gets its second chance from now on.
+                Some(PreviousRefresh {
+                    hash: *old_hash,
+                    rotated_at_ms: *at_ms,
+                })
+            } else if reuse_allowed(&d, old_hash, *at_ms) {
+                // The reply of the last rotation was lost (or a thief is racing the owner):
+                // rotating again kills the token that reply carried. The second chance is
+                // used up, so the spent token cannot keep minting sessions, and a stale
+                // retry of that earlier rotation cannot kill the token issued now.
+                None
+            } else {
                 return Ok(CommandResult::reject(
                     ErrorCode::Unauthenticated,
                     "refresh token already used or wrong",
                 ));
-            }
+            };
             d.refresh_hash = *new_hash;
+            d.previous_refresh = previous_refresh;
             tx.put(key, &d);
             Ok(CommandResult::Account { user_id: *user_id })
         }

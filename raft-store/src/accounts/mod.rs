@@ -3,8 +3,8 @@
 //! People sign up with a handle and a password only: no phone number, real name, birthday or
 //! address is asked for or stored (the 2011 Nate/Cyworld breach leaked exactly those for 35 M
 //! people). The server keeps an argon2id hash of the password (computed by the gateway, never
-//! the password), and per device a SHA-256 of its current refresh token, so a stolen database
-//! yields no credential.
+//! the password), and per device a SHA-256 of its current refresh token (and of the one it
+//! replaced, for [`REFRESH_REUSE_MS`]), so a stolen database yields no credential.
 //!
 //! Where things live: a handle claim in the shard of `handle_key(handle)`, the account and its
 //! devices in the shard of the user id. No shard sees both, so sign-up is a sequence of
@@ -76,6 +76,17 @@ pub use bongsu_proto::model::handle_key;
 /// liveness of slow sign-ups. A constant, not a setting: every replica must decide alike.
 pub const CLAIM_GRACE_MS: u64 = 10 * 60 * 1000;
 
+/// How long after a rotation the refresh token it spent is still accepted, once, in place of
+/// the current one. A refresh whose reply is lost (a flaky mobile network) leaves the client
+/// with only the spent token; without this window its next attempt would sign the person
+/// out. Accepting the spent token rotates again, so the token issued by the lost reply dies.
+///
+/// The trade-off: someone who stole a refresh token and races its owner within these 60 s
+/// gets a session too. It is visible rather than silent: whichever of the two rotated first
+/// finds its token dead at its next refresh (UNAUTHENTICATED), and revoking the device kills
+/// both at once. A constant, not a setting: every replica must decide alike.
+pub const REFRESH_REUSE_MS: u64 = 60 * 1000;
+
 /// Who holds a handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandleRecord {
@@ -110,6 +121,18 @@ pub struct DeviceRecord {
     /// SHA-256 of the device's current refresh token.
     pub refresh_hash: [u8; 32],
     pub revoked: bool,
+    /// The token the last rotation spent, while it may still be presented once more (see
+    /// [`REFRESH_REUSE_MS`]). `None` after sign-in and once that second chance was used.
+    pub previous_refresh: Option<PreviousRefresh>,
+}
+
+/// A spent refresh token's hash and when it was spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousRefresh {
+    /// SHA-256 of the spent token.
+    pub hash: [u8; 32],
+    /// `at_ms` of the rotation that spent it (the proposing node's clock).
+    pub rotated_at_ms: u64,
 }
 
 /// Changes to accounts, applied by the shard that owns the handle or the user.
@@ -138,13 +161,15 @@ pub enum AccountCommand {
         refresh_hash: [u8; 32],
         at_ms: u64,
     },
-    /// Replaces the refresh token hash if `old_hash` is the current one (refresh tokens are
-    /// single-use: a replayed one fails).
+    /// Replaces the refresh token hash if `old_hash` is the current one, or the one the last
+    /// rotation spent, presented once within [`REFRESH_REUSE_MS`] of `at_ms` (its reply may
+    /// have been lost). Any other token fails: refresh tokens are otherwise single-use.
     RotateRefresh {
         user_id: UserId,
         device_id: DeviceId,
         old_hash: [u8; 32],
         new_hash: [u8; 32],
+        at_ms: u64,
     },
     RevokeDevice {
         user_id: UserId,

@@ -294,6 +294,18 @@ fn a_handle_stored_in_the_old_format_is_corrupt_not_a_panic() {
     );
 }
 
+#[test]
+fn a_device_stored_before_the_reuse_window_is_corrupt_not_a_panic() {
+    // Before a device kept its spent refresh token, the record ended at `revoked`. There is no
+    // migration: such a record is refused by name, like the handle format above.
+    let old = crate::codec::encode(&("phone", DeviceKind::Phone, 1u64, [1u8; 32], false));
+    let got = crate::codec::decode::<DeviceRecord>(5, b"k", "device", &old);
+    assert!(
+        matches!(got, Err(crate::errors::StoreError::Corrupt { .. })),
+        "{got:?}"
+    );
+}
+
 #[tokio::test]
 async fn devices_sign_in_rotate_and_revoke() {
     let mut h = H::new();
@@ -339,25 +351,22 @@ async fn devices_sign_in_rotate_and_revoke() {
         CommandResult::Account { user_id: ALICE },
         "a retried sign-in"
     );
-    let rotate = |old: [u8; 32], new: [u8; 32]| AccountCommand::RotateRefresh {
-        user_id: ALICE,
-        device_id: PHONE,
-        old_hash: old,
-        new_hash: new,
-    };
     assert_eq!(
-        h.run(rotate([1; 32], [2; 32])).await,
+        h.run(rotate([1; 32], [2; 32], T0)).await,
         CommandResult::Account { user_id: ALICE }
     );
     assert_eq!(
-        h.run(rotate([1; 32], [2; 32])).await,
+        h.run(rotate([1; 32], [2; 32], T0)).await,
         CommandResult::Account { user_id: ALICE },
         "a retried rotation"
     );
     assert_eq!(
-        code(h.run(rotate([1; 32], [3; 32])).await),
+        code(
+            h.run(rotate([1; 32], [3; 32], T0 + REFRESH_REUSE_MS + 1))
+                .await
+        ),
         ErrorCode::Unauthenticated,
-        "a replayed refresh token"
+        "a refresh token replayed after the reuse window"
     );
     h.run(AccountCommand::RevokeDevice {
         user_id: ALICE,
@@ -365,7 +374,7 @@ async fn devices_sign_in_rotate_and_revoke() {
     })
     .await;
     assert_eq!(
-        code(h.run(rotate([2; 32], [4; 32])).await),
+        code(h.run(rotate([2; 32], [4; 32], T0)).await),
         ErrorCode::Unauthenticated,
         "a revoked device"
     );
@@ -373,4 +382,254 @@ async fn devices_sign_in_rotate_and_revoke() {
     assert_eq!(devices.len(), 1);
     assert!(devices[0].1.revoked);
     assert_eq!(h.view().account(&ALICE).unwrap().unwrap().handle, "minji");
+}
+
+fn rotate(old: [u8; 32], new: [u8; 32], at_ms: u64) -> AccountCommand {
+    AccountCommand::RotateRefresh {
+        user_id: ALICE,
+        device_id: PHONE,
+        old_hash: old,
+        new_hash: new,
+        at_ms,
+    }
+}
+
+/// One step of a refresh scenario on ALICE's phone, signed in with token hash `[1; 32]`.
+struct Rot {
+    what: &'static str,
+    cmd: AccountCommand,
+    accepted: bool,
+    /// The current hash and the spent one still allowed once, after the step.
+    then: ([u8; 32], Option<PreviousRefresh>),
+}
+
+fn spent(hash: u8, rotated_at_ms: u64) -> Option<PreviousRefresh> {
+    Some(PreviousRefresh {
+        hash: [hash; 32],
+        rotated_at_ms,
+    })
+}
+
+#[tokio::test]
+async fn a_spent_refresh_token_is_accepted_once_within_the_reuse_window() {
+    let ok = |what, cmd, then| Rot {
+        what,
+        cmd,
+        accepted: true,
+        then,
+    };
+    let refused = |what, cmd, then| Rot {
+        what,
+        cmd,
+        accepted: false,
+        then,
+    };
+    let revoke = AccountCommand::RevokeDevice {
+        user_id: ALICE,
+        device_id: PHONE,
+    };
+    let edge = T0 + REFRESH_REUSE_MS;
+    let scenarios: Vec<(&str, Vec<Rot>)> = vec![
+        (
+            "the current token",
+            vec![
+                ok(
+                    "rotates",
+                    rotate([1; 32], [2; 32], T0),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok(
+                    "a gateway's retry of the same rotation changes nothing",
+                    rotate([1; 32], [2; 32], T0 + 5),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok(
+                    "the new token rotates in turn",
+                    rotate([2; 32], [3; 32], T0 + 10),
+                    ([3; 32], spent(2, T0 + 10)),
+                ),
+            ],
+        ),
+        (
+            "the spent token within the window (the reply was lost)",
+            vec![
+                ok(
+                    "rotates",
+                    rotate([1; 32], [2; 32], T0),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok(
+                    "the spent token, at the window's last millisecond",
+                    rotate([1; 32], [3; 32], edge),
+                    ([3; 32], None),
+                ),
+                refused(
+                    "the token the lost reply carried is dead",
+                    rotate([2; 32], [4; 32], edge),
+                    ([3; 32], None),
+                ),
+                ok(
+                    "a gateway's retry of the second rotation changes nothing",
+                    rotate([1; 32], [3; 32], edge),
+                    ([3; 32], None),
+                ),
+                refused(
+                    "the spent token a third time: its second chance is used",
+                    rotate([1; 32], [5; 32], edge),
+                    ([3; 32], None),
+                ),
+                refused(
+                    "a late retry of the first rotation does not kill the live token",
+                    rotate([1; 32], [2; 32], edge),
+                    ([3; 32], None),
+                ),
+                ok(
+                    "the live token rotates",
+                    rotate([3; 32], [6; 32], edge + 1),
+                    ([6; 32], spent(3, edge + 1)),
+                ),
+            ],
+        ),
+        (
+            "the spent token with a stamp before its rotation (a leader's clock behind)",
+            vec![
+                ok(
+                    "rotates",
+                    rotate([1; 32], [2; 32], T0),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok(
+                    "counts as no time passed",
+                    rotate([1; 32], [3; 32], T0 - 2 * REFRESH_REUSE_MS),
+                    ([3; 32], None),
+                ),
+            ],
+        ),
+        (
+            "the spent token after the window",
+            vec![
+                ok(
+                    "rotates",
+                    rotate([1; 32], [2; 32], T0),
+                    ([2; 32], spent(1, T0)),
+                ),
+                refused(
+                    "one millisecond too late",
+                    rotate([1; 32], [3; 32], edge + 1),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok(
+                    "the current token still works",
+                    rotate([2; 32], [3; 32], edge + 2),
+                    ([3; 32], spent(2, edge + 2)),
+                ),
+            ],
+        ),
+        (
+            "a token that is neither current nor just spent",
+            vec![
+                refused(
+                    "unknown, before any rotation",
+                    rotate([9; 32], [2; 32], T0),
+                    ([1; 32], None),
+                ),
+                ok(
+                    "rotates",
+                    rotate([1; 32], [2; 32], T0),
+                    ([2; 32], spent(1, T0)),
+                ),
+                refused(
+                    "unknown",
+                    rotate([9; 32], [3; 32], T0 + 1),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok(
+                    "rotates again",
+                    rotate([2; 32], [3; 32], T0 + 2),
+                    ([3; 32], spent(2, T0 + 2)),
+                ),
+                refused(
+                    "two rotations old, within the window",
+                    rotate([1; 32], [4; 32], T0 + 3),
+                    ([3; 32], spent(2, T0 + 2)),
+                ),
+            ],
+        ),
+        (
+            "a revoked device",
+            vec![
+                ok(
+                    "rotates",
+                    rotate([1; 32], [2; 32], T0),
+                    ([2; 32], spent(1, T0)),
+                ),
+                ok("signed out", revoke.clone(), ([2; 32], spent(1, T0))),
+                refused(
+                    "the current token",
+                    rotate([2; 32], [3; 32], T0 + 1),
+                    ([2; 32], spent(1, T0)),
+                ),
+                refused(
+                    "the spent token within the window",
+                    rotate([1; 32], [3; 32], T0 + 1),
+                    ([2; 32], spent(1, T0)),
+                ),
+                refused(
+                    "a retry of a rotation that applied",
+                    rotate([1; 32], [2; 32], T0 + 1),
+                    ([2; 32], spent(1, T0)),
+                ),
+            ],
+        ),
+    ];
+    for (scenario, steps) in scenarios {
+        let mut h = H::new();
+        h.run(AccountCommand::CreateAccount {
+            user_id: ALICE,
+            handle: "minji".into(),
+            password_hash: HASH.into(),
+            at_ms: 1,
+        })
+        .await;
+        h.run(AccountCommand::AddDevice {
+            user_id: ALICE,
+            device_id: PHONE,
+            name: "phone".into(),
+            kind: DeviceKind::Phone,
+            refresh_hash: [1; 32],
+            at_ms: 1,
+        })
+        .await;
+        for step in steps {
+            let before = h.view().device(&ALICE, &PHONE).unwrap().unwrap();
+            let got = h.run(step.cmd).await;
+            let after = h.view().device(&ALICE, &PHONE).unwrap().unwrap();
+            if step.accepted {
+                assert_eq!(
+                    got,
+                    CommandResult::Account { user_id: ALICE },
+                    "{scenario}: {}",
+                    step.what
+                );
+            } else {
+                assert_eq!(
+                    code(got),
+                    ErrorCode::Unauthenticated,
+                    "{scenario}: {}",
+                    step.what
+                );
+                assert_eq!(
+                    after, before,
+                    "{scenario}: {} changed the device",
+                    step.what
+                );
+            }
+            assert_eq!(
+                (after.refresh_hash, after.previous_refresh),
+                step.then,
+                "{scenario}: {} leaves",
+                step.what
+            );
+        }
+    }
 }

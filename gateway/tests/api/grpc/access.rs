@@ -1,4 +1,5 @@
-//! Only members see a conversation; revoked, expired, forged and spent tokens are refused.
+//! Only members see a conversation; revoked, expired, forged and spent tokens are refused (a
+//! refresh token spent just now gets one more chance, in case its reply was lost).
 
 use std::time::Duration;
 
@@ -146,21 +147,45 @@ async fn grpc_only_members_see_a_conversation_and_revoked_devices_are_out() -> R
             "no token",
         )?;
 
-        // Refresh works once; the old refresh token is then spent.
+        // Refresh rotates the refresh token. The token just spent is accepted once more, for
+        // REFRESH_REUSE_MS, because the reply carrying its successor could have been lost on
+        // the client's network; that rotates again and kills the successor. Anything older
+        // is refused.
         let mut auth = alice.auth.clone();
         let old = alice.session.refresh_token.clone();
+        let refresh = |token: &str| v1::RefreshRequest {
+            refresh_token: token.to_string(),
+        };
+        let lost = auth.refresh(refresh(&old)).await?.into_inner();
+        ensure!(lost.refresh_token != old && lost.device_id == alice.session.device_id);
+        let again = auth
+            .refresh(refresh(&old))
+            .await
+            .context("the token spent just now, as if the reply had been lost")?
+            .into_inner();
+        ensure!(
+            again.refresh_token != old
+                && again.refresh_token != lost.refresh_token
+                && again.device_id == alice.session.device_id
+        );
+        expect_code(
+            auth.refresh(refresh(&lost.refresh_token)).await,
+            "UNAUTHENTICATED",
+            "the token issued in between, once its predecessor was presented again",
+        )?;
+        expect_code(
+            auth.refresh(refresh(&old)).await,
+            "UNAUTHENTICATED",
+            "a spent refresh token presented a third time",
+        )?;
         let fresh = auth
-            .refresh(v1::RefreshRequest {
-                refresh_token: old.clone(),
-            })
+            .refresh(refresh(&again.refresh_token))
             .await?
             .into_inner();
-        ensure!(fresh.refresh_token != old && fresh.device_id == alice.session.device_id);
         expect_code(
-            auth.refresh(v1::RefreshRequest { refresh_token: old })
-                .await,
+            auth.refresh(refresh(&old)).await,
             "UNAUTHENTICATED",
-            "a spent refresh token",
+            "a refresh token two rotations old",
         )?;
         expect_code(
             auth.refresh(v1::RefreshRequest {
