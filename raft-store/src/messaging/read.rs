@@ -138,13 +138,38 @@ impl MessagingView {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Message)>> {
+        let refs: Vec<(u64, Box<[u8]>, (ConvId, u64))> =
+            self.by_log_index(layout::event_key, after_index, upto, limit, "event")?;
+        refs.into_iter()
+            .map(|(index, k, (conv, seq))| {
+                let msg = self
+                    .read_from(&conv, seq, 1)?
+                    .into_iter()
+                    .next()
+                    .filter(|m| m.seq == seq)
+                    .ok_or_else(|| corrupt(self.group, &k, "event without its message"))?;
+                Ok((index, msg))
+            })
+            .collect()
+    }
+
+    /// Values of one log-index-keyed tag (`key(group, index)`) for log indexes in
+    /// (`after_index`, `upto`], in log order, at most `limit`, each with its index and key.
+    pub(super) fn by_log_index<T: serde::de::DeserializeOwned>(
+        &self,
+        key: fn(GroupId, u64) -> Vec<u8>,
+        after_index: u64,
+        upto: u64,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Vec<(u64, Box<[u8]>, T)>> {
         if after_index >= upto {
             return Ok(Vec::new());
         }
-        let from = layout::event_key(self.group, after_index.saturating_add(1));
+        let from = key(self.group, after_index.saturating_add(1));
         let to = match upto.checked_add(1) {
-            Some(end) => layout::event_key(self.group, end),
-            None => prefix_end(&layout::event_key(self.group, 0)[..9]),
+            Some(end) => key(self.group, end),
+            None => prefix_end(&key(self.group, 0)[..9]),
         };
         let mut out = Vec::new();
         for item in self
@@ -156,16 +181,10 @@ impl MessagingView {
             let index = k
                 .get(9..17)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes);
-            let index = index.ok_or_else(|| corrupt(self.group, &k, "event key"))?;
-            let (conv, seq): (ConvId, u64) = decode(self.group, &k, "event", &v)?;
-            let msg = self
-                .read_from(&conv, seq, 1)?
-                .into_iter()
-                .next()
-                .filter(|m| m.seq == seq)
-                .ok_or_else(|| corrupt(self.group, &k, "event without its message"))?;
-            out.push((index, msg));
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt(self.group, &k, what))?;
+            let value: T = decode(self.group, &k, what, &v)?;
+            out.push((index, k, value));
         }
         Ok(out)
     }

@@ -110,25 +110,17 @@ impl MessagingView {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<UserEvent>)>> {
-        if after_index >= upto {
-            return Ok(Vec::new());
-        }
-        let from = layout::user_event_key(self.group, after_index.saturating_add(1));
-        let to = match upto.checked_add(1) {
-            Some(end) => layout::user_event_key(self.group, end),
-            None => prefix_end(&layout::user_event_key(self.group, 0)[..9]),
-        };
-        let mut out = Vec::new();
-        for item in self
-            .store
-            .scan(self.group, CF_SM, &from, &to, false)
-            .take(limit)
-        {
-            let (k, v) = item?;
-            let index = index_at(&k, 9).ok_or_else(|| corrupt(self.group, &k, "user event key"))?;
-            out.push((index, decode(self.group, &k, "user events", &v)?));
-        }
-        Ok(out)
+        Ok(self
+            .by_log_index(
+                layout::user_event_key,
+                after_index,
+                upto,
+                limit,
+                "user events",
+            )?
+            .into_iter()
+            .map(|(index, _, events)| (index, events))
+            .collect())
     }
 
     /// Messages and user events of entries after `after_index`, merged in log-index order, at
