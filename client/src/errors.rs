@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use bongsu_proto::{ErrorCode, ModelError};
 
-/// The gRPC metadata key with the stable code (e.g. `NOT_MEMBER`).
-pub const CODE_KEY: &str = "bongsu-code";
-/// The gRPC metadata key with the seconds to wait on `RESOURCE_EXHAUSTED`.
-pub const RETRY_AFTER_KEY: &str = "retry-after";
+pub use bongsu_proto::model::{CODE_KEY, RETRY_AFTER_KEY};
 
 /// Everything that can go wrong in a call through the SDK.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,11 +90,6 @@ impl Error {
     }
 }
 
-/// Finds a stable code by its name, e.g. `NOT_MEMBER`.
-pub fn code_from_name(name: &str) -> Option<ErrorCode> {
-    ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
-}
-
 /// A code a newer server may send that this SDK does not know, judged by the gRPC code.
 fn code_from_grpc(code: tonic::Code) -> ErrorCode {
     match code {
@@ -127,7 +119,7 @@ impl From<tonic::Status> for Error {
             .strip_prefix(name)
             .and_then(|t| t.strip_prefix(": "))
             .unwrap_or(text);
-        let (code, message) = match code_from_name(name) {
+        let (code, message) = match ErrorCode::from_name(name) {
             Some(c) => (c, text.to_string()),
             None => (
                 code_from_grpc(s.code()),

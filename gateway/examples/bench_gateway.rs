@@ -48,6 +48,7 @@ use bongsu_chaos::harness::{Cluster, Mode, Spec};
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{write_reply, write_request, AppendMessage, WriteRequest};
 use bongsu_proto::model::shard_of;
+use bongsu_proto::model::{CODE_KEY, LEADER_ADDR_KEY};
 use bongsu_proto::v1::auth_client::AuthClient;
 use bongsu_proto::v1::messenger_client::MessengerClient;
 use bongsu_proto::v1::{self, push_event::Event};
@@ -71,9 +72,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a push may take before the run gives up on it.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The node's metadata keys on errors (see `node/src/errors.rs`).
-const CODE_KEY: &str = "bongsu-code";
-const LEADER_ADDR_KEY: &str = "bongsu-leader-addr";
 
 #[derive(Parser, Debug)]
 #[command(about = "Latency and throughput of sends through the gateway, against the node")]

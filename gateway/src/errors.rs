@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use bongsu_proto::{ErrorCode, ModelError};
 
-/// The gRPC metadata key with the stable code (e.g. `NOT_MEMBER`).
-pub const CODE_KEY: &str = "bongsu-code";
-/// The gRPC metadata key and HTTP header with the seconds to wait on `RESOURCE_EXHAUSTED`.
-pub const RETRY_AFTER_KEY: &str = "retry-after";
+pub use bongsu_proto::model::{CODE_KEY, RETRY_AFTER_KEY};
 
 /// A failed request: a stable code, a message for humans, and when to retry if that helps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,31 +57,6 @@ impl ApiError {
             .map(|s| s.max(1))
     }
 
-    /// The gRPC status code for a stable code.
-    pub fn grpc_code(code: ErrorCode) -> tonic::Code {
-        match code {
-            ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
-            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => {
-                tonic::Code::NotFound
-            }
-            ErrorCode::ConversationExists
-            | ErrorCode::AlreadyInitialized
-            | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
-            ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
-            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
-            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
-            ErrorCode::CorruptData => tonic::Code::DataLoss,
-            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => {
-                tonic::Code::FailedPrecondition
-            }
-            ErrorCode::MessageTooLarge
-            | ErrorCode::InvalidArgument
-            | ErrorCode::InvalidMembers
-            | ErrorCode::DirectImmutable
-            | ErrorCode::TooManyMembers => tonic::Code::InvalidArgument,
-        }
-    }
-
     /// The HTTP status for a stable code.
     pub fn http_status(code: ErrorCode) -> u16 {
         match code {
@@ -117,28 +89,23 @@ impl From<ModelError> for ApiError {
 /// What a node's reply says, as a client-facing error: the node's `bongsu-code` is kept.
 impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
-        let code = s
-            .metadata()
-            .get(CODE_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|name| ErrorCode::ALL.into_iter().find(|c| c.as_str() == name))
-            .unwrap_or(match s.code() {
-                tonic::Code::DeadlineExceeded
-                | tonic::Code::Unavailable
-                | tonic::Code::Cancelled
-                | tonic::Code::Aborted
-                | tonic::Code::Unknown => ErrorCode::Unavailable,
-                tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
-                tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
-                _ => ErrorCode::Unavailable,
-            });
+        let code = ErrorCode::of_status(&s).unwrap_or(match s.code() {
+            tonic::Code::DeadlineExceeded
+            | tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+            | tonic::Code::Unknown => ErrorCode::Unavailable,
+            tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
+            tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+            _ => ErrorCode::Unavailable,
+        });
         ApiError::new(code, s.message().to_string())
     }
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
-        let mut status = tonic::Status::new(ApiError::grpc_code(e.code), e.message.clone());
+        let mut status = tonic::Status::new(e.code.grpc_code(), e.message.clone());
         let md = status.metadata_mut();
         if let Ok(v) = e.code.as_str().parse() {
             md.insert(CODE_KEY, v);

@@ -26,8 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::Config;
 use crate::errors::{ApiError, Result, CODE_KEY};
 
-/// The node metadata key with the api address of a shard's leader on `NOT_LEADER`.
-const LEADER_ADDR_KEY: &str = "bongsu-leader-addr";
+use bongsu_proto::model::LEADER_ADDR_KEY;
 /// A node that does not answer a TCP connect this fast is treated as down; another replica
 /// is tried within the same request deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);

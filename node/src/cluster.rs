@@ -186,11 +186,7 @@ impl Node {
 
 /// Turns a failed admin call back into the node error it was made from.
 pub fn status_to_error(s: &tonic::Status) -> NodeError {
-    let code = s
-        .metadata()
-        .get(crate::errors::CODE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| ErrorCode::ALL.into_iter().find(|e| e.as_str() == c));
+    let code = ErrorCode::of_status(s);
     match code {
         Some(ErrorCode::Unavailable | ErrorCode::NotLeader) | None => {
             NodeError::Unavailable(s.message().to_string())

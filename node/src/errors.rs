@@ -57,36 +57,12 @@ impl NodeError {
     }
 }
 
-/// The metadata key carrying the stable error code on every failed call.
-pub const CODE_KEY: &str = "bongsu-code";
-/// The metadata keys carrying the leader hint on `NOT_LEADER`.
-pub const LEADER_ID_KEY: &str = "bongsu-leader-id";
-pub const LEADER_ADDR_KEY: &str = "bongsu-leader-addr";
+pub use bongsu_proto::model::{CODE_KEY, LEADER_ADDR_KEY, LEADER_ID_KEY};
 
 impl From<NodeError> for tonic::Status {
     fn from(e: NodeError) -> Self {
         let code = e.code();
-        let grpc = match code {
-            ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
-            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => {
-                tonic::Code::NotFound
-            }
-            ErrorCode::ConversationExists
-            | ErrorCode::AlreadyInitialized
-            | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
-            ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
-            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
-            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
-            ErrorCode::CorruptData => tonic::Code::DataLoss,
-            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => {
-                tonic::Code::FailedPrecondition
-            }
-            ErrorCode::MessageTooLarge
-            | ErrorCode::InvalidArgument
-            | ErrorCode::InvalidMembers
-            | ErrorCode::DirectImmutable
-            | ErrorCode::TooManyMembers => tonic::Code::InvalidArgument,
-        };
+        let grpc = code.grpc_code();
         let mut status = tonic::Status::new(grpc, e.to_string());
         let md = status.metadata_mut();
         if let Ok(v) = code.as_str().parse() {

@@ -118,6 +118,14 @@ pub fn handle_key(handle: &str) -> [u8; 16] {
     k
 }
 
+/// The gRPC metadata key carrying the stable code (e.g. `NOT_MEMBER`) on every failed call.
+pub const CODE_KEY: &str = "bongsu-code";
+/// The gRPC metadata keys carrying the leader hint on `NOT_LEADER`.
+pub const LEADER_ID_KEY: &str = "bongsu-leader-id";
+pub const LEADER_ADDR_KEY: &str = "bongsu-leader-addr";
+/// The gRPC metadata key with the seconds to wait on `RESOURCE_EXHAUSTED`.
+pub const RETRY_AFTER_KEY: &str = "retry-after";
+
 /// Stable error codes; see `ErrorCode` in `messaging.proto` for what each means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCode {
@@ -197,6 +205,45 @@ impl ErrorCode {
     /// The stable name, e.g. `NOT_MEMBER`.
     pub fn as_str(self) -> &'static str {
         self.to_proto().as_str_name()
+    }
+
+    /// The code with that stable name.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The stable code a failed call carries in its [`CODE_KEY`] metadata, if any.
+    pub fn of_status(status: &tonic::Status) -> Option<ErrorCode> {
+        status
+            .metadata()
+            .get(CODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::from_name)
+    }
+
+    /// The gRPC status code every server of bongsu answers this code with.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
+            ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => {
+                tonic::Code::NotFound
+            }
+            ErrorCode::ConversationExists
+            | ErrorCode::AlreadyInitialized
+            | ErrorCode::HandleTaken => tonic::Code::AlreadyExists,
+            ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::CorruptData => tonic::Code::DataLoss,
+            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => {
+                tonic::Code::FailedPrecondition
+            }
+            ErrorCode::MessageTooLarge
+            | ErrorCode::InvalidArgument
+            | ErrorCode::InvalidMembers
+            | ErrorCode::DirectImmutable
+            | ErrorCode::TooManyMembers => tonic::Code::InvalidArgument,
+        }
     }
 }
 

@@ -11,6 +11,9 @@ use crate::keys::{display_key, CF_SM};
 use crate::store::Store;
 use crate::GroupId;
 
+/// A value found under a log-index key: the index, the key (for errors) and the value.
+pub(super) type Indexed<T> = (u64, Box<[u8]>, T);
+
 /// A conversation as readers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConversationInfo {
@@ -138,7 +141,7 @@ impl MessagingView {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Message)>> {
-        let refs: Vec<(u64, Box<[u8]>, (ConvId, u64))> =
+        let refs: Vec<Indexed<(ConvId, u64)>> =
             self.by_log_index(layout::event_key, after_index, upto, limit, "event")?;
         refs.into_iter()
             .map(|(index, k, (conv, seq))| {
@@ -162,7 +165,7 @@ impl MessagingView {
         upto: u64,
         limit: usize,
         what: &'static str,
-    ) -> Result<Vec<(u64, Box<[u8]>, T)>> {
+    ) -> Result<Vec<Indexed<T>>> {
         if after_index >= upto {
             return Ok(Vec::new());
         }
