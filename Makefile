@@ -50,20 +50,23 @@ browser-deps:
 
 # A local three-datacenter cluster (127.0.1.x, 127.0.2.x, 127.0.3.x) with a gateway and the
 # web client in each datacenter (http://127.0.d.1:8080/), data under data/local.
-# Every binary of the workspace is built together, as the tests build them, so the node binary
-# is the same one the tests use (with the chaos hooks compiled in and switched off) and neither
-# build overwrites the other's.
+# Everything is built in one invocation with the tests' feature set (`--all-targets`: cargo
+# resolves features once per invocation, dev-dependencies included), so the node binary is the
+# same one the tests use (with the chaos hooks compiled in and switched off), neither build
+# overwrites the other's, and RocksDB is compiled once.
 run: deps
-	$(CARGO) build $(PROFILE) --workspace --bins
+	$(CARGO) build $(PROFILE) --workspace --all-targets
 	$(CARGO_TARGET_DIR)/release/bongsu run --dir data/local
 
 build: deps
 	$(CARGO) build $(PROFILE) --workspace --all-targets
 
-# Every test in the workspace. cargo-nextest runs each test in its own process; plain
-# `cargo test` is the fallback where nextest is not installed.
+# Every test in the workspace. Every binary is built first (tests start the node, gateway and
+# `bongsu` binaries), with the same features the test build resolves. cargo-nextest runs each
+# test in its own process; plain `cargo test` is the fallback where nextest is not installed.
 # The chaos scenarios of `chaos-ci` run after them.
 test: deps browser-deps
+	$(CARGO) build $(PROFILE) --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "+ $(CARGO) nextest run $(PROFILE) --workspace --no-fail-fast"; \
 		$(CARGO) nextest run $(PROFILE) --workspace --no-fail-fast; \
@@ -87,10 +90,11 @@ chaos-ci: chaos-build
 chaos: chaos-build
 	$(CHAOS_BIN) --mode $(CHAOS_MODE) --out $(CHAOS_OUT) mix --duration $(DURATION) $(if $(SEED),--seed $(SEED))
 
-# The chaos binary and a node binary with failpoints and fault rules (the `chaos` feature), in
-# one build: a plain `-p bongsu-node` build writes a node binary without them to the same path.
+# The chaos binary and a node binary with failpoints and fault rules (the `chaos` feature,
+# which bongsu-chaos turns on), built exactly as `make test` builds them, so that neither build
+# overwrites the other's binaries with a different feature set.
 chaos-build: deps chaos-deps
-	$(CARGO) build $(PROFILE) -p bongsu-node -p bongsu-chaos --features bongsu-node/chaos --bins
+	$(CARGO) build $(PROFILE) --workspace --all-targets
 
 # netns mode needs `ip`; install iproute2 when it is missing and we are root, otherwise the
 # chaos binary falls back to portable mode and says so.
@@ -108,14 +112,14 @@ bench-store: deps
 # CPU and memory of one node process hosting 1,000 idle groups (three nodes, one per datacenter).
 # The example starts the node binary, so it is built first.
 bench-node: deps
-	$(CARGO) build $(PROFILE) --workspace --bins
+	$(CARGO) build $(PROFILE) --workspace --all-targets
 	$(CARGO) run $(PROFILE) -p bongsu-node --example bench-node -- --dir $(BENCH_NODE_DIR) --groups $(BENCH_NODE_GROUPS) --seconds $(BENCH_NODE_SECONDS)
 
 # Sends through the gateways (gRPC and HTTP, sequential and pipelined) against the same sends
 # straight to the nodes, and push latency across datacenters, in one run on one cluster.
 BENCH_GATEWAY_DIR ?= data/bench-gateway
 bench-gateway: deps
-	$(CARGO) build $(PROFILE) --workspace --bins
+	$(CARGO) build $(PROFILE) --workspace --all-targets
 	$(CARGO) run $(PROFILE) -p bongsu-gateway --example bench-gateway -- --dir $(BENCH_GATEWAY_DIR) --seconds $(BENCH_SECONDS)
 
 clean:

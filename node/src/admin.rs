@@ -240,6 +240,7 @@ impl Node {
             }),
             groups,
             liveness,
+            transport: Some(self.transport().stats.to_proto()),
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Node {
     create_lock: tokio::sync::Mutex<()>,
     meta_tx: watch::Sender<Arc<MetaSnapshot>>,
     heard: Mutex<HashMap<NodeId, Instant>>,
+    /// When each peer last sent us something by itself (a frame or a ping).
+    contacted: Mutex<HashMap<NodeId, Instant>>,
     pub started: Instant,
     /// Groups handing their leadership over: they take no new writes meanwhile.
     transferring: Mutex<HashSet<GroupId>>,
@@ -83,6 +85,7 @@ impl Node {
             create_lock: tokio::sync::Mutex::new(()),
             meta_tx,
             heard: Mutex::new(HashMap::new()),
+            contacted: Mutex::new(HashMap::new()),
             started: Instant::now(),
             transferring: Mutex::new(HashSet::new()),
         });
@@ -275,6 +278,21 @@ impl Node {
                 .is_some_and(|d| d < Duration::from_millis(self.cfg.timing.liveness_timeout_ms))
     }
 
+    /// Whether `node` reached this node by itself within the liveness timeout. Unlike
+    /// [`Node::is_live`] this needs traffic from `node` to here, so a link that works only
+    /// from here to `node` does not count.
+    pub fn reaches_us(&self, node: NodeId) -> bool {
+        node == self.id()
+            || self
+                .contacted
+                .lock()
+                .expect("liveness lock poisoned")
+                .get(&node)
+                .is_some_and(|t| {
+                    t.elapsed() < Duration::from_millis(self.cfg.timing.liveness_timeout_ms)
+                })
+    }
+
     pub fn last_heard(&self, node: NodeId) -> Option<Duration> {
         self.heard
             .lock()
@@ -337,6 +355,13 @@ impl RaftHost for Node {
             .insert(node, Instant::now());
     }
 
+    fn contacted_by(&self, node: NodeId) {
+        self.contacted
+            .lock()
+            .expect("liveness lock poisoned")
+            .insert(node, Instant::now());
+    }
+
     fn dc_of(&self, node: NodeId) -> Option<String> {
         self.meta()
             .node(node)
@@ -346,5 +371,9 @@ impl RaftHost for Node {
 
     fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    fn transport_stats(&self) -> &crate::transport::client::TransportStats {
+        &self.transport.stats
     }
 }

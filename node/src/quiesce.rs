@@ -166,8 +166,37 @@ async fn run(node: Arc<Node>) {
             if has_quorum {
                 a.isolated = false;
             }
+            // Pre-vote, built from node liveness (openraft 0.9 has none): a voter whose leader
+            // is still a voter of the group and whose node reaches this one by itself never
+            // starts an election of its own. A follower that lags (a node returning after an
+            // outage, catching up megabytes) could otherwise time out while its appends are
+            // under way, campaign with a higher term, and depose a healthy leader the moment
+            // that leader hears the term. Elections come back when the leader's node stops
+            // answering (the liveness campaign below), when no leader is known, or when the
+            // leader left the voters.
+            let follows_live_leader = m.state != ServerState::Leader
+                && leader
+                    .is_some_and(|l| l != node.id() && node.reaches_us(l) && voters.contains(&l));
             let settled = node.started.elapsed() > startup_grace;
-            if leader.is_none() && m.state != ServerState::Leader && settled && has_quorum {
+            if is_voter && follows_live_leader {
+                h.raft.runtime_config().elect(false);
+            } else if is_voter
+                && has_quorum
+                && settled
+                && !a.quiesced
+                && m.state == ServerState::Follower
+                && leader.is_some_and(|l| l != node.id())
+            {
+                // The leader does not reach this node (dead, or a link that works only the
+                // other way): openraft's own timer may elect if its appends stop too.
+                h.raft.runtime_config().elect(true);
+            }
+            let leader_left = leader.is_some_and(|l| l != node.id() && !voters.contains(&l));
+            if (leader.is_none() || leader_left)
+                && m.state != ServerState::Leader
+                && settled
+                && has_quorum
+            {
                 // No leader heard of since the grace period, and a majority answers: let the
                 // group elect one.
                 wake(&h);

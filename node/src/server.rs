@@ -31,11 +31,17 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let node = Node::open(cfg).await?;
     tracing::info!(node_id = node.id(), dc = %node.cfg.dc, %raft_addr, %api_addr, %admin_addr, "node starting");
 
-    let raft = Server::builder().tcp_nodelay(true).add_service(
-        RaftTransportServer::new(RaftService::new(node.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    );
+    // Catch-up streams megabytes per request: the default 64 KiB HTTP/2 windows would cap it at
+    // a few round trips' worth per second across datacenters.
+    let raft = Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(crate::transport::client::STREAM_WINDOW)
+        .initial_connection_window_size(crate::transport::client::CONNECTION_WINDOW)
+        .add_service(
+            RaftTransportServer::new(RaftService::new(node.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
     let api = Server::builder()
         .tcp_nodelay(true)
         .add_service(NodeApiServer::new(ApiService::new(node.clone())));

@@ -102,18 +102,48 @@ impl Node {
             ));
         };
         let lease = Duration::from_millis(self.cfg.timing.election_max_ms + 50);
+        let stopped = tokio::time::Instant::now();
         self.set_transferring(group, true);
         h.raft.runtime_config().heartbeat(false);
         let result = async {
+            // The target campaigns only once it holds every entry: a candidate with a shorter
+            // log is refused, and with its own timer off (it follows a live leader) it would
+            // not try again, so writes would pause until this transfer gave up. New writes are
+            // refused from here on, so the leader's last index stops moving; the wait overlaps
+            // the lease the target must wait out anyway.
+            let mut metrics = h.raft.metrics();
+            loop {
+                let caught_up = {
+                    let m = metrics.borrow_and_update();
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&to).cloned())
+                        .flatten()
+                        .map(|l| l.index);
+                    m.state != ServerState::Leader || matched >= m.last_log_index
+                };
+                if caught_up {
+                    break;
+                }
+                if tokio::time::timeout_at(stopped + lease * 2, metrics.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(NodeError::Unavailable(format!(
+                        "group {group}: node {to} did not catch up for the transfer"
+                    )));
+                }
+            }
+            let delay = lease.saturating_sub(stopped.elapsed());
             admin_client(&info.admin_addr)
                 .await?
                 .campaign(CampaignRequest {
                     group,
-                    delay_ms: lease.as_millis() as u64,
+                    delay_ms: delay.as_millis() as u64,
                 })
                 .await
                 .map_err(|s| status_to_error(&s))?;
-            let mut metrics = h.raft.metrics();
             let deadline = tokio::time::Instant::now() + lease * 5;
             loop {
                 let (state, leader) = {

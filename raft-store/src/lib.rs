@@ -43,7 +43,7 @@ pub use errors::{Result, StoreError};
 pub use log_store::LogStore;
 pub use messaging::{Command, CommandResult, SmConfig};
 pub use state_machine::StateMachineStore;
-pub use store::{Store, StoreOptions, WriterStats};
+pub use store::{Store, StoreOptions, WriterStats, DEFAULT_REPLICATION_MAX_BYTES};
 
 /// Identifies one Raft group on a node. The meta group and every shard group have one.
 pub type GroupId = u64;

@@ -67,14 +67,30 @@ impl LogStore {
     /// Reads entries with index in `[start, end)`, checking that each is stored under its own
     /// index.
     pub fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        self.read_entries_limited(start, end, usize::MAX)
+    }
+
+    /// Reads entries from `start` on, below `end`, stopping before the encoded entries would
+    /// pass `max_bytes`; the first entry is always returned, whatever its size.
+    pub fn read_entries_limited(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
         if start >= end {
             return Ok(Vec::new());
         }
         let from = log_key(self.group, start);
         let to = log_key(self.group, end);
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self.store.scan(self.group, CF_LOG, &from, &to, false) {
             let (k, v) = item?;
+            bytes = bytes.saturating_add(v.len());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
             let entry: Entry = decode(self.group, &k, "log entry", &v)?;
             if keys::parse_log_key(&k).map(|(_, i)| i) != Some(entry.log_id.index) {
                 return Err(StoreError::Corrupt {
@@ -153,6 +169,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_to_indexes(&range);
         self.read_entries(start, end)
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+    }
+
+    /// What replication sends in one AppendEntries: bounded in bytes, not only in entries
+    /// (see [`crate::StoreOptions::replication_max_bytes`]).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries_limited(start, end, self.store.replication_max_bytes())
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
     }
 }

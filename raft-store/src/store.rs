@@ -22,9 +22,27 @@ use crate::GroupId;
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 /// How the store is opened.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub batch_limits: BatchLimits,
+    /// The most log-entry bytes one replication read returns (always at least one entry).
+    ///
+    /// openraft 0.9 sends what `limited_get_log_entries` returns as one AppendEntries and
+    /// must hear back within one heartbeat interval, so this bounds how long a follower
+    /// takes to receive, fsync and answer one request, whatever the entries' sizes.
+    pub replication_max_bytes: usize,
+}
+
+/// See [`StoreOptions::replication_max_bytes`].
+pub const DEFAULT_REPLICATION_MAX_BYTES: usize = 1 << 20;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            batch_limits: BatchLimits::default(),
+            replication_max_bytes: DEFAULT_REPLICATION_MAX_BYTES,
+        }
+    }
 }
 
 /// One RocksDB shared by every Raft group of a node.
@@ -33,6 +51,7 @@ pub struct Store {
     writer: GroupCommitWriter,
     path: PathBuf,
     outbox: OutboxSignal,
+    replication_max_bytes: usize,
 }
 
 impl Store {
@@ -70,6 +89,7 @@ impl Store {
             writer,
             path,
             outbox: OutboxSignal::default(),
+            replication_max_bytes: opts.replication_max_bytes.max(1),
         }))
     }
 
@@ -80,6 +100,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// See [`StoreOptions::replication_max_bytes`].
+    pub fn replication_max_bytes(&self) -> usize {
+        self.replication_max_bytes
     }
 
     /// The log storage of one group.

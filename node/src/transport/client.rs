@@ -1,4 +1,14 @@
-//! The sending side: one link per peer node, shared by all groups.
+//! The sending side: two links per peer node (a control lane and a bulk lane), shared by all
+//! groups.
+//!
+//! Why two: a follower that catches up receives megabytes of entries, and openraft 0.9 gives
+//! every AppendEntries one heartbeat interval to be answered. If heartbeats and votes waited
+//! behind that data on one connection, a healthy leader would look dead and a follower would
+//! campaign. So votes, heartbeats and small appends take the control lane; large appends and
+//! snapshot chunks take the bulk lane, which has its own connection and a budget of bytes in
+//! flight per peer (the catch-up throttle: live traffic to other peers and to this one's
+//! control lane keeps its latency). A request openraft gave up on before it left is dropped,
+//! not sent late, so a backlog never turns into a queue of stale copies.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +28,23 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::faults::Faults;
 
 /// How many queued RPCs go into one frame at most.
 const MAX_BATCH: usize = 256;
+/// The most bytes one frame carries (a frame always carries at least one RPC).
+const MAX_FRAME_BYTES: usize = 4 << 20;
+/// AppendEntries payloads up to this size take the control lane.
+const CONTROL_MAX_BYTES: usize = 64 << 10;
+/// Bytes of bulk-lane requests in flight to one peer at most, in KiB permits.
+const BULK_BUDGET_KIB: u32 = 8 << 10;
+/// HTTP/2 flow-control windows: large enough that a cross-datacenter round trip does not cap a
+/// catch-up at a few megabytes per second (the defaults are 64 KiB).
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 const NOT_HOSTED_PAUSE: Duration = Duration::from_millis(20);
@@ -45,13 +65,60 @@ struct Outgoing {
     kind: RaftKind,
     payload: Vec<u8>,
     reply: oneshot::Sender<Reply>,
+    /// The bulk lane's share of its byte budget, held until the reply arrives.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Which connection to a peer an RPC takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Votes, heartbeats and small appends: never behind bulk data.
+    Control,
+    /// Large appends and snapshot chunks, under a per-peer budget of bytes in flight.
+    Bulk,
+}
+
+impl Lane {
+    fn of(kind: RaftKind, bytes: usize) -> Lane {
+        match kind {
+            RaftKind::InstallSnapshot => Lane::Bulk,
+            RaftKind::AppendEntries if bytes > CONTROL_MAX_BYTES => Lane::Bulk,
+            _ => Lane::Control,
+        }
+    }
+}
+
+/// Counters an operator (and the tests) read through the admin status.
+#[derive(Default)]
+pub struct TransportStats {
+    pub largest_append_bytes: AtomicU64,
+    pub append_bytes_sent: AtomicU64,
+    pub append_bytes_received: AtomicU64,
+    pub bulk_requests: AtomicU64,
+    pub bulk_bytes_sent: AtomicU64,
+    pub dropped_stale: AtomicU64,
+}
+
+impl TransportStats {
+    pub fn to_proto(&self) -> bongsu_proto::internal::TransportStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        bongsu_proto::internal::TransportStats {
+            largest_append_bytes: get(&self.largest_append_bytes),
+            append_bytes_sent: get(&self.append_bytes_sent),
+            append_bytes_received: get(&self.append_bytes_received),
+            bulk_requests: get(&self.bulk_requests),
+            bulk_bytes_sent: get(&self.bulk_bytes_sent),
+            dropped_stale: get(&self.dropped_stale),
+        }
+    }
 }
 
 /// The links to every peer this node talks to.
 pub struct Transport {
     me: NodeId,
-    links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    links: Mutex<HashMap<(NodeId, Lane), Arc<PeerLink>>>,
     faults: Arc<Faults>,
+    pub stats: Arc<TransportStats>,
 }
 
 impl Transport {
@@ -60,13 +127,15 @@ impl Transport {
             me,
             links: Mutex::new(HashMap::new()),
             faults,
+            stats: Arc::new(TransportStats::default()),
         })
     }
 
-    /// The link to `node`, created on first use and re-created if its address changed.
-    pub fn link(&self, node: NodeId, info: &NodeInfo) -> Arc<PeerLink> {
+    /// The link to `node` on `lane`, created on first use and re-created if its address
+    /// changed.
+    pub fn link(&self, node: NodeId, info: &NodeInfo, lane: Lane) -> Arc<PeerLink> {
         let mut links = self.links.lock().expect("transport lock poisoned");
-        if let Some(l) = links.get(&node) {
+        if let Some(l) = links.get(&(node, lane)) {
             if l.addr == info.addr {
                 return l.clone();
             }
@@ -77,18 +146,23 @@ impl Transport {
             info.addr.clone(),
             info.dc.clone(),
             self.faults.clone(),
+            self.stats.clone(),
+            lane,
         );
-        links.insert(node, l.clone());
+        links.insert((node, lane), l.clone());
         l
     }
 }
 
-/// One peer: a queue drained by a task that owns the connection and the stream.
+/// One peer on one lane: a queue drained by a task that owns the connection and the stream.
 pub struct PeerLink {
     addr: String,
     dc: String,
     tx: mpsc::UnboundedSender<Outgoing>,
     faults: Arc<Faults>,
+    stats: Arc<TransportStats>,
+    /// The bulk lane's budget of bytes in flight (KiB permits); none on the control lane.
+    budget: Option<Arc<Semaphore>>,
 }
 
 impl PeerLink {
@@ -98,14 +172,19 @@ impl PeerLink {
         addr: String,
         dc: String,
         faults: Arc<Faults>,
+        stats: Arc<TransportStats>,
+        lane: Lane,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_link(me, target, addr.clone(), rx));
+        tokio::spawn(run_link(me, target, addr.clone(), rx, stats.clone()));
         Arc::new(Self {
             addr,
             dc,
             tx,
             faults,
+            stats,
+            budget: (lane == Lane::Bulk)
+                .then(|| Arc::new(Semaphore::new(BULK_BUDGET_KIB as usize))),
         })
     }
 
@@ -116,11 +195,33 @@ impl PeerLink {
         payload: Vec<u8>,
         ttl: Duration,
     ) -> Result<Vec<u8>, CallError> {
+        let deadline = tokio::time::Instant::now() + ttl;
         if !self.faults.pass(&self.dc, true).await {
             // A partition loses the message: the caller hears nothing until its deadline.
-            tokio::time::sleep(ttl).await;
+            tokio::time::sleep_until(deadline).await;
             return Err(CallError::Timeout);
         }
+        let permit = match &self.budget {
+            None => None,
+            Some(budget) => {
+                let kib = payload
+                    .len()
+                    .div_ceil(1024)
+                    .clamp(1, BULK_BUDGET_KIB as usize) as u32;
+                match tokio::time::timeout_at(deadline, budget.clone().acquire_many_owned(kib))
+                    .await
+                {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(_)) => return Err(CallError::Unreachable("link closed".into())),
+                    // The peer has not taken the bytes already in flight: this one would only
+                    // add to the backlog. openraft sends it again.
+                    Err(_) => {
+                        self.stats.dropped_stale.fetch_add(1, Ordering::Relaxed);
+                        return Err(CallError::Timeout);
+                    }
+                }
+            }
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Outgoing {
@@ -128,9 +229,10 @@ impl PeerLink {
                 kind,
                 payload,
                 reply,
+                permit,
             })
             .map_err(|_| CallError::Unreachable("link closed".into()))?;
-        match tokio::time::timeout(ttl, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(CallError::Timeout),
             Ok(Err(_)) => Err(CallError::Unreachable("link dropped the call".into())),
             Ok(Ok(Err(Failure::Unreachable(e)))) => Err(CallError::Unreachable(e)),
@@ -146,7 +248,8 @@ enum CallError {
     Timeout,
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+/// Replies awaited, by request id, each with the budget its request holds.
+type Pending = Arc<Mutex<HashMap<u64, (oneshot::Sender<Reply>, Option<OwnedSemaphorePermit>)>>>;
 
 fn fail_all(pending: &Pending, why: &str) {
     let drained: Vec<_> = pending
@@ -154,7 +257,7 @@ fn fail_all(pending: &Pending, why: &str) {
         .expect("pending lock poisoned")
         .drain()
         .collect();
-    for (_, tx) in drained {
+    for (_, (tx, _permit)) in drained {
         let _ = tx.send(Err(Failure::Unreachable(why.to_string())));
     }
 }
@@ -164,6 +267,7 @@ async fn run_link(
     target: NodeId,
     addr: String,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    stats: Arc<TransportStats>,
 ) {
     let next_id = AtomicU64::new(1);
     loop {
@@ -171,6 +275,8 @@ async fn run_link(
             Ok(e) => e
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .http2_keep_alive_interval(Duration::from_secs(1)),
             Err(e) => {
                 tracing::error!(target_node = target, %addr, error = %e, "bad peer address");
@@ -214,11 +320,12 @@ async fn run_link(
                 match inbound.message().await {
                     Ok(Some(batch)) => {
                         for r in batch.replies {
-                            let tx = reader_pending
+                            let waiting = reader_pending
                                 .lock()
                                 .expect("pending lock poisoned")
                                 .remove(&r.id);
-                            if let Some(tx) = tx {
+                            // The request's budget is released here, with the reply.
+                            if let Some((tx, _permit)) = waiting {
                                 let res = match r.result {
                                     Some(raft_reply::Result::Payload(p)) => Ok(p),
                                     Some(raft_reply::Result::Unreachable(e)) => {
@@ -247,11 +354,28 @@ async fn run_link(
                 r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
             };
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            let mut bytes = batch[0].payload.len();
+            while batch.len() < MAX_BATCH && bytes < MAX_FRAME_BYTES {
                 match rx.try_recv() {
-                    Ok(o) => batch.push(o),
+                    Ok(o) => {
+                        bytes += o.payload.len();
+                        batch.push(o);
+                    }
                     Err(_) => break,
                 }
+            }
+            // openraft stopped waiting for these (a timeout): sending them now would only put
+            // stale copies ahead of their retries.
+            let before = batch.len();
+            batch.retain(|o| !o.reply.is_closed());
+            let dropped = before - batch.len();
+            if dropped > 0 {
+                stats
+                    .dropped_stale
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+            }
+            if batch.is_empty() {
+                continue;
             }
             let messages: Vec<RaftMessage> = {
                 let mut p = pending.lock().expect("pending lock poisoned");
@@ -259,7 +383,7 @@ async fn run_link(
                     .into_iter()
                     .map(|o| {
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
-                        p.insert(id, o.reply);
+                        p.insert(id, (o.reply, o.permit));
                         RaftMessage {
                             id,
                             group: o.group,
@@ -305,7 +429,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
         GroupConn {
             group: self.group,
             target,
-            link: self.transport.link(target, node),
+            control: self.transport.link(target, node, Lane::Control),
+            bulk: self.transport.link(target, node, Lane::Bulk),
         }
     }
 }
@@ -314,7 +439,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
 pub struct GroupConn {
     group: u64,
     target: NodeId,
-    link: Arc<PeerLink>,
+    control: Arc<PeerLink>,
+    bulk: Arc<PeerLink>,
 }
 
 impl GroupConn {
@@ -331,8 +457,28 @@ impl GroupConn {
     {
         let payload =
             postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let bytes = match self
-            .link
+        let len = payload.len();
+        let lane = Lane::of(kind, len);
+        let link = match lane {
+            Lane::Control => &self.control,
+            Lane::Bulk => &self.bulk,
+        };
+        let stats = &link.stats;
+        if kind == RaftKind::AppendEntries {
+            stats
+                .largest_append_bytes
+                .fetch_max(len as u64, Ordering::Relaxed);
+            stats
+                .append_bytes_sent
+                .fetch_add(len as u64, Ordering::Relaxed);
+        }
+        if lane == Lane::Bulk {
+            stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
+            stats
+                .bulk_bytes_sent
+                .fetch_add(len as u64, Ordering::Relaxed);
+        }
+        let bytes = match link
             .call(self.group, kind, payload, option.hard_ttl())
             .await
         {

@@ -20,9 +20,14 @@ pub trait RaftHost: Send + Sync + 'static {
     fn raft(&self, group: u64) -> Option<Raft<TypeConfig>>;
     /// Called for every frame and ping from a peer: it is alive.
     fn heard_from(&self, node: NodeId);
+    /// Called for every frame and ping a peer sent us (not for our pings it answered): it
+    /// can reach us.
+    fn contacted_by(&self, node: NodeId);
     /// The datacenter of a node, if known.
     fn dc_of(&self, node: NodeId) -> Option<String>;
     fn faults(&self) -> &crate::faults::Faults;
+    /// The transport's counters (bytes received are counted here).
+    fn transport_stats(&self) -> &super::client::TransportStats;
 }
 
 /// Whether the fault rules let traffic from `node` in.
@@ -138,6 +143,16 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                     continue; // lost in the (simulated) partition: the sender times out
                 }
                 host.heard_from(batch.from_node);
+                host.contacted_by(batch.from_node);
+                let appended: usize = batch
+                    .messages
+                    .iter()
+                    .filter(|m| m.kind == RaftKind::AppendEntries as i32)
+                    .map(|m| m.payload.len())
+                    .sum();
+                host.transport_stats()
+                    .append_bytes_received
+                    .fetch_add(appended as u64, std::sync::atomic::Ordering::Relaxed);
                 for m in batch.messages {
                     let host = host.clone();
                     let reply_tx = reply_tx.clone();
@@ -163,6 +178,7 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
             return Err(Status::unavailable("dropped by a fault rule"));
         }
         self.host.heard_from(req.from_node);
+        self.host.contacted_by(req.from_node);
         Ok(Response::new(PingReply {
             node_id: self.host.node_id(),
             dc: self.host.dc().to_string(),

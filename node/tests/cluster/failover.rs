@@ -231,51 +231,58 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
 
 /// One acknowledged append.
 #[derive(Debug, Clone)]
-struct Ack {
+pub struct Ack {
     cmid: ClientMsgId,
     seq: u64,
     duplicate: bool,
     body: String,
-    at: Instant,
+    pub at: Instant,
     node: u64,
 }
 
 /// What one shard's writer has seen.
 #[derive(Default)]
-struct History {
-    acks: Vec<Ack>,
+pub struct History {
+    pub acks: Vec<Ack>,
     /// Writes that never got an answer before their deadline (their fate is unknown).
-    unanswered: Vec<String>,
+    pub unanswered: Vec<String>,
     /// Answers that were not a successful append.
-    errors: Vec<String>,
+    pub errors: Vec<String>,
 }
 
-struct Writer {
-    shard: u32,
-    conv: ConvId,
-    history: Arc<Mutex<History>>,
-    task: tokio::task::JoinHandle<()>,
+pub struct Writer {
+    pub shard: u32,
+    pub conv: ConvId,
+    pub history: Arc<Mutex<History>>,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
-const SENDER: u128 = 0x5e4d_0001;
-const READER: u128 = 0x5e4d_0002;
+pub const SENDER: u128 = 0x5e4d_0001;
+pub const READER: u128 = 0x5e4d_0002;
 
 /// Appends to one conversation, one write at a time, until `stop`; each write goes first to
 /// the node that answered the previous one, as a gateway with a leader cache would do.
-async fn write_loop(
+/// Bodies name the writer and the message and are padded to `body_len` bytes.
+pub async fn write_loop(
     client: Arc<TestClient>,
-    shard: u32,
+    writer: u32,
     conv: ConvId,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<History>>,
+    body_len: usize,
 ) {
     let sender = UserId::from_u128(SENDER);
     let mut prefer = None;
     let mut n: u64 = 0;
+    let shard = writer;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let cmid = ClientMsgId::from_u128(((shard as u128 + 1) << 96) | n as u128);
-        let body = format!("shard {shard} message {n}");
+        let mut body = format!("shard {shard} message {n}");
+        if body.len() < body_len {
+            body.push(' ');
+            body.extend(std::iter::repeat_n('x', body_len - body.len()));
+        }
         let r = client
             .write(append(conv, sender, cmid, &body), prefer)
             .await;
@@ -306,16 +313,16 @@ async fn write_loop(
 
 /// How one shard came through a kill.
 #[derive(Debug, Clone, Copy)]
-struct Resumed {
+pub struct Resumed {
     /// From the last acknowledgement before the kill to the first after it.
-    gap: Duration,
+    pub gap: Duration,
     /// From the kill to the first acknowledgement after it.
-    after_kill: Duration,
+    pub after_kill: Duration,
 }
 
 /// Per shard: how it came through the kill at `kill`, or `None` if it has not acknowledged a
 /// write after it yet.
-fn resumed(writers: &[Writer], kill: Instant) -> BTreeMap<u32, Option<Resumed>> {
+pub fn resumed(writers: &[Writer], kill: Instant) -> BTreeMap<u32, Option<Resumed>> {
     writers
         .iter()
         .map(|w| {
@@ -339,7 +346,7 @@ fn resumed(writers: &[Writer], kill: Instant) -> BTreeMap<u32, Option<Resumed>> 
         .collect()
 }
 
-fn ack_count(writers: &[Writer]) -> Vec<usize> {
+pub fn ack_count(writers: &[Writer]) -> Vec<usize> {
     writers
         .iter()
         .map(|w| w.history.lock().expect("history lock").acks.len())
@@ -383,6 +390,7 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
             conv,
             stop.clone(),
             history.clone(),
+            0,
         ));
         writers.push(Writer {
             shard,
@@ -518,7 +526,12 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
 /// acknowledged append is stored at its seq with its body; no client message id is stored
 /// twice; a sequential writer's acknowledged seqs increase. Returns the problems found and
 /// adds the acknowledged appends missing or altered to `lost`.
-fn check_shard(shard: u32, msgs: &[v1::Message], acks: &[Ack], lost: &mut usize) -> Vec<String> {
+pub fn check_shard(
+    shard: u32,
+    msgs: &[v1::Message],
+    acks: &[Ack],
+    lost: &mut usize,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         if m.seq != i as u64 + 1 {

@@ -186,7 +186,11 @@ impl NodeProc {
             .append(true)
             .open(self.log_path())
             .with_context(|| format!("open {}", self.log_path().display()))?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bongsu-node"));
+        // BONGSU_NODE_BIN runs the tests against another build of the node (an older release,
+        // say, to show that a test fails there); by default, the binary built with the tests.
+        let bin = std::env::var_os("BONGSU_NODE_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_bongsu-node").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())

@@ -6,6 +6,8 @@
 //! - [`basic`] checks messaging end to end and replica placement over datacenters;
 //! - [`failover`] SIGKILLs shard leaders under a continuous write load and checks that writes
 //!   resume and nothing acknowledged is lost;
+//! - [`large`] sends 60 KB messages at full speed through a voter's loss and return: writes
+//!   never pause for a second, replication requests stay bounded in bytes;
 //! - [`join`] adds a node under a continuous write load and checks that it takes its share of
 //!   replicas with the placement rules holding in every shard map version;
 //! - [`drain`] drains a node under a continuous write load and checks that it ends with
@@ -22,6 +24,7 @@ mod drain;
 mod failover;
 mod harness;
 mod join;
+mod large;
 mod subscribe;
 mod users;
 

@@ -43,7 +43,7 @@ mod read;
 mod read_user;
 
 pub use command::{AppendMessage, Command, CommandResult, Rejection};
-pub use read::{ConversationInfo, MessagingView};
+pub use read::{ConversationInfo, MessagingView, READ_MAX_BYTES};
 pub use read_user::{PendingDelivery, ShardEvent};
 
 /// Limits the state machine enforces. They decide what is accepted, so every replica of a

@@ -11,6 +11,12 @@ use crate::keys::{display_key, CF_SM};
 use crate::store::Store;
 use crate::GroupId;
 
+/// The most message bytes one page of a read returns (at least one message, whatever its
+/// size): 1,000 messages of 64 KiB would otherwise make a 64 MiB reply, over what any gRPC
+/// client accepts by default (4 MiB). A page can therefore hold fewer messages than asked
+/// for; readers continue from its last seq until they reach the conversation's `last_seq`.
+pub const READ_MAX_BYTES: usize = 1 << 20;
+
 /// A value found under a log-index key: the index, the key (for errors) and the value.
 pub(super) type Indexed<T> = (u64, Box<[u8]>, T);
 
@@ -86,14 +92,16 @@ impl MessagingView {
         Ok(out)
     }
 
-    /// Messages with `seq >= from`, in seq order, at most `limit`.
+    /// Messages with `seq >= from`, in seq order, at most `limit` and at most about
+    /// [`READ_MAX_BYTES`] (always at least one).
     pub fn read_from(&self, conv: &ConvId, from: u64, limit: usize) -> Result<Vec<Message>> {
         let start = layout::message_key(self.group, conv, from);
         let end = prefix_end(&layout::message_key(self.group, conv, 0)[..start.len() - 8]);
         self.scan_messages(&start, &end, false, limit)
     }
 
-    /// Messages with `seq < before`, newest `limit` of them, returned in seq order.
+    /// Messages with `seq < before`, newest `limit` of them (fewer if they pass
+    /// [`READ_MAX_BYTES`]), returned in seq order.
     pub fn read_before(&self, conv: &ConvId, before: u64, limit: usize) -> Result<Vec<Message>> {
         let start = layout::message_key(self.group, conv, 0);
         let end = layout::message_key(self.group, conv, before);
@@ -110,12 +118,17 @@ impl MessagingView {
         limit: usize,
     ) -> Result<Vec<Message>> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self
             .store
             .scan(self.group, CF_SM, from, to, reverse)
             .take(limit)
         {
             let (k, v) = item?;
+            bytes = bytes.saturating_add(v.len());
+            if !out.is_empty() && bytes > READ_MAX_BYTES {
+                break;
+            }
             let m: Message = decode(self.group, &k, "message", &v)?;
             let seq_in_key = k
                 .get(k.len().saturating_sub(8)..)

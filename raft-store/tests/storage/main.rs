@@ -6,4 +6,5 @@ mod corruption;
 #[cfg(feature = "chaos")]
 mod failpoints;
 mod isolation;
+mod limits;
 mod support;
