@@ -630,7 +630,8 @@ impl From<v1::SendReply> for Sent {
 pub struct HistoryQuery {
     pub after: Option<u64>,
     pub before: Option<u64>,
-    /// At most this many (default 50, at most 1000).
+    /// At most this many (default 50, at most 1000), and at most about 1 MiB of messages (at
+    /// least one): continue from the last seq until `last_seq`.
     pub limit: Option<u32>,
 }
 
@@ -700,7 +701,8 @@ pub struct SyncBody {
     #[serde(default)]
     #[schema(example = json!({"0123456789abcdef0123456789abcdef": 41}))]
     pub cursors: Cursors,
-    /// Messages per conversation at most (default 100, at most 1000).
+    /// Messages per conversation at most (default 100, at most 1000), and at most about 1 MiB
+    /// of them per conversation.
     #[serde(default)]
     pub limit_per_conversation: u32,
 }
