@@ -80,8 +80,11 @@ test: deps browser-deps
 # each datacenter is a network namespace on a bridge (netns mode, needs `ip` from iproute2);
 # otherwise datacenters are loopback address groups and the nodes drop traffic themselves
 # (portable mode). CHAOS_MODE=auto|netns|portable forces one.
-# Each scenario prints `chaos: scenario=NAME acked=N lost=0 ...` and writes report.json and
-# timeline.svg into $(CHAOS_OUT)/<scenario>/; the target fails on any violation.
+# Each scenario first measures the cluster's capacity and then runs at half of it with messages
+# up to 64 KiB; it prints `chaos: scenario=NAME acked=N lost=0 ... rto_ms_p99=...
+# capacity_bytes_per_s=... rate_bytes_per_s=...` (and catch_up_ms=... for dc-return-backlog)
+# and writes report.json and timeline.svg into $(CHAOS_OUT)/<scenario>/; the target fails on
+# any violation.
 chaos-ci: chaos-build
 	$(CHAOS_BIN) --mode $(CHAOS_MODE) --out $(CHAOS_OUT) ci
 

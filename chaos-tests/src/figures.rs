@@ -150,15 +150,18 @@ pub fn nearest_rank(sorted: &[Ms], percent: u32) -> Option<Ms> {
 }
 
 /// The line a run prints at its end:
-/// `chaos: scenario=NAME acked=N lost=0 duplicated=0 reordered=0 rto_ms_p99=X rto_ms_max=Y`.
+/// `chaos: scenario=NAME acked=N lost=0 duplicated=0 reordered=0 rto_ms_p99=X rto_ms_max=Y`,
+/// followed, when the history has them, by the calibrated load
+/// (`capacity_bytes_per_s=… capacity_msgs_per_s=… rate_bytes_per_s=… rate_msgs_per_s=…`) and
+/// the first measured catch-up (`catch_up_ms=… catch_up_bytes_per_s=…`).
 ///
 /// The RTO is that of the scenario's main fault, the first in the history; `none` when there
-/// is no fault or no shard was written.
+/// is no fault or no shard was written. A catch-up that never finished shows `none`.
 pub fn summary_line(h: &History, report: &Report) -> String {
     let main = h.faults.first().map(|f| rto(h, f));
     let show = |v: Option<Ms>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
     let s = &report.summary;
-    format!(
+    let mut line = format!(
         "chaos: scenario={} acked={} lost={} duplicated={} reordered={} rto_ms_p99={} rto_ms_max={}",
         h.scenario,
         s.acked,
@@ -167,7 +170,21 @@ pub fn summary_line(h: &History, report: &Report) -> String {
         s.reordered,
         show(main.as_ref().and_then(|r| r.p99_ms)),
         show(main.as_ref().and_then(|r| r.max_ms)),
-    )
+    );
+    if let Some(l) = &h.load {
+        line.push_str(&format!(
+            " capacity_bytes_per_s={} capacity_msgs_per_s={} rate_bytes_per_s={} rate_msgs_per_s={}",
+            l.capacity_bytes_per_s, l.capacity_msgs_per_s, l.rate_bytes_per_s, l.rate_msgs_per_s
+        ));
+    }
+    if let Some(c) = h.faults.iter().find_map(|f| f.catch_up) {
+        line.push_str(&format!(
+            " catch_up_ms={} catch_up_bytes_per_s={}",
+            show(c.catch_up_ms()),
+            show(c.bytes_per_s())
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -216,6 +233,7 @@ mod tests {
             start: 1000,
             end: Some(2000),
             target: "dc1".into(),
+            catch_up: None,
         }];
         // (shard, invoke, answer): `send` answers 5 ms after invoking.
         let sends: &[(u32, Ms, Outcome)] = &[
@@ -334,6 +352,40 @@ mod tests {
         ] {
             assert_eq!(nearest_rank(list, percent), want, "p{percent} of {list:?}");
         }
+    }
+
+    #[test]
+    fn summary_line_with_load_and_catch_up() {
+        let mut h = clean_history();
+        h.load = Some(crate::history::Load {
+            writers: 48,
+            calibration_ms: 4000,
+            capacity_bytes_per_s: 12_000_000,
+            capacity_msgs_per_s: 1700,
+            share_percent: 50,
+            rate_bytes_per_s: 6_000_000,
+            rate_msgs_per_s: 850,
+            achieved_bytes_per_s: 5_900_000,
+            achieved_msgs_per_s: 840,
+        });
+        let base = "chaos: scenario=dc-kill acked=5 lost=0 duplicated=0 reordered=0 rto_ms_p99=2298 rto_ms_max=2298";
+        let load = " capacity_bytes_per_s=12000000 capacity_msgs_per_s=1700 rate_bytes_per_s=6000000 rate_msgs_per_s=850";
+        assert_eq!(summary_line(&h, &check_all(&h)), format!("{base}{load}"));
+        h.faults[0].catch_up = Some(crate::history::CatchUp {
+            restarted: 3000,
+            caught_up: Some(3400),
+            backlog_bytes: 2_000_000,
+            backlog_msgs: 300,
+        });
+        assert_eq!(
+            summary_line(&h, &check_all(&h)),
+            format!("{base}{load} catch_up_ms=400 catch_up_bytes_per_s=5000000")
+        );
+        h.faults[0].catch_up.as_mut().expect("set above").caught_up = None;
+        assert_eq!(
+            summary_line(&h, &check_all(&h)),
+            format!("{base}{load} catch_up_ms=none catch_up_bytes_per_s=none")
+        );
     }
 
     #[test]

@@ -88,6 +88,65 @@ pub struct Fault {
     /// When the fault was healed; `None` if it never was.
     pub end: Option<Ms>,
     pub target: String,
+    /// How the nodes the fault took down caught up once they were back, for faults that
+    /// measure it (`dc-return-backlog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// How restarted nodes caught up with the writes they missed.
+///
+/// The backlog is what the workload got acknowledged while the nodes were down (from the
+/// fault's start to the restart). Every datacenter holds one replica of every shard, so a
+/// datacenter that comes back must receive at least all of it; the catch-up rate is the
+/// backlog divided by the catch-up time (writes acknowledged during the catch-up itself are
+/// not counted, so the rate is a lower bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// When the nodes were started again.
+    pub restarted: Ms,
+    /// When the last of them had caught up (see `Cluster::wait_caught_up`); `None` if one
+    /// never did within the bound.
+    pub caught_up: Option<Ms>,
+    /// Bytes of message bodies acknowledged while the nodes were down.
+    pub backlog_bytes: u64,
+    /// Sends acknowledged while the nodes were down.
+    pub backlog_msgs: u64,
+}
+
+impl CatchUp {
+    /// From the restart until the last restarted node had caught up.
+    pub fn catch_up_ms(&self) -> Option<Ms> {
+        self.caught_up.map(|t| t.saturating_sub(self.restarted))
+    }
+
+    /// The backlog divided by the catch-up time (see [`CatchUp`]).
+    pub fn bytes_per_s(&self) -> Option<u64> {
+        self.catch_up_ms()
+            .map(|ms| self.backlog_bytes.saturating_mul(1000) / ms.max(1))
+    }
+}
+
+/// The load the workload was held to.
+///
+/// Before the faults, writers send without any pause for `calibration_ms` and the bodies
+/// acknowledged meanwhile are the cluster's measured capacity; after that every writer passes
+/// one shared byte-rate gate set to `share_percent` of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    pub writers: u32,
+    pub calibration_ms: Ms,
+    /// Body bytes (and sends) acknowledged per second during the calibration.
+    pub capacity_bytes_per_s: u64,
+    pub capacity_msgs_per_s: u64,
+    pub share_percent: u32,
+    /// The gate's byte rate, and the send rate it means at the calibration's mean body size.
+    pub rate_bytes_per_s: u64,
+    pub rate_msgs_per_s: u64,
+    /// What was acknowledged per second from the end of the calibration to the end of the
+    /// workload, faults included.
+    pub achieved_bytes_per_s: u64,
+    pub achieved_msgs_per_s: u64,
 }
 
 /// The state after healing.
@@ -113,6 +172,9 @@ pub struct ReplicaDigest {
 pub struct History {
     pub scenario: String,
     pub seed: u64,
+    /// The calibrated load (histories written before calibration existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
     pub faults: Vec<Fault>,
     pub ops: Vec<Op>,
     pub final_state: FinalState,
@@ -266,11 +328,68 @@ mod tests {
             start: 5,
             end: None,
             target: "dc1|dc2,dc3".into(),
+            catch_up: None,
         });
         assert_eq!(
             History::from_json(&h.to_json().expect("encode")).expect("decode"),
             h
         );
+    }
+
+    #[test]
+    fn load_and_catch_up_round_trip_and_may_be_absent() {
+        let mut h = clean_history();
+        h.load = Some(Load {
+            writers: 48,
+            calibration_ms: 4000,
+            capacity_bytes_per_s: 12_000_000,
+            capacity_msgs_per_s: 1700,
+            share_percent: 50,
+            rate_bytes_per_s: 6_000_000,
+            rate_msgs_per_s: 850,
+            achieved_bytes_per_s: 5_900_000,
+            achieved_msgs_per_s: 840,
+        });
+        h.faults[0].catch_up = Some(CatchUp {
+            restarted: 3000,
+            caught_up: Some(3500),
+            backlog_bytes: 1_000_000,
+            backlog_msgs: 100,
+        });
+        let json = h.to_json().expect("encode");
+        assert_eq!(History::from_json(&json).expect("decode"), h);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(v["load"]["rate_bytes_per_s"], 6_000_000);
+        assert_eq!(v["faults"][0]["catch_up"]["backlog_bytes"], 1_000_000);
+
+        // A history from before calibration and catch-up existed has neither field.
+        let old = clean_history().to_json().expect("encode");
+        assert!(!old.contains("\"load\"") && !old.contains("catch_up"));
+        let back = History::from_json(&old).expect("decode");
+        assert_eq!((back.load, back.faults[0].catch_up), (None, None));
+    }
+
+    #[test]
+    fn catch_up_figures() {
+        let c = CatchUp {
+            restarted: 10_000,
+            caught_up: Some(12_500),
+            backlog_bytes: 50_000_000,
+            backlog_msgs: 7000,
+        };
+        assert_eq!(c.catch_up_ms(), Some(2500));
+        assert_eq!(c.bytes_per_s(), Some(20_000_000));
+        let never = CatchUp {
+            caught_up: None,
+            ..c
+        };
+        assert_eq!((never.catch_up_ms(), never.bytes_per_s()), (None, None));
+        let at_once = CatchUp {
+            caught_up: Some(10_000),
+            ..c
+        };
+        assert_eq!(at_once.catch_up_ms(), Some(0));
+        assert_eq!(at_once.bytes_per_s(), Some(50_000_000_000));
     }
 
     #[test]
@@ -345,6 +464,7 @@ mod tests {
             start: 3000,
             end: Some(9000),
             target: "n1".into(),
+            catch_up: None,
         });
         assert_eq!(h.run_end(), 9000);
         h.ops

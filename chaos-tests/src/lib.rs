@@ -35,7 +35,9 @@ mod testing;
 
 pub use check::{check_all, Report, Summary, Violation};
 pub use errors::{ChaosError, Result};
-pub use history::{Fault, FinalState, History, Ms, Op, OpKind, Outcome, ReplicaDigest, Seen};
+pub use history::{
+    CatchUp, Fault, FinalState, History, Load, Ms, Op, OpKind, Outcome, ReplicaDigest, Seen,
+};
 pub mod harness;
 pub mod scenarios;
 pub mod workload;

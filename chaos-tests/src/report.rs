@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::check::{Report, Summary, Violation};
 use crate::errors::{ChaosError, Result};
 use crate::figures::{rto_all, summary_line, timeline, FaultRto, Second};
-use crate::history::History;
+use crate::history::{History, Load, Ms};
 use crate::svg::timeline_svg;
 
 /// The JSON report of one run.
@@ -25,8 +25,32 @@ pub struct RunReport<'a> {
     pub timeline: Vec<Second>,
     /// The write-unavailability windows of every fault, in the order of `history.faults`.
     pub rto: Vec<FaultRto>,
+    /// The calibrated load (also in `history.load`).
+    pub load: Option<Load>,
+    /// Every fault that measured how its nodes caught up (also in `history.faults`).
+    pub catch_up: Vec<CatchUpFigures>,
     pub history: &'a History,
 }
+
+/// A fault's catch-up (see [`crate::history::CatchUp`]) with its figures worked out.
+#[derive(Debug, Serialize)]
+pub struct CatchUpFigures {
+    pub fault: String,
+    pub target: String,
+    pub restarted: Ms,
+    pub caught_up: Option<Ms>,
+    pub catch_up_ms: Option<Ms>,
+    pub catch_up_bytes_per_s: Option<u64>,
+    pub backlog_bytes: u64,
+    pub backlog_msgs: u64,
+    /// How the rate is computed.
+    pub method: &'static str,
+}
+
+const CATCH_UP_METHOD: &str = "catch_up_ms runs from the restart of the fault's nodes until the last of them had applied, \
+     in every group it hosts, what that group's leader had applied; catch_up_bytes_per_s is backlog_bytes (message bodies \
+     acknowledged while the nodes were down, which one datacenter must receive since it holds a replica of every shard) \
+     divided by catch_up_ms; writes acknowledged during the catch-up are not counted, so it is a lower bound";
 
 impl<'a> RunReport<'a> {
     pub fn new(history: &'a History, report: &'a Report) -> Self {
@@ -39,6 +63,25 @@ impl<'a> RunReport<'a> {
             violations: &report.violations,
             timeline: timeline(history),
             rto: rto_all(history),
+            load: history.load,
+            catch_up: history
+                .faults
+                .iter()
+                .filter_map(|f| {
+                    let c = f.catch_up?;
+                    Some(CatchUpFigures {
+                        fault: f.name.clone(),
+                        target: f.target.clone(),
+                        restarted: c.restarted,
+                        caught_up: c.caught_up,
+                        catch_up_ms: c.catch_up_ms(),
+                        catch_up_bytes_per_s: c.bytes_per_s(),
+                        backlog_bytes: c.backlog_bytes,
+                        backlog_msgs: c.backlog_msgs,
+                        method: CATCH_UP_METHOD,
+                    })
+                })
+                .collect(),
             history,
         }
     }
@@ -99,6 +142,44 @@ mod tests {
             check_all(&History::load(&path).expect("load again")),
             report
         );
+    }
+
+    #[test]
+    fn report_carries_load_and_catch_up() {
+        let dir = tempfile::tempdir().expect("create a temp dir");
+        let mut h = clean_history();
+        h.load = Some(Load {
+            writers: 48,
+            calibration_ms: 4000,
+            capacity_bytes_per_s: 10_000_000,
+            capacity_msgs_per_s: 1500,
+            share_percent: 50,
+            rate_bytes_per_s: 5_000_000,
+            rate_msgs_per_s: 750,
+            achieved_bytes_per_s: 4_800_000,
+            achieved_msgs_per_s: 700,
+        });
+        h.faults[0].catch_up = Some(crate::history::CatchUp {
+            restarted: 3000,
+            caught_up: Some(5000),
+            backlog_bytes: 8_000_000,
+            backlog_msgs: 1000,
+        });
+        let report = check_all(&h);
+        let path = dir.path().join("run.json");
+        write_json(&path, &h, &report).expect("write the report");
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read it back"))
+                .expect("valid JSON");
+        assert_eq!(value["load"]["capacity_bytes_per_s"], 10_000_000);
+        assert_eq!(value["load"]["rate_msgs_per_s"], 750);
+        assert_eq!(value["catch_up"][0]["fault"], "dc-kill");
+        assert_eq!(value["catch_up"][0]["catch_up_ms"], 2000);
+        assert_eq!(value["catch_up"][0]["catch_up_bytes_per_s"], 4_000_000);
+        assert!(value["summary_line"].as_str().is_some_and(|l| l
+            .contains("rate_bytes_per_s=5000000")
+            && l.contains("catch_up_ms=2000")));
+        assert_eq!(History::load(&path).expect("load the history"), h);
     }
 
     #[test]

@@ -160,11 +160,13 @@ pub fn clean_history() -> History {
     History {
         scenario: "dc-kill".to_owned(),
         seed: 42,
+        load: None,
         faults: vec![Fault {
             name: "dc-kill".to_owned(),
             start: 2000,
             end: Some(3000),
             target: "dc2".to_owned(),
+            catch_up: None,
         }],
         ops,
         final_state: FinalState {

@@ -278,19 +278,22 @@ impl Node {
                 .is_some_and(|d| d < Duration::from_millis(self.cfg.timing.liveness_timeout_ms))
     }
 
-    /// Whether `node` reached this node by itself within the liveness timeout. Unlike
-    /// [`Node::is_live`] this needs traffic from `node` to here, so a link that works only
-    /// from here to `node` does not count.
+    /// Whether `node` reached this node by itself lately (within two election timeouts, and
+    /// at least the liveness timeout). Unlike [`Node::is_live`] this needs traffic from `node`
+    /// to here, so a link that works only from here to `node` does not count. The window is
+    /// wider than the liveness timeout on purpose: it keeps a follower from campaigning
+    /// against a leader whose pings are merely late on a loaded machine, while a leader that
+    /// really died is replaced by the liveness campaign, which does not wait for it.
     pub fn reaches_us(&self, node: NodeId) -> bool {
+        let t = &self.cfg.timing;
+        let window = Duration::from_millis(t.liveness_timeout_ms.max(2 * t.election_max_ms));
         node == self.id()
             || self
                 .contacted
                 .lock()
                 .expect("liveness lock poisoned")
                 .get(&node)
-                .is_some_and(|t| {
-                    t.elapsed() < Duration::from_millis(self.cfg.timing.liveness_timeout_ms)
-                })
+                .is_some_and(|at| at.elapsed() < window)
     }
 
     pub fn last_heard(&self, node: NodeId) -> Option<Duration> {

@@ -10,9 +10,12 @@
 //!
 //! In both, killing a datacenter is SIGKILL to each of its node processes, pausing one is
 //! SIGSTOP, and storage faults are the nodes' failpoints switched on through the admin API.
+//! One node may get a small disk of its own ([`disk`]: a tmpfs at its data directory, root
+//! only) that the `disk-full` fault really fills.
 //! Every node is a child of the harness that dies with it (`PR_SET_PDEATHSIG`); dropping the
-//! [`Cluster`] kills the nodes and removes the namespaces and links the run made.
+//! [`Cluster`] kills the nodes and removes the namespaces, links and mounts the run made.
 
+pub mod disk;
 pub mod netns;
 pub mod portable;
 pub mod process;
@@ -38,6 +41,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 /// Spawns with fresh ports when a node exits at once (portable mode: a port was taken).
 const SPAWN_ATTEMPTS: u32 = 4;
+/// How long a node may take to hash the state of every group it hosts.
+pub const DIGEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn shard_group(shard: u32) -> u64 {
     shard as u64 + 1
@@ -90,6 +95,23 @@ pub struct Spec {
     pub replicas: u32,
 }
 
+/// A small disk for one node (see [`disk`]).
+#[derive(Clone, Copy, Debug)]
+pub struct SmallDiskPlan {
+    pub node: u64,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// The small disk's size: room for what a node writes in a scenario at half the cluster's
+/// capacity, and little enough RAM when the ballast fills it.
+pub const SMALL_DISK_BYTES: u64 = 1 << 30;
+
+/// The node `disk-full` fills: the first node of the last datacenter.
+pub fn disk_full_node(spec: &Spec) -> u64 {
+    (spec.dcs as u64 - 1) * spec.nodes_per_dc as u64 + 1
+}
+
 /// A shard group's leader and that leader's view of it.
 #[derive(Clone, Debug)]
 pub struct Led {
@@ -109,6 +131,13 @@ pub struct Cluster {
     pub exits: Vec<Exit>,
     /// The datacenter currently cut off, if any.
     partitioned: Option<u8>,
+    /// The node the run planned a small disk for (`disk-full`), whether or not it got one.
+    pub disk_full_node: Option<u64>,
+    /// That node's small disk, when it could be mounted. Dropped (unmounted) after the nodes
+    /// are killed.
+    pub small_disk: Option<disk::SmallDisk>,
+    /// Why a planned small disk could not be mounted.
+    pub small_disk_unavailable: Option<String>,
     /// Dropped after the nodes are killed (see `Drop`).
     netns: Option<netns::Netns>,
 }
@@ -123,12 +152,28 @@ impl Cluster {
         binary: &Path,
         epoch: Instant,
     ) -> Result<Cluster> {
+        Self::start_with_disk(spec, mode, dir, binary, epoch, None).await
+    }
+
+    /// [`Cluster::start`], and with `small_disk` that node's data directory is first mounted
+    /// as a small disk (see [`disk`]); where that cannot be done (not root, mounting not
+    /// allowed) the cluster starts without it and says why in `small_disk_unavailable`.
+    pub async fn start_with_disk(
+        spec: Spec,
+        mode: Mode,
+        dir: &Path,
+        binary: &Path,
+        epoch: Instant,
+        small_disk: Option<SmallDiskPlan>,
+    ) -> Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let netns = match mode {
             Mode::Netns => Some(netns::Netns::create(spec.dcs, spec.nodes_per_dc)?),
             Mode::Portable => None,
         };
         let mut nodes = Vec::new();
+        let mut small = None;
+        let mut small_unavailable = None;
         for d in 1..=spec.dcs {
             for k in 1..=spec.nodes_per_dc {
                 let id = (d as u64 - 1) * spec.nodes_per_dc as u64 + k as u64;
@@ -152,6 +197,29 @@ impl Cluster {
                     }
                 };
                 n.write_config()?;
+                if let Some(plan) = small_disk.filter(|p| p.node == id) {
+                    // SAFETY: geteuid has no preconditions.
+                    let root = unsafe { libc::geteuid() } == 0;
+                    if !root {
+                        small_unavailable =
+                            Some("not running as root: no tmpfs can be mounted".to_string());
+                    } else {
+                        match disk::SmallDisk::mount(id, &n.data_path(), plan.size) {
+                            Ok(sd) => {
+                                eprintln!("chaos: small disk: {}", sd.describe());
+                                n.note(&format!(
+                                    "data directory is a {} MiB tmpfs",
+                                    plan.size >> 20
+                                ));
+                                small = Some(sd);
+                            }
+                            Err(e) => small_unavailable = Some(format!("{e:#}")),
+                        }
+                    }
+                    if let Some(why) = &small_unavailable {
+                        eprintln!("chaos: small disk: node {id} gets none ({why}); disk-full will be SIMULATED with the log_before_fsync failpoint");
+                    }
+                }
                 n.spawn(binary)?;
                 nodes.push(n);
             }
@@ -165,6 +233,9 @@ impl Cluster {
             epoch,
             exits: Vec::new(),
             partitioned: None,
+            disk_full_node: small_disk.map(|p| p.node),
+            small_disk: small,
+            small_disk_unavailable: small_unavailable,
             netns,
         };
         if let Some(ns) = &c.netns {
@@ -457,14 +528,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Undoes every fault: resumes paused nodes, heals the partition, starts stopped nodes.
-    /// Failpoints die with the processes they were set in; a slow disk is switched off by the
-    /// scenario that switched it on.
+    /// Undoes every fault: resumes paused nodes, heals the partition, empties a full small
+    /// disk, starts stopped nodes. Failpoints die with the processes they were set in; a slow
+    /// disk is switched off by the scenario that switched it on.
     pub async fn heal_all(&mut self) -> Result<()> {
         for d in 1..=self.spec.dcs {
             self.resume_dc(d)?;
         }
         self.heal_partition().await?;
+        // A full disk left by a fault that did not finish would stop its node again.
+        if let Some(d) = &self.small_disk {
+            d.remove_ballast()?;
+        }
         self.poll_exits();
         for id in self.ids() {
             if !self.node(id).running() {
@@ -671,85 +746,157 @@ impl Cluster {
     /// Every replica's digest of every shard, once all replicas of each shard have applied the
     /// same index (the workload must have stopped). After `timeout` it returns what it has, and
     /// the shards that never agreed on an applied index, so that the replicas checker judges.
+    ///
+    /// A digest hashes a replica's whole state, which takes a while once the bodies are large:
+    /// the harness first waits, by the cheap status call, until the replicas of every shard
+    /// have applied their leader's commit index, and only then asks each node for its digests,
+    /// once, with [`DIGEST_TIMEOUT`] to answer.
     pub async fn replica_digests(
         &mut self,
         timeout: Duration,
     ) -> (BTreeMap<u32, Vec<ReplicaDigest>>, Vec<String>) {
         let deadline = Instant::now() + timeout;
         loop {
-            let leaders = self.leaders().await;
-            let calls: Vec<_> = self
-                .nodes
-                .iter_mut()
-                .filter(|n| n.running())
-                .filter_map(|n| Some((n.id, n.admin().ok()?)))
-                .map(|(id, mut admin)| async move {
-                    (
-                        id,
-                        admin
-                            .group_digests(bongsu_proto::internal::GroupDigestsRequest {})
-                            .await,
-                    )
-                })
-                .collect();
-            let mut per_shard: BTreeMap<u32, Vec<(ReplicaDigest, u64)>> = BTreeMap::new();
-            let mut unanswered = Vec::new();
-            for (id, r) in futures::future::join_all(calls).await {
-                match r {
-                    Ok(rep) => {
-                        for g in rep
-                            .into_inner()
-                            .groups
-                            .into_iter()
-                            .filter(|g| g.group != META_GROUP)
-                        {
-                            let d = ReplicaDigest {
-                                node: id,
-                                applied_index: g.applied_index,
-                                digest: g.digest,
-                            };
-                            per_shard
-                                .entry((g.group - 1) as u32)
-                                .or_default()
-                                .push((d, g.last_log_index));
-                        }
-                    }
-                    Err(s) => unanswered.push(format!("node {id}: {}", s.message())),
-                }
+            let behind = self.applied_disagree().await;
+            if !behind.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-            let mut unsettled = unanswered;
-            for shard in 0..self.spec.shards {
-                let reps = per_shard.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
-                let voters = leaders
-                    .get(&shard_group(shard))
-                    .map(|l| l.status.voters.clone())
-                    .unwrap_or_default();
-                let applied: Vec<u64> = reps.iter().map(|(d, _)| d.applied_index).collect();
-                let last_log = reps.iter().map(|(_, l)| *l).max().unwrap_or(0);
-                let hosts_all = voters
-                    .iter()
-                    .all(|v| reps.iter().any(|(d, _)| d.node == *v));
-                if voters.is_empty()
-                    || !hosts_all
-                    || applied.iter().any(|a| *a != applied[0] || *a < last_log)
-                {
-                    unsettled.push(format!(
-                        "shard {shard}: voters {voters:?}, applied {:?}, last log index {last_log}",
-                        reps.iter()
-                            .map(|(d, _)| (d.node, d.applied_index))
-                            .collect::<Vec<_>>()
-                    ));
-                }
-            }
+            let (digests, unsettled) = self.digests_once().await;
             if unsettled.is_empty() || Instant::now() >= deadline {
-                let digests = per_shard
-                    .into_iter()
-                    .map(|(s, v)| (s, v.into_iter().map(|(d, _)| d).collect()))
-                    .collect();
                 return (digests, unsettled);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The shards whose running replicas have not all applied their leader's commit index.
+    async fn applied_disagree(&mut self) -> Vec<String> {
+        let leaders = self.leaders().await;
+        let statuses = self.statuses().await;
+        let mut out = Vec::new();
+        for shard in 0..self.spec.shards {
+            let group = shard_group(shard);
+            let Some(led) = leaders.get(&group) else {
+                out.push(format!("shard {shard}: no leader"));
+                continue;
+            };
+            let applied: Vec<(u64, u64)> = statuses
+                .iter()
+                .filter_map(|(id, st)| {
+                    let g = st.groups.iter().find(|g| g.group == group)?;
+                    Some((*id, g.applied_index))
+                })
+                .collect();
+            let voters_answer = led
+                .status
+                .voters
+                .iter()
+                .all(|v| applied.iter().any(|(id, _)| id == v));
+            if !voters_answer || applied.iter().any(|(_, a)| *a != led.status.commit_index) {
+                out.push(format!(
+                    "shard {shard}: leader {} committed {}, applied {applied:?}",
+                    led.leader, led.status.commit_index
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every running node's digests, asked once (see [`Cluster::replica_digests`]), and the
+    /// shards whose replicas do not report one applied index covering every log entry.
+    async fn digests_once(&mut self) -> (BTreeMap<u32, Vec<ReplicaDigest>>, Vec<String>) {
+        let leaders = self.leaders().await;
+        let calls: Vec<_> = self
+            .nodes
+            .iter()
+            .filter(|n| n.running())
+            .map(|n| {
+                let (id, admin) = (n.id, process::admin_client(&n.admin_addr, DIGEST_TIMEOUT));
+                async move {
+                    let r = match admin {
+                        Ok(mut a) => a
+                            .group_digests(bongsu_proto::internal::GroupDigestsRequest {})
+                            .await
+                            .map_err(|s| s.message().to_string()),
+                        Err(e) => Err(format!("{e:#}")),
+                    };
+                    (id, r)
+                }
+            })
+            .collect();
+        let mut per_shard: BTreeMap<u32, Vec<(ReplicaDigest, u64)>> = BTreeMap::new();
+        let mut unsettled = Vec::new();
+        for (id, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(rep) => {
+                    for g in rep
+                        .into_inner()
+                        .groups
+                        .into_iter()
+                        .filter(|g| g.group != META_GROUP)
+                    {
+                        let d = ReplicaDigest {
+                            node: id,
+                            applied_index: g.applied_index,
+                            digest: g.digest,
+                        };
+                        per_shard
+                            .entry((g.group - 1) as u32)
+                            .or_default()
+                            .push((d, g.last_log_index));
+                    }
+                }
+                Err(message) => unsettled.push(format!("node {id}: {message}")),
+            }
+        }
+        for shard in 0..self.spec.shards {
+            let reps = per_shard.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
+            let voters = leaders
+                .get(&shard_group(shard))
+                .map(|l| l.status.voters.clone())
+                .unwrap_or_default();
+            let applied: Vec<u64> = reps.iter().map(|(d, _)| d.applied_index).collect();
+            let last_log = reps.iter().map(|(_, l)| *l).max().unwrap_or(0);
+            let hosts_all = voters
+                .iter()
+                .all(|v| reps.iter().any(|(d, _)| d.node == *v));
+            if voters.is_empty()
+                || !hosts_all
+                || applied.iter().any(|a| *a != applied[0] || *a < last_log)
+            {
+                unsettled.push(format!(
+                    "shard {shard}: voters {voters:?}, applied {:?}, last log index {last_log}",
+                    reps.iter()
+                        .map(|(d, _)| (d.node, d.applied_index))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        let digests = per_shard
+            .into_iter()
+            .map(|(s, v)| (s, v.into_iter().map(|(d, _)| d).collect()))
+            .collect();
+        (digests, unsettled)
+    }
+
+    /// The bytes under each node's data directory, by node id.
+    pub fn data_sizes(&self) -> Vec<(u64, u64)> {
+        fn size(p: &Path) -> u64 {
+            let Ok(meta) = std::fs::symlink_metadata(p) else {
+                return 0;
+            };
+            if !meta.is_dir() {
+                return meta.len();
+            }
+            std::fs::read_dir(p)
+                .map(|entries| entries.flatten().map(|e| size(&e.path())).sum())
+                .unwrap_or(0)
+        }
+        self.nodes
+            .iter()
+            .map(|n| (n.id, size(&n.data_path())))
+            .collect()
     }
 
     /// Removes the nodes' data directories (their logs stay), after a run that passed.

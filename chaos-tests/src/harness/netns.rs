@@ -77,13 +77,13 @@ pub fn available() -> Result<(), String> {
 }
 
 /// Whether a process with this PID runs the chaos harness now.
-fn harness_alive(pid: u32) -> bool {
+pub(crate) fn harness_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .is_ok_and(|c| c.trim().starts_with("bongsu-chaos"))
 }
 
 /// The PID in a name made by [`Netns`] (`bch-<pid>-dc<d>` or `bch<pid>…`).
-fn pid_in(name: &str) -> Option<u32> {
+pub(crate) fn pid_in(name: &str) -> Option<u32> {
     let rest = name.strip_prefix("bch")?;
     let rest = rest.strip_prefix('-').unwrap_or(rest);
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();

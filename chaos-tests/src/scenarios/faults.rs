@@ -7,17 +7,27 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::harness::Cluster;
-use crate::history::Fault;
+use crate::harness::{Cluster, Exit};
+use crate::history::{CatchUp, Fault};
 use crate::workload::{ChatClient, Workload};
 
 /// How long a restarted node may take to catch up with its groups' leaders.
 const CATCH_UP: Duration = Duration::from_secs(40);
+/// How long a datacenter that was down for `dc-return-backlog`'s hold (a minute of writes at
+/// half the cluster's capacity) may take to catch up.
+pub const BACKLOG_CATCH_UP: Duration = Duration::from_secs(180);
 /// How long a node with a failing fsync may take to stop by itself. It stops within about
 /// 100 ms of its next write; writes arrive every few milliseconds.
 const FAIL_STOP_BOUND: Duration = Duration::from_secs(5);
+/// How long a node whose disk is full may take to stop by itself: its next write to the
+/// write-ahead log fails, but the log's files may have room left in blocks they already hold
+/// (recycled logs), so the first failing write may be the memtable flush that needs a new
+/// file.
+pub const DISK_FULL_STOP_BOUND: Duration = Duration::from_secs(90);
 /// The exit code of a node that stopped because a group failed (see `node/src/quiesce.rs`).
 const FAIL_STOP_CODE: i32 = 70;
+/// How often the outage of `dc-return-backlog` reports its backlog.
+const BACKLOG_REPORT: Duration = Duration::from_secs(15);
 
 /// Every fault a scenario can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +48,13 @@ pub enum FaultKind {
     FsyncFail,
     /// Make one node's fsync 200 ms slower.
     SlowDisk,
+    /// SIGKILL every node of a datacenter for a long hold under load (a minute), restart it,
+    /// and measure how it catches up with the backlog.
+    DcReturnBacklog,
+    /// Fill one node's disk (a small tmpfs mounted at its data directory; simulated with the
+    /// `log_before_fsync` failpoint where nothing can be mounted): it must stop by itself;
+    /// free the disk and restart it.
+    DiskFull,
 }
 
 /// Which datacenter or node a fault hits.
@@ -50,7 +67,7 @@ pub enum Target {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::DcKill,
         FaultKind::DcPartition,
         FaultKind::DcPause,
@@ -59,6 +76,8 @@ impl FaultKind {
         FaultKind::LeaderKills,
         FaultKind::FsyncFail,
         FaultKind::SlowDisk,
+        FaultKind::DcReturnBacklog,
+        FaultKind::DiskFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +90,8 @@ impl FaultKind {
             FaultKind::LeaderKills => "leader-kills",
             FaultKind::FsyncFail => "fsync-fail",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::DcReturnBacklog => "dc-return-backlog",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 
@@ -88,6 +109,8 @@ impl FaultKind {
             FaultKind::LeaderKills => "three times: SIGKILL the node leading the most shards, restart it",
             FaultKind::FsyncFail => "fail fsync on the node leading the most shards: it must fail-stop; restart it",
             FaultKind::SlowDisk => "add 200 ms to every fsync of the node leading the most shards for the hold",
+            FaultKind::DcReturnBacklog => "SIGKILL every node of the datacenter leading the most shards for a minute under load, restart it, measure its catch-up",
+            FaultKind::DiskFull => "fill the disk of the first node of the last datacenter (a tmpfs; simulated without root): it must fail-stop; free it, restart it",
         }
     }
 }
@@ -165,6 +188,7 @@ impl<C: ChatClient> Env<'_, C> {
             start: self.now(),
             end: None,
             target,
+            catch_up: None,
         });
         self.faults.len() - 1
     }
@@ -272,58 +296,7 @@ impl<C: ChatClient> Env<'_, C> {
             }
             FaultKind::FsyncFail => {
                 let (id, why) = self.pick_node(target).await;
-                let acks_before = self.workload.recorder.acks().len();
-                // The fault is recorded from the moment the node stopped: writes it had
-                // already made durable may still be acknowledged between the failpoint and
-                // the stop, and would hide the outage from the RTO (first ack after the
-                // fault's start).
-                let f = self.open(kind.name(), format!("n{id}"));
-                let on = self.now();
-                self.expected_exits.push((id, on));
-                self.cluster
-                    .set_failpoint(id, "log_before_fsync", true)
-                    .await?;
-                self.say(&format!(
-                    "fsync-fail: log_before_fsync on node {id} ({why})"
-                ));
-                match self.cluster.wait_exit(id, FAIL_STOP_BOUND).await {
-                    Some(e) if e.status.code() == Some(FAIL_STOP_CODE) => {
-                        self.faults[f].start = e.noticed_ms;
-                        self.say(&format!("fsync-fail: node {id} stopped by itself {} ms after the failpoint (exit code {FAIL_STOP_CODE})", e.noticed_ms - on))
-                    }
-                    Some(e) => self.problems.push(format!(
-                        "fsync-fail: {} ({} ms after the failpoint), expected exit code {FAIL_STOP_CODE}",
-                        e.describe(),
-                        e.noticed_ms - on
-                    )),
-                    None => {
-                        self.problems.push(format!("fsync-fail: node {id} did not stop within {FAIL_STOP_BOUND:?} of its fsync failing"));
-                        self.cluster.kill(id, libc::SIGKILL)?;
-                    }
-                }
-                let late: Vec<_> = self.workload.recorder.acks()[acks_before..]
-                    .iter()
-                    .filter(|a| a.node == id && a.at > on)
-                    .copied()
-                    .collect();
-                if !late.is_empty() {
-                    // Entries fsynced before the failpoint may still be acknowledged after it;
-                    // whether anything acknowledged was lost is the no_lost_ack checker's call.
-                    self.say(&format!(
-                        "fsync-fail: node {id} acknowledged {} send(s) after the failpoint, the last {} ms after",
-                        late.len(),
-                        late.iter().map(|a| a.at - on).max().unwrap_or(0)
-                    ));
-                }
-                let left = Duration::from_millis(on + hold.as_millis() as u64)
-                    .saturating_sub(Duration::from_millis(self.now()));
-                tokio::time::sleep(left).await;
-                self.cluster.restart(id).await?;
-                self.close(f);
-                self.say(&format!(
-                    "fsync-fail: node {id} restarted (failpoints off in the new process)"
-                ));
-                self.catch_up(&[id]).await;
+                self.fail_fsync(kind.name(), id, &why, hold).await?;
             }
             FaultKind::SlowDisk => {
                 let (id, why) = self.pick_node(target).await;
@@ -339,8 +312,282 @@ impl<C: ChatClient> Env<'_, C> {
                 self.close(f);
                 self.say(&format!("slow-disk: node {id} back to normal"));
             }
+            FaultKind::DcReturnBacklog => self.dc_return_backlog(target, hold).await?,
+            FaultKind::DiskFull => self.disk_full(target, hold).await?,
         }
         Ok(())
+    }
+
+    /// Waits up to `bound` for node `id` to stop by itself after a storage fault switched on
+    /// at `on`, calling `meanwhile` every 50 ms, and judges how it stopped: it must exit with
+    /// [`FAIL_STOP_CODE`]. Returns its exit; a node that did not stop is SIGKILLed (and a
+    /// problem recorded).
+    async fn wait_fail_stop(
+        &mut self,
+        what: &str,
+        id: u64,
+        on: u64,
+        bound: Duration,
+        mut meanwhile: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<Option<Exit>> {
+        let deadline = std::time::Instant::now() + bound;
+        let exit = loop {
+            if let Some(e) = self.cluster.wait_exit(id, Duration::from_millis(50)).await {
+                break Some(e);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            meanwhile(self)?;
+        };
+        match &exit {
+            Some(e) if e.status.code() == Some(FAIL_STOP_CODE) => {
+                let cause = self
+                    .cluster
+                    .node(id)
+                    .log_tail(200)
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("stopping the node"))
+                    .map(|l| format!("; its log: {}", l.trim()))
+                    .unwrap_or_default();
+                self.say(&format!(
+                    "{what}: node {id} stopped by itself {} ms after the fault (exit code {FAIL_STOP_CODE}){cause}",
+                    e.noticed_ms - on
+                ));
+            }
+            Some(e) => self.problems.push(format!(
+                "{what}: {} ({} ms after the fault), expected exit code {FAIL_STOP_CODE}",
+                e.describe(),
+                e.noticed_ms - on
+            )),
+            None => {
+                self.problems.push(format!(
+                    "{what}: node {id} did not stop within {bound:?} of the fault"
+                ));
+                self.cluster.kill(id, libc::SIGKILL)?;
+            }
+        }
+        Ok(exit)
+    }
+
+    /// Says how many sends node `id` acknowledged after a storage fault switched on at `on`
+    /// (among the acks from index `acks_before` on).
+    fn late_acks(&self, what: &str, id: u64, on: u64, acks_before: usize) {
+        let late: Vec<_> = self.workload.recorder.acks()[acks_before..]
+            .iter()
+            .filter(|a| a.node == id && a.at > on)
+            .copied()
+            .collect();
+        if !late.is_empty() {
+            // Entries made durable before the fault may still be acknowledged after it;
+            // whether anything acknowledged was lost is the no_lost_ack checker's call.
+            self.say(&format!(
+                "{what}: node {id} acknowledged {} send(s) after the fault, the last {} ms after",
+                late.len(),
+                late.iter().map(|a| a.at - on).max().unwrap_or(0)
+            ));
+        }
+    }
+
+    /// fsync-fail (and disk-full where no disk can be mounted): `log_before_fsync` on node
+    /// `id`, which must stop by itself; restart it after the hold.
+    async fn fail_fsync(&mut self, name: &str, id: u64, why: &str, hold: Duration) -> Result<()> {
+        let acks_before = self.workload.recorder.acks().len();
+        // The fault is recorded from the moment the node stopped: writes it had already made
+        // durable may still be acknowledged between the failpoint and the stop, and would
+        // hide the outage from the RTO (first ack after the fault's start).
+        let f = self.open(name, format!("n{id}"));
+        let on = self.now();
+        self.expected_exits.push((id, on));
+        self.cluster
+            .set_failpoint(id, "log_before_fsync", true)
+            .await?;
+        self.say(&format!("{name}: log_before_fsync on node {id} ({why})"));
+        if let Some(e) = self
+            .wait_fail_stop(name, id, on, FAIL_STOP_BOUND, |_| Ok(()))
+            .await?
+        {
+            if e.status.code() == Some(FAIL_STOP_CODE) {
+                self.faults[f].start = e.noticed_ms;
+            }
+        }
+        self.late_acks(name, id, on, acks_before);
+        let left = Duration::from_millis(on + hold.as_millis() as u64)
+            .saturating_sub(Duration::from_millis(self.now()));
+        tokio::time::sleep(left).await;
+        self.cluster.restart(id).await?;
+        self.close(f);
+        self.say(&format!(
+            "{name}: node {id} restarted (failpoints off in the new process)"
+        ));
+        self.catch_up(&[id]).await;
+        Ok(())
+    }
+
+    /// dc-return-backlog: the datacenter down for `hold` under load, then its catch-up
+    /// measured (see [`CatchUp`]).
+    async fn dc_return_backlog(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let name = FaultKind::DcReturnBacklog.name();
+        let (d, why) = self.pick_dc(target).await;
+        let ids = self.cluster.dc_nodes(d);
+        let f = self.open(name, format!("dc{d}"));
+        let down = self.faults[f].start;
+        self.cluster.kill_dc(d)?;
+        self.say(&format!(
+            "{name}: SIGKILLed dc{d} (nodes {ids:?}; {why}); down for {} s under load",
+            hold.as_secs()
+        ));
+        let back_at = std::time::Instant::now() + hold;
+        loop {
+            let left = back_at.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(BACKLOG_REPORT)).await;
+            if !back_at
+                .saturating_duration_since(std::time::Instant::now())
+                .is_zero()
+            {
+                let b = self.workload.recorder.acked_between(down, self.now());
+                self.say(&format!(
+                    "{name}: dc{d} down for {:.0} s: backlog {:.1} MB in {} sends so far",
+                    (self.now() - down) as f64 / 1000.0,
+                    b.bytes as f64 / 1e6,
+                    b.msgs
+                ));
+            }
+        }
+        let restarted = self.now();
+        let backlog = self.workload.recorder.acked_between(down, restarted);
+        self.cluster.restart_dc(d).await?;
+        self.close(f);
+        self.say(&format!(
+            "{name}: dc{d} restarted after {:.1} s down; backlog {:.1} MB in {} sends acknowledged meanwhile; {} ms to answer",
+            (restarted - down) as f64 / 1000.0,
+            backlog.bytes as f64 / 1e6,
+            backlog.msgs,
+            self.now() - restarted
+        ));
+        let mut all = true;
+        for id in &ids {
+            if let Err(e) = self.cluster.wait_caught_up(*id, BACKLOG_CATCH_UP).await {
+                all = false;
+                self.problems
+                    .push(format!("{name}: restarted node did not catch up: {e:#}"));
+            }
+        }
+        let c = CatchUp {
+            restarted,
+            caught_up: all.then(|| self.now()),
+            backlog_bytes: backlog.bytes,
+            backlog_msgs: backlog.msgs,
+        };
+        self.faults[f].catch_up = Some(c);
+        match (c.catch_up_ms(), c.bytes_per_s()) {
+            (Some(ms), Some(rate)) => self.say(&format!(
+                "{name}: dc{d} caught up {ms} ms after its restart: catch_up_ms={ms} catch_up_bytes_per_s={rate} ({:.1} MB/s: the backlog over the catch-up time)",
+                rate as f64 / 1e6
+            )),
+            _ => self.say(&format!(
+                "{name}: dc{d} did not catch up within {BACKLOG_CATCH_UP:?} of its restart"
+            )),
+        }
+        Ok(())
+    }
+
+    /// disk-full: the node with the small disk (see `harness::disk`) gets its disk filled,
+    /// must stop by itself, and is restarted with the ballast gone after the hold. Where no
+    /// disk could be mounted, the `log_before_fsync` failpoint stands in, and the run says so.
+    async fn disk_full(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let name = FaultKind::DiskFull.name();
+        let planned = self.cluster.disk_full_node;
+        if self.cluster.small_disk.is_none() {
+            let (id, why) = match planned {
+                Some(id) => (id, self.leads(id).await),
+                None => self.pick_node(target).await,
+            };
+            let reason = self
+                .cluster
+                .small_disk_unavailable
+                .clone()
+                .unwrap_or_else(|| "this run mounted no small disk".into());
+            self.say(&format!(
+                "{name}: SIMULATED: node {id}'s disk is not really filled ({reason}); the log_before_fsync failpoint fails its next write instead"
+            ));
+            return self.fail_fsync("disk-full-simulated", id, &why, hold).await;
+        }
+        let id = self
+            .cluster
+            .small_disk
+            .as_ref()
+            .map(|d| d.node)
+            .expect("checked above");
+        let why = self.leads(id).await;
+        let acks_before = self.workload.recorder.acks().len();
+        let f = self.open(name, format!("n{id}"));
+        let on = self.now();
+        self.expected_exits.push((id, on));
+        let disk = self.cluster.small_disk.as_ref().expect("checked above");
+        let (total, free) = disk.usage()?;
+        let added = disk.fill()?;
+        self.cluster.node(id).note(&format!(
+            "disk-full: ballast of {added} bytes written; the disk is full"
+        ));
+        self.say(&format!(
+            "{name}: node {id}'s disk ({} MiB tmpfs, {} MiB used by the node) filled with a {} MiB ballast ({why})",
+            total >> 20,
+            (total - free) >> 20,
+            added >> 20
+        ));
+        // Whatever the node frees (say, an old write-ahead log) the ballast takes at once, so
+        // the disk stays full until the node stops.
+        let mut topped = 0u64;
+        let exit = self
+            .wait_fail_stop(name, id, on, DISK_FULL_STOP_BOUND, |env| {
+                if let Some(d) = env.cluster.small_disk.as_ref() {
+                    topped += d.fill()?;
+                }
+                Ok(())
+            })
+            .await?;
+        if topped > 0 {
+            self.say(&format!(
+                "{name}: the ballast took {topped} more bytes the node freed before it stopped"
+            ));
+        }
+        if let Some(e) = exit.filter(|e| e.status.code() == Some(FAIL_STOP_CODE)) {
+            self.faults[f].start = e.noticed_ms;
+        }
+        self.late_acks(name, id, on, acks_before);
+        let stopped = self.faults[f].start.max(on);
+        let left = Duration::from_millis(stopped + hold.as_millis() as u64)
+            .saturating_sub(Duration::from_millis(self.now()));
+        tokio::time::sleep(left).await;
+        let freed = self
+            .cluster
+            .small_disk
+            .as_ref()
+            .expect("checked above")
+            .remove_ballast()?;
+        self.cluster.restart(id).await?;
+        self.close(f);
+        self.say(&format!(
+            "{name}: ballast removed ({} MiB freed), node {id} restarted",
+            freed >> 20
+        ));
+        self.catch_up(&[id]).await;
+        Ok(())
+    }
+
+    /// "leads N of M shards" for node `id`.
+    async fn leads(&mut self, id: u64) -> String {
+        let counts = self.cluster.shard_leader_counts().await;
+        format!(
+            "leads {} of {} shards",
+            counts.get(&id).copied().unwrap_or(0),
+            self.cluster.spec.shards
+        )
     }
 
     /// A random target for the mix: half the time the busiest, otherwise a random datacenter
@@ -348,10 +595,11 @@ impl<C: ChatClient> Env<'_, C> {
     pub fn random_target(&mut self, kind: FaultKind) -> Target {
         let busiest = self.rng.random_bool(0.5);
         match kind {
-            // These choose their own victims.
-            FaultKind::MetaLeaderKill | FaultKind::RollingRestart | FaultKind::LeaderKills => {
-                Target::Busiest
-            }
+            // These choose their own victims (disk-full: the node given the small disk).
+            FaultKind::MetaLeaderKill
+            | FaultKind::RollingRestart
+            | FaultKind::LeaderKills
+            | FaultKind::DiskFull => Target::Busiest,
             _ if busiest => Target::Busiest,
             FaultKind::FsyncFail | FaultKind::SlowDisk => {
                 let ids = self.cluster.ids();

@@ -1,6 +1,7 @@
 //! Named scenarios and the run that carries one out: start a cluster, start the workload,
-//! inject the scenario's faults one after another, heal everything, stop the workload, read
-//! back the final state, judge the history, and write the report.
+//! measure the cluster's capacity and hold the workload to half of it, inject the scenario's
+//! faults one after another, heal everything, stop the workload, read back the final state,
+//! judge the history, and write the report.
 //!
 //! Scenarios compose: a scenario is a list of faults applied in turn
 //! (`dc-partition,fsync-fail`), and the randomized mix ([`mix_plan`]) is a scenario whose faults
@@ -18,8 +19,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::check::check_all;
 use crate::figures::{rto, rto_all, summary_line};
-use crate::harness::{Cluster, Mode, Spec};
-use crate::history::{FinalState, History};
+use crate::harness::{disk_full_node, Cluster, Mode, SmallDiskPlan, Spec, SMALL_DISK_BYTES};
+use crate::history::{FinalState, History, OpKind, Outcome};
 use crate::report::{write_json, write_svg};
 use crate::workload::{NodeClient, Recorder, Workload, WorkloadSpec};
 pub use faults::{FaultKind, Target};
@@ -58,6 +59,10 @@ fn default_hold(kind: FaultKind) -> Duration {
         FaultKind::LeaderKills => Duration::from_secs(3),
         FaultKind::FsyncFail => Duration::from_secs(3),
         FaultKind::RollingRestart => Duration::ZERO,
+        // A minute of writes for the datacenter to catch up on.
+        FaultKind::DcReturnBacklog => Duration::from_secs(60),
+        // From the moment the node stopped.
+        FaultKind::DiskFull => Duration::from_secs(5),
     }
 }
 
@@ -101,6 +106,8 @@ impl Scenario {
             "dc-kill",
             "dc-partition",
             "fsync-fail",
+            "dc-return-backlog",
+            "disk-full",
             "dc-pause",
             "meta-leader-kill",
             "leader-kills",
@@ -126,6 +133,15 @@ impl Scenario {
             mode: None,
         }
     }
+
+    /// Whether the scenario may fill a disk, so that a node must get a small disk before it
+    /// starts.
+    pub fn needs_small_disk(&self) -> bool {
+        match &self.plan {
+            Plan::Fixed { steps, .. } => steps.iter().any(|s| s.kind == FaultKind::DiskFull),
+            Plan::Mix { .. } => true,
+        }
+    }
 }
 
 /// How to run.
@@ -140,6 +156,12 @@ pub struct RunConfig {
     /// Plain workload before the first fault and after the last.
     pub warmup: Duration,
     pub cooldown: Duration,
+    pub writers_per_shard: u32,
+    /// How long writers send without a pause to measure the cluster's capacity.
+    pub calibration: Duration,
+    /// The share of the measured capacity (in body bytes per second) the workload is then
+    /// held to.
+    pub load_share_percent: u32,
 }
 
 /// How a scenario went.
@@ -164,11 +186,26 @@ impl RunResult {
     }
 }
 
-/// Bounds the whole of one scenario, so that a stuck cluster ends the run by itself.
-fn time_limit(s: &Scenario) -> Duration {
+/// Bounds the whole of one scenario, so that a stuck cluster ends the run by itself: start,
+/// calibration, reading back and judging, plus per fault its hold and what it may wait for.
+fn time_limit(s: &Scenario, cfg: &RunConfig) -> Duration {
+    let base = Duration::from_secs(120) + cfg.calibration + cfg.warmup + cfg.cooldown;
     match &s.plan {
-        Plan::Fixed { steps, .. } => Duration::from_secs(90 + 60 * steps.len() as u64),
-        Plan::Mix { duration } => *duration + Duration::from_secs(180),
+        Plan::Fixed { steps, .. } => {
+            base + steps
+                .iter()
+                .map(|st| {
+                    st.hold
+                        + Duration::from_secs(60)
+                        + match st.kind {
+                            FaultKind::DcReturnBacklog => faults::BACKLOG_CATCH_UP,
+                            FaultKind::DiskFull => faults::DISK_FULL_STOP_BOUND,
+                            _ => Duration::ZERO,
+                        }
+                })
+                .sum::<Duration>()
+        }
+        Plan::Mix { duration } => base + *duration + Duration::from_secs(180),
     }
 }
 
@@ -180,7 +217,7 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> Result<RunResult> {
             .with_context(|| format!("remove the previous run in {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let limit = time_limit(s);
+    let limit = time_limit(s, cfg);
     match tokio::time::timeout(limit, run_in(s, cfg, &dir)).await {
         Ok(r) => r,
         Err(_) => anyhow::bail!(
@@ -206,12 +243,22 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         cfg.seed,
         dir.display()
     ));
-    let mut cluster = Cluster::start(
+    // A node stores about every body the workload writes (its half of the shards, in the log
+    // and in the state machine): a long mix gets room for its duration too.
+    let small_disk = s.needs_small_disk().then(|| SmallDiskPlan {
+        node: disk_full_node(&cfg.spec),
+        size: match &s.plan {
+            Plan::Fixed { .. } => SMALL_DISK_BYTES,
+            Plan::Mix { duration } => SMALL_DISK_BYTES + duration.as_secs() * (8 << 20),
+        },
+    });
+    let mut cluster = Cluster::start_with_disk(
         cfg.spec.clone(),
         mode,
         &dir.join("nodes"),
         &cfg.node_binary,
         epoch,
+        small_disk,
     )
     .await
     .context("start the cluster")?;
@@ -227,23 +274,45 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         Duration::from_millis(2500),
         Duration::from_millis(600),
     )?);
-    let wspec = WorkloadSpec::new(cfg.spec.shards, cfg.seed);
+    let mut wspec = WorkloadSpec::new(cfg.spec.shards, cfg.seed);
+    wspec.writers_per_shard = cfg.writers_per_shard;
     let mut workload = Workload::start(client, wspec.clone(), recorder.clone())
         .await
         .context("start the workload")?;
     workload.subscribe_shards(&cluster.api_addrs())?;
     say(&format!(
-        "workload: {} writers, {} readers, {} shard subscribers, 1 non-member prober, {} conversations over {} shards",
+        "workload: {} writers, {} readers, {} shard subscribers, 1 non-member prober, {} conversations over {} shards; bodies: 60 % under 1 KiB, 30 % 1-16 KiB, 10 % 16 KiB to {} B (the limit; mean {:.0} B)",
         wspec.writers(),
         wspec.readers,
         cfg.spec.shards,
         workload.convs.len(),
-        cfg.spec.shards
+        cfg.spec.shards,
+        wspec.mix.max,
+        wspec.mix.mean()
     ));
     workload
         .wait_all_writing(Duration::from_secs(1), Duration::from_secs(20))
         .await
         .context("wait for every shard to take writes")?;
+    say(&format!(
+        "calibration: {} writers sending without a pause for {:.1} s",
+        wspec.writers(),
+        cfg.calibration.as_secs_f64()
+    ));
+    let mut load = workload
+        .calibrate(cfg.calibration, cfg.load_share_percent)
+        .await;
+    let load_from = recorder.now();
+    say(&format!(
+        "calibration: capacity {:.2} MB/s ({} bytes/s, {} msgs/s acknowledged); rate held to {} %: {:.2} MB/s ({} bytes/s, about {} msgs/s) through one gate shared by every writer",
+        load.capacity_bytes_per_s as f64 / 1e6,
+        load.capacity_bytes_per_s,
+        load.capacity_msgs_per_s,
+        load.share_percent,
+        load.rate_bytes_per_s as f64 / 1e6,
+        load.rate_bytes_per_s,
+        load.rate_msgs_per_s
+    ));
     tokio::time::sleep(cfg.warmup).await;
 
     let mut faults = Vec::new();
@@ -304,21 +373,55 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         ));
     }
     workload.stop().await;
+    let load_to = recorder.now();
     let (acked, unacked, reads_ok, reads_failed) = recorder.counts();
-    say(&format!("workload stopped: {acked} sends acked, {unacked} not, {reads_ok} reads ok, {reads_failed} not"));
+    let achieved = recorder.acked_between(load_from, load_to);
+    (load.achieved_bytes_per_s, load.achieved_msgs_per_s) = achieved.per_s(load_to - load_from);
+    let at_limit = recorder.acked_of_len(wspec.mix.max as u64);
+    let all = recorder.acked_between(0, load_to);
+    say(&format!(
+        "workload stopped: {acked} sends acked ({:.1} MB of bodies, {at_limit} of them at the {} B limit), {unacked} not, {reads_ok} reads ok, {reads_failed} not; after the calibration {:.2} MB/s ({} msgs/s) acknowledged on average",
+        all.bytes as f64 / 1e6,
+        wspec.mix.max,
+        load.achieved_bytes_per_s as f64 / 1e6,
+        load.achieved_msgs_per_s
+    ));
 
     // The final state: every conversation read in full from its leader, every replica's digest.
+    let read_started = Instant::now();
     let logs = workload
-        .final_logs(Duration::from_secs(30))
+        .final_logs(Duration::from_secs(120))
         .await
         .context("read the final logs")?;
-    let (replicas, unsettled) = cluster.replica_digests(Duration::from_secs(30)).await;
+    say(&format!(
+        "final logs read: {} messages in {} conversations in {} ms",
+        logs.values().map(Vec::len).sum::<usize>(),
+        logs.len(),
+        read_started.elapsed().as_millis()
+    ));
+    let digest_started = Instant::now();
+    let (replicas, unsettled) = cluster.replica_digests(Duration::from_secs(120)).await;
     if !unsettled.is_empty() {
         say(&format!(
             "replicas did not reach one applied index: {}",
             unsettled.join("; ")
         ));
+    } else {
+        say(&format!(
+            "replica digests taken in {} ms",
+            digest_started.elapsed().as_millis()
+        ));
     }
+
+    say(&format!(
+        "node data on disk: {}",
+        cluster
+            .data_sizes()
+            .iter()
+            .map(|(id, b)| format!("n{id} {:.0} MB", *b as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 
     // Nodes that stopped by themselves are a problem unless a fault asked for it.
     cluster.poll_exits();
@@ -338,6 +441,7 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
     let history = History {
         scenario: s.name.clone(),
         seed: cfg.seed,
+        load: Some(load),
         faults,
         ops: recorder.take_ops(),
         final_state: FinalState { logs, replicas },
@@ -363,6 +467,21 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         .collect();
     if report.summary.acked == 0 {
         problems.push("the workload got no send acknowledged".into());
+    }
+    // The mix's largest bodies are the node's limit: a refusal for size means the two differ.
+    let too_large = history
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(op.kind, OpKind::Send { .. })
+                && matches!(&op.outcome, Outcome::Failed { code } if code == "MESSAGE_TOO_LARGE")
+        })
+        .count();
+    if too_large > 0 {
+        problems.push(format!(
+            "{too_large} send(s) refused with MESSAGE_TOO_LARGE: the workload's largest body ({} B) is over the cluster's limit",
+            wspec.mix.max
+        ));
     }
     problems.extend(report.violations.iter().map(|v| v.to_string()));
     for r in rto_all(&history) {
@@ -390,4 +509,82 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         took: started.elapsed(),
         rto_p99: history.faults.first().and_then(|f| rto(&history, f).p99_ms),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RunConfig {
+        RunConfig {
+            mode: Mode::Portable,
+            spec: Spec {
+                dcs: 3,
+                nodes_per_dc: 2,
+                shards: 12,
+                replicas: 3,
+            },
+            out: PathBuf::from("/nonexistent"),
+            node_binary: PathBuf::from("/nonexistent"),
+            seed: 1,
+            warmup: Duration::from_secs(2),
+            cooldown: Duration::from_secs(3),
+            writers_per_shard: 4,
+            calibration: Duration::from_secs(4),
+            load_share_percent: 50,
+        }
+    }
+
+    #[test]
+    fn ci_runs_every_fault_with_the_new_ones_after_the_first_three() {
+        for mode in [Mode::Portable, Mode::Netns] {
+            let names: Vec<String> = Scenario::ci(mode).into_iter().map(|s| s.name).collect();
+            assert_eq!(names[..3], ["dc-kill", "dc-partition", "fsync-fail"]);
+            for k in FaultKind::ALL {
+                assert!(
+                    names.iter().any(|n| n == k.name()),
+                    "{} missing from {names:?}",
+                    k.name()
+                );
+            }
+            assert_eq!(
+                names.iter().any(|n| n == "dc-partition-portable"),
+                mode == Mode::Netns
+            );
+        }
+    }
+
+    #[test]
+    fn new_scenarios_by_name() {
+        let b = Scenario::named("dc-return-backlog").expect("a known name");
+        let Plan::Fixed { steps, .. } = &b.plan else {
+            panic!("a named scenario is a fixed plan")
+        };
+        assert_eq!(steps[0].kind, FaultKind::DcReturnBacklog);
+        assert_eq!(steps[0].hold, Duration::from_secs(60));
+        assert!(!b.needs_small_disk());
+
+        let d = Scenario::named("disk-full").expect("a known name");
+        assert!(d.needs_small_disk());
+        assert!(Scenario::named("dc-kill,disk-full")
+            .expect("known names")
+            .needs_small_disk());
+        assert!(Scenario::mix(Duration::from_secs(60)).needs_small_disk());
+        assert!(!Scenario::named("fsync-fail")
+            .expect("a known name")
+            .needs_small_disk());
+    }
+
+    #[test]
+    fn time_limits_cover_the_holds_and_waits() {
+        let c = cfg();
+        let kill = time_limit(&Scenario::named("dc-kill").expect("known"), &c);
+        let backlog = time_limit(&Scenario::named("dc-return-backlog").expect("known"), &c);
+        // The backlog's minute down plus its catch-up bound, beyond a plain kill.
+        assert!(backlog >= kill + Duration::from_secs(55) + faults::BACKLOG_CATCH_UP);
+        let disk = time_limit(&Scenario::named("disk-full").expect("known"), &c);
+        assert!(disk >= kill + faults::DISK_FULL_STOP_BOUND);
+        // Everything starts with the calibration.
+        assert!(kill > c.calibration + c.warmup + c.cooldown + Duration::from_secs(60));
+    }
 }

@@ -34,6 +34,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(80);
 /// Attempts of one call running at once (see [`NodeClient::call`]).
 const MAX_IN_FLIGHT: usize = 3;
+/// The largest answer a client takes from a node: a page of 1000 messages of the largest
+/// body (64 KiB) fits, as for the gateway. tonic's default (4 MiB) would refuse a page of a
+/// few dozen large bodies.
+pub const MAX_DECODE: usize = 128 * 1024 * 1024;
 
 /// A message to send.
 #[derive(Clone, Debug)]
@@ -167,7 +171,7 @@ impl NodeClient {
                 .keep_alive_timeout(Duration::from_secs(1));
             out.push(Node {
                 id: *id,
-                api: NodeApiClient::new(ep.connect_lazy()),
+                api: NodeApiClient::new(ep.connect_lazy()).max_decoding_message_size(MAX_DECODE),
             });
         }
         Ok(Self {

@@ -3,14 +3,20 @@
 //! live stream, and one outsider probing conversations it is not a member of. Every operation is recorded into the [`History`]'s
 //! form: invocation, answer (or none), and outcome, with times since the run's epoch.
 //!
-//! Sizes are bounded for a two-core machine that also runs the nodes: a couple of dozen
-//! writers with a short pause between sends, a few readers, each operation with a deadline of
-//! a few seconds. A send that timed out is retried with the same client message id (as a
+//! Message bodies are real payloads: their sizes follow [`BodyMix`] (most under 1 KiB, one in
+//! ten from 16 KiB up to the 64 KiB limit). The load is set by measurement, not by pauses:
+//! writers start with nothing holding them back, [`Workload::calibrate`] measures the body
+//! bytes the cluster acknowledges per second that way, and then sets the one [`RateGate`]
+//! every writer passes to a share (half) of it. Sizes are chosen for a two-core machine that
+//! also runs the nodes: sixteen writers per shard ([`DEFAULT_WRITERS_PER_SHARD`]), a few
+//! readers, each operation with a deadline of a few seconds. A send that timed out is retried with the same client message id (as a
 //! real client would), so that idempotence across failovers is exercised.
 //!
 //! [`History`]: crate::history::History
 
+pub mod body;
 pub mod client;
+pub mod gate;
 pub mod subscriber;
 
 use std::collections::BTreeMap;
@@ -22,22 +28,33 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::history::{Ms, Op, OpKind, Outcome, Seen};
+use futures::StreamExt;
+
+use crate::history::{Load, Ms, Op, OpKind, Outcome, Seen};
+pub use body::BodyMix;
 pub use client::{body_crc, CallError, ChatClient, NodeClient, OutMsg, ReadPage, SendAck};
+pub use gate::RateGate;
+
+/// Messages per page when the final logs are read back (a page of the largest bodies is then
+/// about 16 MiB).
+const FINAL_PAGE: u32 = 250;
+/// Conversations whose final logs are read at once.
+const FINAL_READS_AT_ONCE: usize = 4;
 
 /// The workload's shape.
 #[derive(Clone, Debug)]
 pub struct WorkloadSpec {
     /// Writers per shard. Each writer sends only into its own shard's conversations, so that
     /// a shard that stops taking writes holds up only its own writers: the gaps the history
-    /// shows on the other shards are theirs, not a client stuck elsewhere.
+    /// shows on the other shards are theirs, not a client stuck elsewhere. A writer has one
+    /// send in flight at a time and no pause of its own: the shared [`RateGate`] paces it.
     pub writers_per_shard: u32,
     pub readers: u32,
     /// Conversations per shard.
     pub convs_per_shard: u32,
     pub shards: u32,
-    /// Pause between a writer's sends (jittered ±50 %).
-    pub send_pause: Duration,
+    /// The sizes of message bodies.
+    pub mix: BodyMix,
     /// Pause between a reader's reads.
     pub read_pause: Duration,
     /// Pause between the outsider's probes.
@@ -54,11 +71,11 @@ impl WorkloadSpec {
 
     pub fn new(shards: u32, seed: u64) -> Self {
         Self {
-            writers_per_shard: 2,
+            writers_per_shard: DEFAULT_WRITERS_PER_SHARD,
             readers: 3,
             convs_per_shard: 2,
             shards,
-            send_pause: Duration::from_millis(40),
+            mix: BodyMix::cluster_default(),
             read_pause: Duration::from_millis(60),
             probe_pause: Duration::from_millis(200),
             resends: 2,
@@ -66,6 +83,14 @@ impl WorkloadSpec {
         }
     }
 }
+
+/// Writers per shard (192 with 12 shards): what saturates a two-core machine that also runs
+/// the six nodes. Measured with the calibration on such a machine: already at 4 per shard the
+/// CPU is busy, and the acknowledged bytes per second still rise with more writers in flight
+/// (bigger group commits and Raft batches), from about 8 MB/s at 4 per shard to 11-12 MB/s at
+/// 16; at 32 per shard they fall again (about 7 MB/s) as client work and queueing crowd out
+/// the nodes.
+pub const DEFAULT_WRITERS_PER_SHARD: u32 = 16;
 
 const USER_TAG: u128 = 0xc4a0_5000 << 96;
 
@@ -113,6 +138,25 @@ pub struct AckBy {
     pub at: Ms,
     pub node: u64,
     pub shard: u32,
+    /// The body's length.
+    pub bytes: u64,
+    /// The node recognised a retry of a message it already had.
+    pub duplicate: bool,
+}
+
+/// Acknowledged sends (duplicates not counted) and their body bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Acked {
+    pub msgs: u64,
+    pub bytes: u64,
+}
+
+impl Acked {
+    /// Per second over `ms` milliseconds: (bytes/s, msgs/s).
+    pub fn per_s(&self, ms: Ms) -> (u64, u64) {
+        let ms = ms.max(1);
+        (self.bytes * 1000 / ms, self.msgs * 1000 / ms)
+    }
 }
 
 /// Collects operations as they complete.
@@ -144,15 +188,17 @@ impl Recorder {
         complete: Option<Ms>,
         kind: OpKind,
         outcome: Outcome,
-        acked_by: Option<u64>,
+        acked: Option<(SendAck, u64)>,
     ) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let (Some(node), Some(at)) = (acked_by, complete) {
+        if let (Some((ack, bytes)), Some(at)) = (acked, complete) {
             self.acks.lock().expect("recorder lock").push(AckBy {
                 op: id,
                 at,
-                node,
+                node: ack.node,
                 shard: kind.shard(),
+                bytes,
+                duplicate: ack.duplicate,
             });
         }
         self.ops.lock().expect("recorder lock").push(Op {
@@ -168,6 +214,28 @@ impl Recorder {
     /// Every acknowledged send so far, with the node that acknowledged it.
     pub fn acks(&self) -> Vec<AckBy> {
         self.acks.lock().expect("recorder lock").clone()
+    }
+
+    /// What was acknowledged with an ack time in `(from, to]` (duplicates not counted).
+    pub fn acked_between(&self, from: Ms, to: Ms) -> Acked {
+        let mut out = Acked::default();
+        for a in self.acks.lock().expect("recorder lock").iter() {
+            if a.at > from && a.at <= to && !a.duplicate {
+                out.msgs += 1;
+                out.bytes += a.bytes;
+            }
+        }
+        out
+    }
+
+    /// How many acknowledged bodies were exactly `len` bytes long.
+    pub fn acked_of_len(&self, len: u64) -> usize {
+        self.acks
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .filter(|a| a.bytes == len && !a.duplicate)
+            .count()
     }
 
     /// The time of the latest ack per shard.
@@ -209,6 +277,8 @@ pub struct Workload<C: ChatClient> {
     pub recorder: Arc<Recorder>,
     pub spec: WorkloadSpec,
     pub convs: Vec<(u128, u32)>,
+    /// The gate every writer passes (open until [`Workload::calibrate`] sets it).
+    pub gate: Arc<RateGate>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -244,6 +314,7 @@ impl<C: ChatClient> Workload<C> {
             r?;
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(RateGate::open());
         let mut tasks = Vec::new();
         let conv_ids: Arc<Vec<(u128, u32)>> = Arc::new(convs.clone());
         let mut client_no = 0u32;
@@ -254,6 +325,7 @@ impl<C: ChatClient> Workload<C> {
                 stop: stop.clone(),
                 convs: conv_ids.clone(),
                 spec: spec.clone(),
+                gate: gate.clone(),
             };
             tasks.push(tokio::spawn(writer(ctx, w, client_no)));
             client_no += 1;
@@ -265,6 +337,7 @@ impl<C: ChatClient> Workload<C> {
                 stop: stop.clone(),
                 convs: conv_ids.clone(),
                 spec: spec.clone(),
+                gate: gate.clone(),
             };
             tasks.push(tokio::spawn(reader(ctx, reader_id(r), true, client_no)));
             client_no += 1;
@@ -275,6 +348,7 @@ impl<C: ChatClient> Workload<C> {
             stop: stop.clone(),
             convs: conv_ids.clone(),
             spec: spec.clone(),
+            gate: gate.clone(),
         };
         tasks.push(tokio::spawn(reader(ctx, outsider_id(), false, client_no)));
         Ok(Self {
@@ -282,6 +356,7 @@ impl<C: ChatClient> Workload<C> {
             recorder,
             spec,
             convs,
+            gate,
             stop,
             tasks,
         })
@@ -325,6 +400,40 @@ impl<C: ChatClient> Workload<C> {
         }
     }
 
+    /// Measures the cluster's capacity and holds the workload to `share_percent` of it.
+    ///
+    /// With the gate open, writers send without any pause; the body bytes (and sends)
+    /// acknowledged during `window` are the capacity. The gate is then set to `share_percent`
+    /// of those bytes per second; the send rate that means is worked out at the calibration's
+    /// mean body size. Call it once every shard takes writes.
+    pub async fn calibrate(&self, window: Duration, share_percent: u32) -> Load {
+        let from = self.recorder.now();
+        tokio::time::sleep(window).await;
+        let to = self.recorder.now();
+        let acked = self.recorder.acked_between(from, to);
+        let (capacity_bytes_per_s, capacity_msgs_per_s) = acked.per_s(to - from);
+        // A cluster that acknowledged nothing still gets a gate, at one largest body per
+        // second, so that the run goes on and reports what it saw.
+        let rate_bytes_per_s =
+            (capacity_bytes_per_s * share_percent as u64 / 100).max(self.spec.mix.max as u64);
+        self.gate.set_rate(rate_bytes_per_s);
+        let rate_msgs_per_s = match acked.bytes {
+            0 => 0,
+            b => rate_bytes_per_s * acked.msgs / b,
+        };
+        Load {
+            writers: self.spec.writers(),
+            calibration_ms: to - from,
+            capacity_bytes_per_s,
+            capacity_msgs_per_s,
+            share_percent,
+            rate_bytes_per_s,
+            rate_msgs_per_s,
+            achieved_bytes_per_s: 0,
+            achieved_msgs_per_s: 0,
+        }
+    }
+
     /// Stops every client after its current operation (each is bounded by its deadline).
     pub async fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -338,30 +447,38 @@ impl<C: ChatClient> Workload<C> {
         }
     }
 
-    /// The complete log of every conversation, read linearizably (page by page) as a member.
+    /// The complete log of every conversation, read linearizably (page by page) as a member,
+    /// a few conversations at a time.
     pub async fn final_logs(&self, timeout: Duration) -> Result<BTreeMap<u128, Vec<Seen>>> {
         let deadline = Instant::now() + timeout;
-        let mut out = BTreeMap::new();
-        for (conv, _) in &self.convs {
-            let mut log: Vec<Seen> = Vec::new();
-            loop {
-                let from = log.last().map(|m| m.seq + 1).unwrap_or(1);
-                match self.client.read(*conv, reader_id(0), from, 1000).await {
-                    Ok(page) => {
-                        let done = page.messages.is_empty()
-                            || page.messages.last().is_some_and(|m| m.seq >= page.last_seq);
-                        log.extend(page.messages);
-                        if done {
-                            break;
-                        }
+        let reads = self
+            .convs
+            .iter()
+            .map(|(conv, _)| self.final_log(*conv, deadline));
+        let logs: Vec<Result<(u128, Vec<Seen>)>> = futures::stream::iter(reads)
+            .buffer_unordered(FINAL_READS_AT_ONCE)
+            .collect()
+            .await;
+        logs.into_iter().collect()
+    }
+
+    async fn final_log(&self, conv: u128, deadline: Instant) -> Result<(u128, Vec<Seen>)> {
+        let mut log: Vec<Seen> = Vec::new();
+        loop {
+            let from = log.last().map(|m| m.seq + 1).unwrap_or(1);
+            match self.client.read(conv, reader_id(0), from, FINAL_PAGE).await {
+                Ok(page) => {
+                    let done = page.messages.is_empty()
+                        || page.messages.last().is_some_and(|m| m.seq >= page.last_seq);
+                    log.extend(page.messages);
+                    if done {
+                        return Ok((conv, log));
                     }
-                    Err(e) if e.gave_up && Instant::now() < deadline => continue,
-                    Err(e) => anyhow::bail!("read the final log of conversation {conv:032x}: {e}"),
                 }
+                Err(e) if e.gave_up && Instant::now() < deadline => continue,
+                Err(e) => anyhow::bail!("read the final log of conversation {conv:032x}: {e}"),
             }
-            out.insert(*conv, log);
         }
-        Ok(out)
     }
 }
 
@@ -380,6 +497,7 @@ struct Ctx<C> {
     stop: Arc<AtomicBool>,
     convs: Arc<Vec<(u128, u32)>>,
     spec: WorkloadSpec,
+    gate: Arc<RateGate>,
 }
 
 fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
@@ -387,8 +505,9 @@ fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
 }
 
 /// Sends one message at a time into a random conversation of shard `w % shards`, each with a
-/// new client message id; a send that timed out is sent again (same id and body) up to
-/// `resends` times.
+/// new client message id and a body from the mix; a send that timed out is sent again (same
+/// id and body) up to `resends` times. Every send, resends included, first passes the gate
+/// with its body's bytes.
 async fn writer<C: ChatClient>(ctx: Ctx<C>, w: u32, client_no: u32) {
     let mut rng = StdRng::seed_from_u64(ctx.spec.seed ^ (0x5717 + w as u64));
     let sender = writer_id(w);
@@ -406,8 +525,7 @@ async fn writer<C: ChatClient>(ctx: Ctx<C>, w: u32, client_no: u32) {
             None => {
                 n += 1;
                 let (conv, shard) = mine[rng.random_range(0..mine.len())];
-                let body =
-                    format!("w{w} n{n} {}", "x".repeat(rng.random_range(16..160))).into_bytes();
+                let body = ctx.spec.mix.body(&mut rng, w, n);
                 let msg = OutMsg {
                     conv,
                     sender,
@@ -425,6 +543,11 @@ async fn writer<C: ChatClient>(ctx: Ctx<C>, w: u32, client_no: u32) {
             client_msg_id: msg.client_msg_id,
             body_crc: body_crc(&msg.body),
         };
+        let bytes = msg.body.len() as u64;
+        ctx.gate.pass(bytes).await;
+        if ctx.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let invoke = ctx.rec.now();
         let r = ctx.client.send(&msg).await;
         let done = ctx.rec.now();
@@ -438,7 +561,7 @@ async fn writer<C: ChatClient>(ctx: Ctx<C>, w: u32, client_no: u32) {
                     seq: a.seq,
                     duplicate: a.duplicate,
                 },
-                Some(a.node),
+                Some((a, bytes)),
             ),
             Err(e) if e.maybe_applied => {
                 ctx.rec
@@ -447,16 +570,19 @@ async fn writer<C: ChatClient>(ctx: Ctx<C>, w: u32, client_no: u32) {
                     pending = Some((msg, shard, tries + 1));
                 }
             }
-            Err(e) => ctx.rec.record(
-                client_no,
-                invoke,
-                Some(done),
-                kind,
-                Outcome::Failed { code: e.code },
-                None,
-            ),
+            Err(e) => {
+                ctx.rec.record(
+                    client_no,
+                    invoke,
+                    Some(done),
+                    kind,
+                    Outcome::Failed { code: e.code },
+                    None,
+                );
+                // A definite refusal comes back at once; do not spin on them.
+                tokio::time::sleep(jitter(&mut rng, Duration::from_millis(40))).await;
+            }
         }
-        tokio::time::sleep(jitter(&mut rng, ctx.spec.send_pause)).await;
     }
 }
 

@@ -53,7 +53,11 @@ impl Subscriber {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(1))
                 .keep_alive_timeout(Duration::from_secs(1));
-            out.push((*id, NodeApiClient::new(ep.connect_lazy())));
+            out.push((
+                *id,
+                NodeApiClient::new(ep.connect_lazy())
+                    .max_decoding_message_size(super::client::MAX_DECODE),
+            ));
         }
         anyhow::ensure!(!out.is_empty(), "a subscriber needs at least one node");
         Ok(Self {
