@@ -357,17 +357,7 @@ mod tests {
     #[test]
     fn summary_line_with_load_and_catch_up() {
         let mut h = clean_history();
-        h.load = Some(crate::history::Load {
-            writers: 48,
-            calibration_ms: 4000,
-            capacity_bytes_per_s: 12_000_000,
-            capacity_msgs_per_s: 1700,
-            share_percent: 50,
-            rate_bytes_per_s: 6_000_000,
-            rate_msgs_per_s: 850,
-            achieved_bytes_per_s: 5_900_000,
-            achieved_msgs_per_s: 840,
-        });
+        h.load = Some(sample_load());
         let base = "chaos: scenario=dc-kill acked=5 lost=0 duplicated=0 reordered=0 rto_ms_p99=2298 rto_ms_max=2298";
         let load = " capacity_bytes_per_s=12000000 capacity_msgs_per_s=1700 rate_bytes_per_s=6000000 rate_msgs_per_s=850";
         assert_eq!(summary_line(&h, &check_all(&h)), format!("{base}{load}"));

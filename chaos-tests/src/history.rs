@@ -339,17 +339,7 @@ mod tests {
     #[test]
     fn load_and_catch_up_round_trip_and_may_be_absent() {
         let mut h = clean_history();
-        h.load = Some(Load {
-            writers: 48,
-            calibration_ms: 4000,
-            capacity_bytes_per_s: 12_000_000,
-            capacity_msgs_per_s: 1700,
-            share_percent: 50,
-            rate_bytes_per_s: 6_000_000,
-            rate_msgs_per_s: 850,
-            achieved_bytes_per_s: 5_900_000,
-            achieved_msgs_per_s: 840,
-        });
+        h.load = Some(sample_load());
         h.faults[0].catch_up = Some(CatchUp {
             restarted: 3000,
             caught_up: Some(3500),

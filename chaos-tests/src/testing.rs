@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::history::{Fault, FinalState, History, Ms, Op, OpKind, Outcome, ReplicaDigest, Seen};
+use crate::history::{
+    Fault, FinalState, History, Load, Ms, Op, OpKind, Outcome, ReplicaDigest, Seen,
+};
 
 pub const CONV_A: u128 = 0x0a0a_0000_0000_0000_0000_0000_0000_00aa;
 pub const CONV_B: u128 = 0x0b0b_0000_0000_0000_0000_0000_0000_00bb;
@@ -199,5 +201,20 @@ pub fn read_result(h: &mut History) -> &mut Vec<Seen> {
     match &mut op.outcome {
         Outcome::ReadOk { messages } => messages,
         other => panic!("op 8 is a successful read, not {other:?}"),
+    }
+}
+
+/// A calibrated load as a scenario records it: 12 MB/s measured, half of it offered.
+pub fn sample_load() -> Load {
+    Load {
+        writers: 48,
+        calibration_ms: 4000,
+        capacity_bytes_per_s: 12_000_000,
+        capacity_msgs_per_s: 1700,
+        share_percent: 50,
+        rate_bytes_per_s: 6_000_000,
+        rate_msgs_per_s: 850,
+        achieved_bytes_per_s: 5_900_000,
+        achieved_msgs_per_s: 840,
     }
 }

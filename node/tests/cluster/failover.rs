@@ -311,6 +311,68 @@ pub async fn write_loop(
     }
 }
 
+/// Creates one conversation per shard (ids from `base`) and starts its writer, with bodies
+/// padded to `body_len`; the writers run until `stop`.
+pub async fn start_writers(
+    client: &Arc<TestClient>,
+    shards: u32,
+    base: u128,
+    stop: &Arc<AtomicBool>,
+    body_len: usize,
+) -> Result<Vec<Writer>> {
+    let mut writers = Vec::new();
+    for shard in 0..shards {
+        let conv = conv_on_shard(shard, shards, base);
+        let members = [UserId::from_u128(READER)];
+        let r = client
+            .write(
+                create(
+                    conv,
+                    v1::ConversationKind::Group,
+                    UserId::from_u128(SENDER),
+                    &members,
+                ),
+                None,
+            )
+            .await
+            .with_context(|| format!("create the conversation of shard {shard}"))?;
+        ensure!(
+            r.reply.shard == shard,
+            "conversation for shard {shard} went to shard {}",
+            r.reply.shard
+        );
+        let history = Arc::new(Mutex::new(History::default()));
+        let task = tokio::spawn(write_loop(
+            client.clone(),
+            shard,
+            conv,
+            stop.clone(),
+            history.clone(),
+            body_len,
+        ));
+        writers.push(Writer {
+            shard,
+            conv,
+            history,
+            task,
+        });
+    }
+    Ok(writers)
+}
+
+/// Stops the writers, waiting for each one's write in flight (at most `deadline` and a bit).
+pub async fn stop_writers(stop: &AtomicBool, writers: &mut [Writer], deadline: Duration) {
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        if tokio::time::timeout(deadline + Duration::from_secs(5), &mut w.task)
+            .await
+            .is_err()
+        {
+            w.task.abort();
+        }
+    }
+}
+
 /// How one shard came through a kill.
 #[derive(Debug, Clone, Copy)]
 pub struct Resumed {
@@ -362,43 +424,7 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
 
     // One conversation per shard, each with its own writer.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for shard in 0..shards {
-        let conv = conv_on_shard(shard, shards, 0xfa11_0000_0000);
-        let members = [UserId::from_u128(READER)];
-        let r = client
-            .write(
-                create(
-                    conv,
-                    v1::ConversationKind::Group,
-                    UserId::from_u128(SENDER),
-                    &members,
-                ),
-                None,
-            )
-            .await
-            .with_context(|| format!("create the conversation of shard {shard}"))?;
-        ensure!(
-            r.reply.shard == shard,
-            "conversation for shard {shard} went to shard {}",
-            r.reply.shard
-        );
-        let history = Arc::new(Mutex::new(History::default()));
-        let task = tokio::spawn(write_loop(
-            client.clone(),
-            shard,
-            conv,
-            stop.clone(),
-            history.clone(),
-            0,
-        ));
-        writers.push(Writer {
-            shard,
-            conv,
-            history,
-            task,
-        });
-    }
+    let mut writers = start_writers(&client, shards, 0xfa11_0000_0000, &stop, 0).await?;
 
     let mut trial_gaps = Vec::new();
     let outcome: Result<()> = async {
@@ -458,15 +484,7 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
     }
     .await;
 
-    stop.store(true, Ordering::Relaxed);
-    for w in &mut writers {
-        if tokio::time::timeout(WRITE_DEADLINE + Duration::from_secs(5), &mut w.task)
-            .await
-            .is_err()
-        {
-            w.task.abort();
-        }
-    }
+    stop_writers(&stop, &mut writers, WRITE_DEADLINE).await;
     outcome?;
 
     // Nothing acknowledged is lost: read every conversation in full from its leader.

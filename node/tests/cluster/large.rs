@@ -16,20 +16,18 @@
 //! On a quiet machine the worst gap is under a second: about one leader lease plus a round
 //! trip for a kill, and one lease for a leader handed back to the returned node.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::model::UserId;
-use bongsu_proto::v1;
 
-use crate::client::create;
+use crate::bounded;
 use crate::failover::{
-    ack_count, check_shard, resumed, write_loop, History, Writer, READER, SENDER,
+    ack_count, check_shard, resumed, start_writers, stop_writers, Writer, READER,
 };
 use crate::harness::{Cluster, Spec};
-use crate::{bounded, conv_on_shard};
 
 /// The body size: just under the 64 KiB limit.
 const BODY: usize = 60_000;
@@ -79,37 +77,7 @@ async fn run() -> Result<()> {
     let client = Arc::new(cluster.client()?.with_deadline(WRITE_DEADLINE));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for shard in 0..shards {
-        let conv = conv_on_shard(shard, shards, 0x1a56_0000_0000);
-        client
-            .write(
-                create(
-                    conv,
-                    v1::ConversationKind::Group,
-                    UserId::from_u128(SENDER),
-                    &[UserId::from_u128(READER)],
-                ),
-                None,
-            )
-            .await
-            .with_context(|| format!("create the conversation of shard {shard}"))?;
-        let history = Arc::new(Mutex::new(History::default()));
-        let task = tokio::spawn(write_loop(
-            client.clone(),
-            shard,
-            conv,
-            stop.clone(),
-            history.clone(),
-            BODY,
-        ));
-        writers.push(Writer {
-            shard,
-            conv,
-            history,
-            task,
-        });
-    }
+    let mut writers = start_writers(&client, shards, 0x1a56_0000_0000, &stop, BODY).await?;
 
     let (mut gaps, mut catch_up_gaps, mut catch_ups, mut rates) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -188,15 +156,7 @@ async fn run() -> Result<()> {
     }
     .await;
 
-    stop.store(true, Ordering::Relaxed);
-    for w in &mut writers {
-        if tokio::time::timeout(WRITE_DEADLINE + Duration::from_secs(5), &mut w.task)
-            .await
-            .is_err()
-        {
-            w.task.abort();
-        }
-    }
+    stop_writers(&stop, &mut writers, WRITE_DEADLINE).await;
     outcome?;
 
     let largest = cluster
