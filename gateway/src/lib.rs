@@ -3,7 +3,7 @@
 //! A gateway serves the public API (gRPC `bongsu.v1`, HTTP/JSON under `/v1`, WebSocket push)
 //! and the web client. It holds no state but caches (shard map and leader hints, token-signing
 //! keys, device status, sessions of connected devices): any gateway in any datacenter serves
-//! any request, and killing one loses nothing (DESIGN.md invariant 3). Everything durable goes
+//! any request, and killing one loses nothing (ARCHITECTURE.md invariant 3). Everything durable goes
 //! through the nodes' internal API to shard leaders.
 //!
 //! This crate must not depend on storage or Raft crates: it only speaks the internal gRPC API.

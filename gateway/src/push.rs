@@ -5,7 +5,7 @@
 //! The hub is only a cache of what nodes stream: when an upstream fails it resumes after the
 //! last log index on another replica, and when it cannot resume that way it tells sessions to
 //! resynchronize from the nodes (linearizable reads), which is always correct, only slower.
-//! Gaps and duplicates are decided per conversation by seq (DESIGN.md invariant 5), never by
+//! Gaps and duplicates are decided per conversation by seq (ARCHITECTURE.md invariant 5), never by
 //! log index, so a hub restart cannot lose or repeat a message.
 //!
 //! # Removed members
@@ -13,7 +13,7 @@
 //! A `ChangeMembers` that removes someone records a LEFT user event in the conversation's own
 //! shard, at its log index, so the upstream that carries the conversation's messages carries
 //! the removal in order with them, and a session of the removed user stops before any message
-//! appended after it (DESIGN.md invariant 7), whether or not the outbox has reached the
+//! appended after it (ARCHITECTURE.md invariant 7), whether or not the outbox has reached the
 //! user's shard yet. The user's shard streams its own LEFT later; both carry one membership
 //! version, and the session keeps the newest per conversation (see the `session` module).
 

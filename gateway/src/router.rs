@@ -1,7 +1,7 @@
 //! Routing to shard leaders: the shard map (watched on any node), leader hints, lazily
 //! connected channels, and one retry loop that every node call goes through.
 //!
-//! The gateway keeps nothing durable here (DESIGN.md invariant 3): the map is re-learned from
+//! The gateway keeps nothing durable here (ARCHITECTURE.md invariant 3): the map is re-learned from
 //! any node after a restart, and hints are only hints. Retrying is safe because every write the
 //! gateway sends is idempotent (client message ids, conversation ids chosen by the client,
 //! refresh rotations that accept their own retry).

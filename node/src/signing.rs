@@ -2,7 +2,7 @@
 //!
 //! Gateways sign and verify access tokens with Ed25519 keys kept in the meta group, which has
 //! voters in three datacenters, so signing in never depends on one service or building
-//! (DESIGN.md invariant 2). After init, whichever node leads the meta group adds a key when
+//! (ARCHITECTURE.md invariant 2). After init, whichever node leads the meta group adds a key when
 //! none is active. It checks the meta state after a linearizable read first, so a new leader
 //! that has not applied its predecessor's key yet does not add a second one; should two
 //! still race, both keys are valid and verify tokens alike.

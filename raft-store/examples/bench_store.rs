@@ -122,8 +122,8 @@ fn main() -> Result<()> {
         if drift.abs() > 0.2 { "; the disk's speed drifted, ratios are uncertain" } else { "" },
     );
 
-    // Targets from the issue that asked for this benchmark; see DESIGN.md "Targets" for the
-    // peers they were derived from.
+    // Targets from the issue that asked for this benchmark, derived from the peers (etcd, NATS
+    // JetStream) measured on the same kind of machine.
     for case in &cases {
         let ratio = case.per_sec() / raw.per_sec();
         let p99 = ms(case.latency.value_at_quantile(0.99));

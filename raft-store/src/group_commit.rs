@@ -10,7 +10,7 @@
 //!
 //! If a write fails the writer is poisoned: it completes that batch and every later request
 //! with an error and never writes again. A node that cannot fsync must stop, not go on with
-//! possibly lost data (DESIGN.md invariant 6).
+//! possibly lost data (ARCHITECTURE.md invariant 6).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! (opaque random strings whose SHA-256 the user's shard keeps).
 //!
 //! Signing keys come from the meta group through the shard map, so every gateway in every
-//! datacenter signs and verifies the same tokens without a network call (DESIGN.md
+//! datacenter signs and verifies the same tokens without a network call (ARCHITECTURE.md
 //! invariant 2). The key id travels in the token's footer; retired keys still verify.
 
 use std::collections::HashMap;

@@ -23,7 +23,7 @@
 //! - the conversation's shard streams LEFT at the `ChangeMembers` entry itself, in log order
 //!   with the conversation's messages. The session follows that shard for the messages
 //!   anyway, so it untracks the conversation before it is offered any message appended after
-//!   the removal: a removed member's open streams get nothing more (DESIGN.md invariant 7),
+//!   the removal: a removed member's open streams get nothing more (ARCHITECTURE.md invariant 7),
 //!   however late the outbox is. Additions are not streamed there; a new member is not yet
 //!   following that shard for the conversation, and a late JOINED only delays, never leaks.
 //!

@@ -9,7 +9,7 @@
 //! Rules, checked before anything is written so that a rejected command changes nothing:
 //! - a conversation's messages get dense sequence numbers 1, 2, 3, …;
 //! - a repeated `client_msg_id` from the same sender in the same conversation returns the
-//!   original seq and stores nothing (idempotent sends, DESIGN.md invariant 4);
+//!   original seq and stores nothing (idempotent sends, ARCHITECTURE.md invariant 4);
 //! - only members append; in a channel only the owner appends; bodies obey the size limit and
 //!   text bodies are UTF-8;
 //! - direct conversations have exactly two members, fixed at creation.

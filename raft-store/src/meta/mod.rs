@@ -1,7 +1,7 @@
 //! The meta group's state machine: cluster configuration, node registry and shard map.
 //!
 //! The meta group is a Raft group like the shards, with voters in at least three datacenters,
-//! so the cluster's own bookkeeping survives the loss of any one of them (DESIGN.md invariant
+//! so the cluster's own bookkeeping survives the loss of any one of them (ARCHITECTURE.md invariant
 //! 2). This module only records decisions; which node should host what (placement and
 //! rebalancing) is decided by the node and proposed here as commands.
 //!
@@ -92,7 +92,7 @@ pub struct ShardRecord {
 
 /// A token-signing key (Ed25519). Every gateway in every datacenter signs and verifies access
 /// tokens with the keys kept here, so no single service has to be reachable to sign in or to
-/// check a token (DESIGN.md invariant 2).
+/// check a token (ARCHITECTURE.md invariant 2).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKey {
     /// Key id, carried in every token so verifiers pick the right key.
