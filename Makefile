@@ -36,24 +36,26 @@ deps:
 		fi; \
 	fi
 
-# The web client's browser test drives Debian's Chromium through chromedriver; install both
-# when missing (apt-get as root). Without them the browser test fails and says how to get them.
+# The web client's browser test drives Debian's Chromium through chromedriver, and its
+# screenshots show Korean text and emoji, which need fonts (fonts-noto-cjk,
+# fonts-noto-color-emoji). Install what is missing (apt-get as root). Without them the browser
+# test fails and says how to get them.
+BROWSER_PACKAGES = chromium chromium-driver fonts-noto-cjk fonts-noto-color-emoji
 browser-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! fc-list 2>/dev/null | grep -qi 'noto.*cjk' || ! fc-list 2>/dev/null | grep -qi 'color emoji'; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "deps: installing chromium and chromium-driver with apt-get (the web client's browser test)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+			echo "deps: installing $(BROWSER_PACKAGES) with apt-get (the web client's browser test)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
 		else \
-			echo "deps: the browser test needs /usr/bin/chromium and /usr/bin/chromedriver; run: sudo apt-get install chromium chromium-driver" >&2; \
+			echo "deps: the browser test needs /usr/bin/chromium, /usr/bin/chromedriver and CJK and emoji fonts; run: sudo apt-get install $(BROWSER_PACKAGES)" >&2; \
 		fi; \
 	fi
 
 # A local three-datacenter cluster (127.0.1.x, 127.0.2.x, 127.0.3.x) with a gateway and the
 # web client in each datacenter (http://127.0.d.1:8080/), data under data/local.
-# Everything is built in one invocation with the tests' feature set (`--all-targets`: cargo
-# resolves features once per invocation, dev-dependencies included), so the node binary is the
-# same one the tests use (with the chaos hooks compiled in and switched off), neither build
-# overwrites the other's, and RocksDB is compiled once.
+# Everything is built in one invocation, as `make test` builds it, so RocksDB is compiled once.
+# It runs the plain `bongsu-node`, whose failpoints and fault rules cannot be switched on (the
+# tests run `bongsu-node-chaos`, the same code with them armed).
 run: deps
 	$(CARGO) build $(PROFILE) --workspace --all-targets
 	$(CARGO_TARGET_DIR)/release/bongsu run --dir data/local
@@ -93,9 +95,8 @@ chaos-ci: chaos-build
 chaos: chaos-build
 	$(CHAOS_BIN) --mode $(CHAOS_MODE) --out $(CHAOS_OUT) mix --duration $(DURATION) $(if $(SEED),--seed $(SEED))
 
-# The chaos binary and a node binary with failpoints and fault rules (the `chaos` feature,
-# which bongsu-chaos turns on), built exactly as `make test` builds them, so that neither build
-# overwrites the other's binaries with a different feature set.
+# The chaos binary and `bongsu-node-chaos` (the node with failpoints and fault rules armed),
+# built exactly as `make test` builds them.
 chaos-build: deps chaos-deps
 	$(CARGO) build $(PROFILE) --workspace --all-targets
 

@@ -24,8 +24,8 @@
 //! machine's cores with them).
 //!
 //! The binaries are taken from beside this example (`target/release/`); build them with
-//! `cargo build --release --workspace --bins` (the node needs the `chaos` feature, which a
-//! workspace build gives it). The run takes its turn with the node and API tests through
+//! `cargo build --release --workspace --bins` (the plain `bongsu-node` is measured, as
+//! operators run it). The run takes its turn with the node and API tests through
 //! their lock file (`target/tmp/bongsu-cluster-tests.lock`) so that none skews another.
 //! Data and logs are kept in `--dir` (`nodes/n<id>/`, `gw<d>.log`), wiped at the start.
 //! Every process is a child that dies with this one (`PR_SET_PDEATHSIG`) and is killed by PID
@@ -117,8 +117,7 @@ fn binary(name: &str) -> Result<PathBuf> {
     if !bin.is_file() {
         bail!(
             "{} not found: build the workspace binaries first \
-             (`cargo build --release --workspace --bins`; the node needs the `chaos` feature a \
-             workspace build gives it)",
+             (`cargo build --release --workspace --bins`)",
             bin.display()
         );
     }

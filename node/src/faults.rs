@@ -1,8 +1,8 @@
 //! Network fault rules for chaos tests in portable mode (datacenters as loopback address
 //! groups, where the kernel cannot partition them): the node's own Raft transport and
 //! liveness pings drop or delay traffic to and from a datacenter. Rules are only accepted by
-//! builds with the `chaos` feature; otherwise the set is always empty and every check is a
-//! read of an empty list.
+//! `bongsu-node-chaos` (a process that armed its failpoints); elsewhere the set is always
+//! empty and every check is a read of an empty list.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -71,10 +71,10 @@ pub struct Faults {
 
 impl Faults {
     pub fn set(&self, rules: &[FaultRule]) -> Result<()> {
-        if !cfg!(feature = "chaos") {
+        if !bongsu_raft_store::failpoints::armed() {
             return Err(NodeError::rejected(
                 ErrorCode::FailedPrecondition,
-                "fault rules need a build with the `chaos` feature",
+                "fault rules are off in this binary (only bongsu-node-chaos has them)",
             ));
         }
         let parsed = rules

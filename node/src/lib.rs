@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod errors;

@@ -46,6 +46,9 @@ pub struct Node {
     pub started: Instant,
     /// Groups handing their leadership over: they take no new writes meanwhile.
     transferring: Mutex<HashSet<GroupId>>,
+    /// Since when this node has led each group it leads (as first seen by the quiescing
+    /// loop, so never earlier than openraft's own moment of election).
+    leading: Mutex<HashMap<GroupId, Instant>>,
 }
 
 impl Node {
@@ -88,6 +91,7 @@ impl Node {
             contacted: Mutex::new(HashMap::new()),
             started: Instant::now(),
             transferring: Mutex::new(HashSet::new()),
+            leading: Mutex::new(HashMap::new()),
         });
         // A restarted node must not disrupt healthy leaders: its groups do not campaign until
         // they have heard from their leader or found they have none (see `quiesce`).
@@ -133,6 +137,7 @@ impl Node {
         let net = GroupNetworkFactory {
             group,
             transport: self.transport.clone(),
+            max_append_bytes: self.store.replication_max_bytes(),
         };
         let raft = Raft::new(
             self.id(),
@@ -261,6 +266,22 @@ impl Node {
         } else {
             t.remove(&group);
         }
+    }
+
+    /// Records whether this node leads `group` now.
+    pub fn note_leading(&self, group: GroupId, leads: bool) {
+        let mut l = self.leading.lock().expect("leading lock poisoned");
+        if leads {
+            l.entry(group).or_insert_with(Instant::now);
+        } else {
+            l.remove(&group);
+        }
+    }
+
+    /// How long this node has led `group`, at least (`None` if it does not lead it).
+    pub fn leading_for(&self, group: GroupId) -> Option<Duration> {
+        let l = self.leading.lock().expect("leading lock poisoned");
+        l.get(&group).map(|t| t.elapsed())
     }
 
     pub fn is_transferring(&self, group: GroupId) -> bool {

@@ -39,6 +39,7 @@ struct Activity {
 /// The parts of a group's metrics this loop reads.
 struct Snapshot {
     running_state: Result<(), openraft::error::Fatal<NodeId>>,
+    current_term: u64,
     last_log_index: Option<u64>,
     current_leader: Option<NodeId>,
     state: ServerState,
@@ -89,6 +90,7 @@ async fn run(node: Arc<Node>) {
                 let m = b.borrow();
                 Snapshot {
                     running_state: m.running_state.clone(),
+                    current_term: m.current_term,
                     last_log_index: m.last_log_index,
                     current_leader: m.current_leader,
                     state: m.state,
@@ -108,6 +110,7 @@ async fn run(node: Arc<Node>) {
                     std::process::exit(70);
                 }
             }
+            node.note_leading(h.group, m.state == ServerState::Leader);
             let a = groups.entry(h.group).or_insert(Activity {
                 last_index: m.last_log_index,
                 leader: m.current_leader,
@@ -226,11 +229,22 @@ async fn run(node: Arc<Node>) {
                     let heard = node.last_heard(l).unwrap_or(lease);
                     let delay = lease.saturating_sub(heard) + RANK_STAGGER * rank as u32;
                     let h = h.clone();
+                    let term = m.current_term;
                     tokio::spawn(async move {
                         wake(&h);
                         tokio::time::sleep(delay).await;
-                        // Someone of lower rank may have won meanwhile.
-                        if h.raft.metrics().borrow().current_leader == Some(l) {
+                        // Someone of lower rank may have won meanwhile, or be campaigning: a
+                        // higher term here means this node voted in another election, and
+                        // campaigning over it would split the vote and cost a round of
+                        // election timeouts (and the winner's first writes: a follower that
+                        // moved to a higher term refuses them). If that election fails, this
+                        // node's own timer (woken above) runs the next one.
+                        let (leader, now) = {
+                            let m = h.raft.metrics();
+                            let m = m.borrow();
+                            (m.current_leader, m.current_term)
+                        };
+                        if leader == Some(l) && now == term {
                             if let Err(e) = h.raft.trigger().elect().await {
                                 tracing::warn!(group = h.group, error = %e, "liveness election");
                             }

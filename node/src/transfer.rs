@@ -4,9 +4,11 @@
 //! openraft 0.9 has no leader-transfer call, and its followers refuse to vote while their
 //! leader lease (`election_max_ms` since they last heard from the leader) runs. So a transfer
 //! is: the leader stops heartbeats and refuses new writes for the group (clients retry:
-//! sends are idempotent), the target is asked to start an election once the lease has run
-//! out, and the leader steps down when it sees the target's higher term. Writes to that
-//! group pause for about one lease; drains and leader returns move one group at a time.
+//! sends are idempotent), waits until the target holds its whole log, and asks the target to
+//! campaign; the leader steps down when it grants the target's vote. A leader's own lease is
+//! set only when it is elected, so a leader of some standing grants at once, and with up to
+//! three voters the target campaigns at once; with more, once the other followers' leases
+//! have run out. Drains and leader returns move one group at a time.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -103,9 +105,19 @@ impl Node {
         };
         let lease = Duration::from_millis(self.cfg.timing.election_max_ms + 50);
         let stopped = tokio::time::Instant::now();
+        let term = m.current_term;
         self.set_transferring(group, true);
         h.raft.runtime_config().heartbeat(false);
         let result = async {
+            // A write that passed the check just before the flag went up may still be on its
+            // way into the log. openraft's core takes requests in order: once this one is
+            // answered, every proposal sent before it is in the log, and the last index below
+            // is final.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            h.raft
+                .with_raft_state(|_| ())
+                .await
+                .map_err(|e| NodeError::Raft(format!("group {group}: {e}")))?;
             // The target campaigns only once it holds every entry: a candidate with a shorter
             // log is refused, and with its own timer off (it follows a live leader) it would
             // not try again, so writes would pause until this transfer gave up. New writes are
@@ -135,7 +147,17 @@ impl Node {
                     )));
                 }
             }
-            let delay = lease.saturating_sub(stopped.elapsed());
+            // openraft 0.9 sets a leader's own lease only when it is elected, so once it has
+            // led for a lease it grants a vote to a candidate with its whole log at once. With
+            // up to three voters, that vote and the target's own are a majority: the target
+            // need not wait for the other followers' leases to run out.
+            let quick = membership.voter_ids().count() <= 3
+                && self.leading_for(group).is_some_and(|d| d > lease);
+            let delay = if quick {
+                Duration::ZERO
+            } else {
+                lease.saturating_sub(stopped.elapsed())
+            };
             admin_client(&info.admin_addr)
                 .await?
                 .campaign(CampaignRequest {
@@ -146,14 +168,20 @@ impl Node {
                 .map_err(|s| status_to_error(&s))?;
             let deadline = tokio::time::Instant::now() + lease * 5;
             loop {
-                let (state, leader) = {
+                let (state, leader, now) = {
                     let m = metrics.borrow_and_update();
-                    (m.state, m.current_leader)
+                    (m.state, m.current_leader, m.current_term)
                 };
                 if state != ServerState::Leader {
                     if let Some(l) = leader {
                         return Ok(l);
                     }
+                } else if now > term {
+                    // The target's election failed and this node was elected again: writes
+                    // must not wait out the deadline below.
+                    return Err(NodeError::Unavailable(format!(
+                        "group {group}: node {to} did not take over; this node leads again"
+                    )));
                 }
                 match tokio::time::timeout_at(deadline, metrics.changed()).await {
                     Ok(Ok(())) => {}

@@ -213,6 +213,7 @@ impl ErrorCode {
     }
 
     /// The stable code a failed call carries in its [`CODE_KEY`] metadata, if any.
+    #[cfg(feature = "grpc")]
     pub fn of_status(status: &tonic::Status) -> Option<ErrorCode> {
         status
             .metadata()
@@ -222,6 +223,7 @@ impl ErrorCode {
     }
 
     /// The gRPC status code every server of bongsu answers this code with.
+    #[cfg(feature = "grpc")]
     pub fn grpc_code(self) -> tonic::Code {
         match self {
             ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,

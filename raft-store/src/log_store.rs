@@ -22,11 +22,29 @@ use crate::{Entry, GroupId, LogId, NodeId, StorageError, TypeConfig};
 pub struct LogStore {
     store: Arc<Store>,
     group: GroupId,
+    /// Where this reader's previous replication read ended (the next index), and whether it
+    /// was a seek; see [`StoreOptions::seek_read_max_bytes`](crate::StoreOptions).
+    cursor: Option<(u64, bool)>,
 }
 
 impl LogStore {
     pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Self {
-        Self { store, group }
+        Self {
+            store,
+            group,
+            cursor: None,
+        }
+    }
+
+    /// Whether a replication read from `start` seeks: the reader's first, one that jumps
+    /// ahead of where the previous read ended, or one that continues a seek (the probe
+    /// answered for all of it). A read that goes back (a retry, a conflict, a prefix sent)
+    /// does not.
+    fn seeks(&self, start: u64) -> bool {
+        match self.cursor {
+            None => true,
+            Some((next, seek)) => start > next || (start == next && seek),
+        }
     }
 
     pub fn group(&self) -> GroupId {
@@ -179,8 +197,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.read_entries_limited(start, end, self.store.replication_max_bytes())
-            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
+        let seek = self.seeks(start);
+        let max = if seek {
+            self.store.seek_read_max_bytes()
+        } else {
+            self.store.replication_max_bytes()
+        };
+        let entries = self
+            .read_entries_limited(start, end, max)
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
+        if let Some(last) = entries.last() {
+            self.cursor = Some((last.log_id.index + 1, seek));
+        }
+        Ok(entries)
     }
 }
 
@@ -197,8 +226,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
     }
 
+    /// One reader per replication stream (openraft asks for one per follower and leadership),
+    /// each with its own cursor.
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
+        Self {
+            cursor: None,
+            ..self.clone()
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {

@@ -31,16 +31,30 @@ pub struct StoreOptions {
     /// must hear back within one heartbeat interval, so this bounds how long a follower
     /// takes to receive, fsync and answer one request, whatever the entries' sizes.
     pub replication_max_bytes: usize,
+    /// The most log-entry bytes a replication read that *seeks* returns: the first read of a
+    /// replication stream, or one that jumps ahead of where the previous read ended.
+    ///
+    /// A new leader does not know what a follower holds; openraft 0.9 finds out by a binary
+    /// search that sends ranges of up to `max_payload_entries` entries, most of which the
+    /// follower usually has. The transport checks such a range with one empty probe when the
+    /// follower has said it holds it, and that needs the whole range's log ids at once: read
+    /// in `replication_max_bytes` pieces, it would take one round trip per piece. What is
+    /// actually sent stays bounded by `replication_max_bytes`: the transport sends a prefix
+    /// of a larger read (see `bongsu-node`'s transport).
+    pub seek_read_max_bytes: usize,
 }
 
 /// See [`StoreOptions::replication_max_bytes`].
 pub const DEFAULT_REPLICATION_MAX_BYTES: usize = 1 << 20;
+/// See [`StoreOptions::seek_read_max_bytes`].
+pub const DEFAULT_SEEK_READ_MAX_BYTES: usize = 8 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             batch_limits: BatchLimits::default(),
             replication_max_bytes: DEFAULT_REPLICATION_MAX_BYTES,
+            seek_read_max_bytes: DEFAULT_SEEK_READ_MAX_BYTES,
         }
     }
 }
@@ -52,6 +66,7 @@ pub struct Store {
     path: PathBuf,
     outbox: OutboxSignal,
     replication_max_bytes: usize,
+    seek_read_max_bytes: usize,
 }
 
 impl Store {
@@ -90,6 +105,9 @@ impl Store {
             path,
             outbox: OutboxSignal::default(),
             replication_max_bytes: opts.replication_max_bytes.max(1),
+            seek_read_max_bytes: opts
+                .seek_read_max_bytes
+                .max(opts.replication_max_bytes.max(1)),
         }))
     }
 
@@ -105,6 +123,11 @@ impl Store {
     /// See [`StoreOptions::replication_max_bytes`].
     pub fn replication_max_bytes(&self) -> usize {
         self.replication_max_bytes
+    }
+
+    /// See [`StoreOptions::seek_read_max_bytes`].
+    pub fn seek_read_max_bytes(&self) -> usize {
+        self.seek_read_max_bytes
     }
 
     /// The log storage of one group.

@@ -41,8 +41,8 @@ struct Cli {
     /// Where each scenario writes `<out>/<scenario>/{report.json,timeline.svg,nodes/}`.
     #[arg(long, default_value = "data/chaos", global = true)]
     out: PathBuf,
-    /// The node binary (built with the `chaos` feature); defaults to `bongsu-node` beside
-    /// this executable.
+    /// The node binary (with fault rules and failpoints armed); defaults to
+    /// `bongsu-node-chaos` beside this executable.
     #[arg(long, env = "BONGSU_NODE_BIN", global = true)]
     node_bin: Option<PathBuf>,
     #[arg(long, default_value_t = 3, global = true)]
@@ -106,7 +106,8 @@ fn time_seed() -> u64 {
         .unwrap_or(1)
 }
 
-/// The node binary: the flag, or `bongsu-node` beside this executable.
+/// The node binary: the flag, or `bongsu-node-chaos` (failpoints armed) beside this
+/// executable.
 fn node_binary(flag: Option<PathBuf>) -> Result<PathBuf> {
     let path = match flag {
         Some(p) => p,
@@ -114,12 +115,12 @@ fn node_binary(flag: Option<PathBuf>) -> Result<PathBuf> {
             let me = std::env::current_exe().context("find this executable")?;
             me.parent()
                 .context("this executable has no directory")?
-                .join("bongsu-node")
+                .join("bongsu-node-chaos")
         }
     };
     if !path.is_file() {
         bail!(
-            "no node binary at {}; build it with `cargo build --release -p bongsu-node --features chaos --bin bongsu-node` \
+            "no node binary at {}; build it with `cargo build --release --workspace --all-targets` \
              (or run `make chaos-ci`), or pass --node-bin",
             path.display()
         );
@@ -128,12 +129,12 @@ fn node_binary(flag: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 /// A link to the node binary under the output directory, so that a build writing a new
-/// binary to the same path during the run (say, one without the `chaos` feature) does not
+/// binary to the same path during the run does not
 /// change what the run starts; a copy where a link cannot be made.
 fn pin_binary(path: &Path, out: &Path) -> Result<PathBuf> {
     let dir = out.join(".bin");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let pinned = dir.join("bongsu-node");
+    let pinned = dir.join("bongsu-node-chaos");
     let _ = std::fs::remove_file(&pinned);
     if std::fs::hard_link(path, &pinned).is_err() {
         std::fs::copy(path, &pinned)

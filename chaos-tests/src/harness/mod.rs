@@ -270,15 +270,15 @@ impl Cluster {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Fails with a clear message unless the node binary was built with the `chaos` feature
-    /// (without it, `SetFaults` answers FAILED_PRECONDITION).
+    /// Fails with a clear message unless the node binary has its fault rules armed
+    /// (`bongsu-node-chaos`; the plain node answers `SetFaults` with FAILED_PRECONDITION).
     async fn check_chaos_build(&mut self) -> Result<()> {
         let mut admin = self.nodes[0].admin()?;
         match admin.set_faults(SetFaultsRequest { rules: Vec::new() }).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => bail!(
-                "{} was built without the `chaos` feature ({}); build it with \
-                 `cargo build --release -p bongsu-node --features chaos --bin bongsu-node` (or `make chaos-ci`)",
+                "{} has no fault rules ({}); chaos runs need bongsu-node-chaos, built by \
+                 `cargo build --release --workspace --all-targets` (or `make chaos-ci`)",
                 self.binary.display(),
                 s.message()
             ),

@@ -1,6 +1,6 @@
 //! portable mode: datacenters are loopback address groups (`127.0.<dc>.<node>`), which the
 //! kernel cannot partition; the nodes' own Raft transport and liveness pings drop traffic on
-//! an admin command (`SetFaults`, builds with the `chaos` feature).
+//! an admin command (`SetFaults`, which only `bongsu-node-chaos` accepts).
 
 use std::net::Ipv4Addr;
 

@@ -3,8 +3,9 @@
 //! through the page; A starts a direct chat with B's handle and sends; B sees the message and
 //! an unread badge appear live, opens the chat and replies; A sees the reply live.
 //!
-//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`make deps` installs them as root on
-//! Debian/Ubuntu). Screenshots of both windows are written to the test's `out_dir`.
+//! Needs `/usr/bin/chromium`, `/usr/bin/chromedriver` and a CJK font (`make test` installs
+//! chromium, chromium-driver and fonts-noto-cjk as root on Debian/Ubuntu). Screenshots of both
+//! windows, Korean included, are written to the test's `out_dir`.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
@@ -31,7 +32,7 @@ async fn two_people_chat_live_across_datacenters() -> Result<()> {
     for bin in [CHROMIUM, CHROMEDRIVER] {
         if !Path::new(bin).exists() {
             bail!(
-                "{bin} is missing: the browser test needs Chromium and chromedriver; run `make deps` \
+                "{bin} is missing: the browser test needs Chromium and chromedriver; run `make test` \
                  (as root it installs the Debian packages chromium and chromium-driver)"
             );
         }
@@ -130,6 +131,7 @@ async fn scenario(env: &Env, a: &Client, b: &Client) -> Result<()> {
     .await
     .context("A's own message is acknowledged with seq 1")?;
     assert_eq!(own, hello);
+    korean_renders(a).await?;
     let input = testid(a, "composer-input").await?.prop("value").await?;
     assert_eq!(
         input.as_deref(),
@@ -205,6 +207,30 @@ async fn scenario(env: &Env, a: &Client, b: &Client) -> Result<()> {
     // A has the chat open and visible, so B's reply is not counted unread there either.
     wait_gone(a, "[data-testid=unread-badge]").await?;
     Ok(())
+}
+
+/// Korean text is drawn in a real font, not as empty boxes: two different syllables, drawn in
+/// the page's own font, give different pixels (missing glyphs are all the same box).
+async fn korean_renders(c: &Client) -> Result<()> {
+    let script = "
+        const canvas = document.createElement('canvas');
+        canvas.width = 64; canvas.height = 64;
+        const g = canvas.getContext('2d');
+        const family = getComputedStyle(document.body).fontFamily;
+        const pixels = (text) => {
+            g.clearRect(0, 0, 64, 64);
+            g.font = '40px ' + family;
+            g.fillText(text, 4, 48);
+            return Array.from(g.getImageData(0, 0, 64, 64).data).join(',');
+        };
+        return pixels('안') !== pixels('녕');";
+    match c.execute(script, vec![]).await? {
+        Value::Bool(true) => Ok(()),
+        other => bail!(
+            "Korean text has no font in the browser (got {other}): install a CJK font \
+             (`make test` installs fonts-noto-cjk as root)"
+        ),
+    }
 }
 
 async fn save_screenshot(c: &Client, path: &Path) {

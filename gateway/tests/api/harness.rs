@@ -116,9 +116,10 @@ pub fn gateway_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bongsu-gateway"))
 }
 
-/// The node binary beside it (a workspace build makes it with the `chaos` feature).
+/// The node binary beside it, with failpoints armed (the outbox failpoint holds a membership
+/// change back in one test); a workspace build makes it.
 fn node_binary() -> Result<PathBuf> {
-    let bin = gateway_binary().with_file_name("bongsu-node");
+    let bin = gateway_binary().with_file_name("bongsu-node-chaos");
     if !bin.exists() {
         bail!(
             "{} not found: build the workspace first (`cargo nextest run --release --workspace` or `make test`)",

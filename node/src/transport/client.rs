@@ -31,6 +31,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::probe::{self, Claims};
 use crate::faults::Faults;
 
 /// How many queued RPCs go into one frame at most.
@@ -97,6 +98,9 @@ pub struct TransportStats {
     pub bulk_requests: AtomicU64,
     pub bulk_bytes_sent: AtomicU64,
     pub dropped_stale: AtomicU64,
+    pub probes: AtomicU64,
+    pub probes_matched: AtomicU64,
+    pub appends_cut: AtomicU64,
 }
 
 impl TransportStats {
@@ -109,6 +113,9 @@ impl TransportStats {
             bulk_requests: get(&self.bulk_requests),
             bulk_bytes_sent: get(&self.bulk_bytes_sent),
             dropped_stale: get(&self.dropped_stale),
+            probes: get(&self.probes),
+            probes_matched: get(&self.probes_matched),
+            appends_cut: get(&self.appends_cut),
         }
     }
 }
@@ -119,6 +126,9 @@ pub struct Transport {
     links: Mutex<HashMap<(NodeId, Lane), Arc<PeerLink>>>,
     faults: Arc<Faults>,
     pub stats: Arc<TransportStats>,
+    /// What each follower said it holds: decides when an append is checked with an empty
+    /// probe first (see [`super::probe`]).
+    claims: Arc<Claims>,
 }
 
 impl Transport {
@@ -128,6 +138,7 @@ impl Transport {
             links: Mutex::new(HashMap::new()),
             faults,
             stats: Arc::new(TransportStats::default()),
+            claims: Arc::new(Claims::default()),
         })
     }
 
@@ -420,6 +431,8 @@ async fn run_link(
 pub struct GroupNetworkFactory {
     pub group: u64,
     pub transport: Arc<Transport>,
+    /// The most entry bytes one AppendEntries carries (at least one entry always goes).
+    pub max_append_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
@@ -431,6 +444,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             target,
             control: self.transport.link(target, node, Lane::Control),
             bulk: self.transport.link(target, node, Lane::Bulk),
+            claims: self.transport.claims.clone(),
+            max_append_bytes: self.max_append_bytes,
         }
     }
 }
@@ -441,9 +456,15 @@ pub struct GroupConn {
     target: NodeId,
     control: Arc<PeerLink>,
     bulk: Arc<PeerLink>,
+    claims: Arc<Claims>,
+    max_append_bytes: usize,
 }
 
 impl GroupConn {
+    fn stats(&self) -> &TransportStats {
+        &self.control.stats
+    }
+
     async fn rpc<Req, Resp, E>(
         &self,
         kind: RaftKind,
@@ -521,7 +542,61 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.rpc(RaftKind::AppendEntries, &rpc, &option).await
+        // See `super::probe`: what the follower said it holds is asked for first, with an
+        // empty append the follower checks against its own log.
+        let claims = &self.claims;
+        if let Some(at) = probe::probe_point(claims.get(self.group, self.target), &rpc.entries) {
+            let probe = AppendEntriesRequest::<TypeConfig> {
+                vote: rpc.vote,
+                prev_log_id: Some(at),
+                leader_commit: rpc.leader_commit,
+                entries: Vec::new(),
+            };
+            self.stats().probes.fetch_add(1, Ordering::Relaxed);
+            match self.rpc(RaftKind::AppendEntries, &probe, &option).await? {
+                AppendEntriesResponse::Success => {
+                    self.stats().probes_matched.fetch_add(1, Ordering::Relaxed);
+                    claims.raise(self.group, self.target, at);
+                    return Ok(probe::probed(at, &rpc.entries));
+                }
+                AppendEntriesResponse::HigherVote(v) => {
+                    return Ok(AppendEntriesResponse::HigherVote(v))
+                }
+                // Not an answer an empty append gets; send the request as it is.
+                AppendEntriesResponse::PartialSuccess(_) => {}
+                AppendEntriesResponse::Conflict => claims.forget(self.group, self.target),
+            }
+        }
+        let mut rpc = rpc;
+        let keep = probe::prefix_within(&rpc.entries, self.max_append_bytes);
+        let cut = keep < rpc.entries.len();
+        if cut {
+            rpc.entries.truncate(keep);
+            self.stats().appends_cut.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let resp: AppendEntriesResponse<NodeId> =
+            self.rpc(RaftKind::AppendEntries, &rpc, &option).await?;
+        Ok(match resp {
+            AppendEntriesResponse::Success => {
+                if let Some(l) = last {
+                    claims.raise(self.group, self.target, l);
+                }
+                // The follower holds the prefix that went; openraft sends the rest next.
+                if cut {
+                    AppendEntriesResponse::PartialSuccess(last)
+                } else {
+                    AppendEntriesResponse::Success
+                }
+            }
+            AppendEntriesResponse::PartialSuccess(m) => {
+                if let Some(l) = m {
+                    claims.raise(self.group, self.target, l);
+                }
+                AppendEntriesResponse::PartialSuccess(m)
+            }
+            other => other,
+        })
     }
 
     async fn install_snapshot(
@@ -540,6 +615,11 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.rpc(RaftKind::Vote, &rpc, &option).await
+        let resp: VoteResponse<NodeId> = self.rpc(RaftKind::Vote, &rpc, &option).await?;
+        // What the voter holds: a newly elected leader probes it before sending it entries.
+        if let Some(l) = resp.last_log_id {
+            self.claims.raise(self.group, self.target, l);
+        }
+        Ok(resp)
     }
 }

@@ -10,6 +10,7 @@
 //! openraft's chunked `install_snapshot` RPCs on the same stream.
 
 pub mod client;
+pub mod probe;
 pub mod server;
 
 pub use client::{GroupNetworkFactory, Transport};

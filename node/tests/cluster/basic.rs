@@ -420,3 +420,63 @@ async fn check_hints(cluster: &mut Cluster) -> Result<()> {
     }
     Ok(())
 }
+
+/// The plain `bongsu-node` (what `make run` and operators run) forms a cluster and serves, and
+/// refuses to switch on failpoints or network fault rules: those work only in
+/// `bongsu-node-chaos`, which every other cluster test runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_node_refuses_failpoints_and_fault_rules() -> Result<()> {
+    bounded(Duration::from_secs(90), async {
+        let mut cluster = Cluster::start("plain", Spec::new(3, 1).shards(2).plain_binary()).await?;
+        let client = cluster.client()?;
+        let conv = conv_on_shard(0, 2, 0x91a1_0000);
+        let sender = UserId::from_u128(0x91a1);
+        client
+            .write(create(conv, v1::ConversationKind::Group, sender, &[]), None)
+            .await
+            .context("create a conversation on the plain node")?;
+        let r = client
+            .write(append(conv, sender, ClientMsgId::from_u128(1), "plain"), None)
+            .await
+            .context("append on the plain node")?;
+        ensure!(appended(&r.reply).is_some_and(|a| a.seq == 1), "{:?}", r.reply);
+        for node in cluster.ids() {
+            let mut admin = cluster.admin_client(node, Duration::from_secs(5))?;
+            let fp = admin
+                .set_failpoint(bongsu_proto::internal::SetFailpointRequest {
+                    name: "log_before_fsync".into(),
+                    enabled: true,
+                })
+                .await;
+            let faults = admin
+                .set_faults(bongsu_proto::internal::SetFaultsRequest {
+                    rules: vec![bongsu_proto::internal::FaultRule {
+                        dc: "dc2".into(),
+                        direction: "both".into(),
+                        action: "drop".into(),
+                        delay_ms: 0,
+                    }],
+                })
+                .await;
+            for (what, r) in [("SetFailpoint", fp.err()), ("SetFaults", faults.err())] {
+                let s = r.with_context(|| format!("node {node} accepted {what}"))?;
+                ensure!(
+                    s.code() == tonic::Code::FailedPrecondition
+                        && ErrorCode::of_status(&s) == Some(ErrorCode::FailedPrecondition),
+                    "node {node}: {what} answered {:?} {}",
+                    s.code(),
+                    s.message()
+                );
+            }
+        }
+        // Nothing was switched on: writes still go through.
+        let r = client
+            .write(append(conv, sender, ClientMsgId::from_u128(2), "still"), None)
+            .await
+            .context("append after the refused calls")?;
+        ensure!(appended(&r.reply).is_some_and(|a| a.seq == 2), "{:?}", r.reply);
+        cluster.pass();
+        Ok(())
+    })
+    .await
+}

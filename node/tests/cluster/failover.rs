@@ -130,6 +130,8 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
                                     duplicate: false,
                                     body,
                                     at,
+                                    sent: from,
+                                    attempts: a.attempts,
                                     node: a.node,
                                 },
                             )
@@ -237,7 +239,11 @@ pub struct Ack {
     duplicate: bool,
     body: String,
     pub at: Instant,
-    node: u64,
+    /// When the write that this acknowledges was first sent.
+    pub sent: Instant,
+    /// How many nodes were asked (hints followed and retries).
+    pub attempts: u32,
+    pub node: u64,
 }
 
 /// What one shard's writer has seen.
@@ -283,6 +289,7 @@ pub async fn write_loop(
             body.push(' ');
             body.extend(std::iter::repeat_n('x', body_len - body.len()));
         }
+        let sent = Instant::now();
         let r = client
             .write(append(conv, sender, cmid, &body), prefer)
             .await;
@@ -298,6 +305,8 @@ pub async fn write_loop(
                         duplicate: ap.duplicate,
                         body,
                         at,
+                        sent,
+                        attempts: a.attempts,
                         node: a.node,
                     });
                 }

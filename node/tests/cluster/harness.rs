@@ -53,6 +53,9 @@ pub struct Spec {
     pub shards: u32,
     pub replicas: u32,
     pub timing: Timing,
+    /// The node binary: `bongsu-node-chaos` (failpoints and fault rules armed) unless a test
+    /// asks for the plain one.
+    pub binary: &'static str,
 }
 
 impl Spec {
@@ -64,7 +67,14 @@ impl Spec {
             shards: 8,
             replicas: 3,
             timing: Timing::default(),
+            binary: env!("CARGO_BIN_EXE_bongsu-node-chaos"),
         }
+    }
+
+    /// Runs the plain `bongsu-node`, the binary `make run` and operators run.
+    pub fn plain_binary(mut self) -> Self {
+        self.binary = env!("CARGO_BIN_EXE_bongsu-node");
+        self
     }
 
     pub fn shards(mut self, shards: u32) -> Self {
@@ -85,6 +95,7 @@ pub struct NodeProc {
     child: Option<Child>,
     admin: Option<AdminClient<Channel>>,
     starts: u32,
+    binary: &'static str,
     /// Admin addresses the node registers through on first boot (`--seeds`); empty for the
     /// nodes the cluster starts with, which `init` registers.
     pub seeds: Vec<String>,
@@ -189,7 +200,7 @@ impl NodeProc {
         // BONGSU_NODE_BIN runs the tests against another build of the node (an older release,
         // say, to show that a test fails there); by default, the binary built with the tests.
         let bin = std::env::var_os("BONGSU_NODE_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_bongsu-node").into());
+            .unwrap_or_else(|| self.binary.into());
         let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")
@@ -362,6 +373,7 @@ impl Cluster {
                     child: None,
                     admin: None,
                     starts: 0,
+                    binary: spec.binary,
                     seeds: Vec::new(),
                 });
             }
@@ -761,6 +773,7 @@ impl Cluster {
             child: None,
             admin: None,
             starts: 0,
+            binary: self.spec.binary,
             seeds,
         };
         n.pick_ports()?;

@@ -1,4 +1,4 @@
-//! The write path's failpoints (only in builds with the `chaos` feature).
+//! The write path's failpoints, armed as `bongsu-node-chaos` arms them.
 
 use bongsu_raft_store::{failpoints, Store, StoreOptions};
 
@@ -11,6 +11,7 @@ async fn a_failed_fsync_poisons_the_writer_for_good() {
     let log = store.log_store(1);
     log.append_durable(entries(1, 3)).await.unwrap();
 
+    failpoints::arm();
     failpoints::set("log_before_fsync", true).unwrap();
     let err = log
         .append_durable(entries(1, 5).into_iter().skip(3))

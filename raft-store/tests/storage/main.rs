@@ -3,7 +3,6 @@
 
 mod conformance;
 mod corruption;
-#[cfg(feature = "chaos")]
 mod failpoints;
 mod isolation;
 mod limits;
