@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use crate::config::{NodeConfig, Overrides};
+use anyhow::{bail, Context};
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{
     DrainRequest, InitRequest, ReadyRequest, RemoveRequest, SafeToStopRequest, StatusRequest,

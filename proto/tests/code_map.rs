@@ -105,7 +105,10 @@ fn the_code_map_names_every_source_file() {
             }
         }
     }
-    assert!(checked > 50, "only {checked} files checked: is the layout what this test expects?");
+    assert!(
+        checked > 50,
+        "only {checked} files checked: is the layout what this test expects?"
+    );
     assert!(
         missing.is_empty(),
         "ARCHITECTURE.md's code map does not name:\n  {}",

@@ -1,4 +1,4 @@
-//! `bongsu-chaos`: runs chaos scenarios against real `bongsu-node` processes in three
+//! `bongsu-chaos`: runs chaos scenarios against real `bongsu-node-chaos` processes in three
 //! datacenters and judges what the workload saw.
 //!
 //! - `bongsu-chaos ci`: the scenarios `make chaos-ci` runs (every fault once);

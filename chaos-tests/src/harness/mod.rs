@@ -1,5 +1,5 @@
-//! The chaos cluster: real `bongsu-node` processes in several datacenters, and the faults the
-//! scenarios inject into them.
+//! The chaos cluster: real `bongsu-node-chaos` processes in several datacenters, and the
+//! faults the scenarios inject into them.
 //!
 //! Two network modes ([`Mode`]):
 //!
@@ -274,7 +274,10 @@ impl Cluster {
     /// (`bongsu-node-chaos`; the plain node answers `SetFaults` with FAILED_PRECONDITION).
     async fn check_chaos_build(&mut self) -> Result<()> {
         let mut admin = self.nodes[0].admin()?;
-        match admin.set_faults(SetFaultsRequest { rules: Vec::new() }).await {
+        match admin
+            .set_faults(SetFaultsRequest { rules: Vec::new() })
+            .await
+        {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => bail!(
                 "{} has no fault rules ({}); chaos runs need bongsu-node-chaos, built by \

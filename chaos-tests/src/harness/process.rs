@@ -1,5 +1,5 @@
-//! One `bongsu-node` process of a chaos cluster: its configuration, its log, and the signals
-//! the harness sends it.
+//! One `bongsu-node-chaos` process of a chaos cluster: its configuration, its log, and the
+//! signals the harness sends it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

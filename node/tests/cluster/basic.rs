@@ -436,10 +436,17 @@ async fn plain_node_refuses_failpoints_and_fault_rules() -> Result<()> {
             .await
             .context("create a conversation on the plain node")?;
         let r = client
-            .write(append(conv, sender, ClientMsgId::from_u128(1), "plain"), None)
+            .write(
+                append(conv, sender, ClientMsgId::from_u128(1), "plain"),
+                None,
+            )
             .await
             .context("append on the plain node")?;
-        ensure!(appended(&r.reply).is_some_and(|a| a.seq == 1), "{:?}", r.reply);
+        ensure!(
+            appended(&r.reply).is_some_and(|a| a.seq == 1),
+            "{:?}",
+            r.reply
+        );
         for node in cluster.ids() {
             let mut admin = cluster.admin_client(node, Duration::from_secs(5))?;
             let fp = admin
@@ -471,10 +478,17 @@ async fn plain_node_refuses_failpoints_and_fault_rules() -> Result<()> {
         }
         // Nothing was switched on: writes still go through.
         let r = client
-            .write(append(conv, sender, ClientMsgId::from_u128(2), "still"), None)
+            .write(
+                append(conv, sender, ClientMsgId::from_u128(2), "still"),
+                None,
+            )
             .await
             .context("append after the refused calls")?;
-        ensure!(appended(&r.reply).is_some_and(|a| a.seq == 2), "{:?}", r.reply);
+        ensure!(
+            appended(&r.reply).is_some_and(|a| a.seq == 2),
+            "{:?}",
+            r.reply
+        );
         cluster.pass();
         Ok(())
     })

@@ -199,8 +199,7 @@ impl NodeProc {
             .with_context(|| format!("open {}", self.log_path().display()))?;
         // BONGSU_NODE_BIN runs the tests against another build of the node (an older release,
         // say, to show that a test fails there); by default, the binary built with the tests.
-        let bin = std::env::var_os("BONGSU_NODE_BIN")
-            .unwrap_or_else(|| self.binary.into());
+        let bin = std::env::var_os("BONGSU_NODE_BIN").unwrap_or_else(|| self.binary.into());
         let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")

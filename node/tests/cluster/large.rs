@@ -127,7 +127,8 @@ fn wall(at: Instant) -> f64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    now.saturating_sub(Instant::now().saturating_duration_since(at)).as_secs_f64()
+    now.saturating_sub(Instant::now().saturating_duration_since(at))
+        .as_secs_f64()
 }
 
 async fn run() -> Result<()> {
@@ -226,7 +227,11 @@ async fn run() -> Result<()> {
         .into_values()
         .filter_map(|s| s.transport)
         .collect();
-    let largest = transport.iter().map(|t| t.largest_append_bytes).max().unwrap_or(0);
+    let largest = transport
+        .iter()
+        .map(|t| t.largest_append_bytes)
+        .max()
+        .unwrap_or(0);
     let probes: u64 = transport.iter().map(|t| t.probes).sum();
     let probes_matched: u64 = transport.iter().map(|t| t.probes_matched).sum();
     let reader = UserId::from_u128(READER);

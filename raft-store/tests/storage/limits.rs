@@ -88,7 +88,11 @@ async fn seeking_reads_return_more_and_reads_that_go_back_do_not() {
     // (start, indexes returned, why): 62 KB entries, 16 fit in 1 MiB and 4 in 256 KiB.
     let steps: [(u64, std::ops::RangeInclusive<u64>, &str); 7] = [
         (10, 10..=25, "a reader's first read seeks"),
-        (26, 26..=41, "continuing a seek (the probe took it all) seeks"),
+        (
+            26,
+            26..=41,
+            "continuing a seek (the probe took it all) seeks",
+        ),
         (30, 30..=33, "going back (a prefix was sent) does not"),
         (34, 34..=37, "continuing a normal read does not"),
         (34, 34..=37, "a retry does not"),
@@ -107,5 +111,8 @@ async fn seeking_reads_return_more_and_reads_that_go_back_do_not() {
     }
     // A new reader (a new replication stream) starts with a seek again.
     let mut fresh = log.get_log_reader().await;
-    assert_eq!(fresh.limited_get_log_entries(9, 101).await.unwrap().len(), 16);
+    assert_eq!(
+        fresh.limited_get_log_entries(9, 101).await.unwrap().len(),
+        16
+    );
 }
