@@ -90,20 +90,6 @@ impl Error {
     }
 }
 
-/// A code a newer server may send that this SDK does not know, judged by the gRPC code.
-fn code_from_grpc(code: tonic::Code) -> ErrorCode {
-    match code {
-        tonic::Code::PermissionDenied => ErrorCode::NotMember,
-        tonic::Code::NotFound => ErrorCode::UnknownConversation,
-        tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
-        tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
-        tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
-        tonic::Code::DataLoss => ErrorCode::CorruptData,
-        tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
-        _ => ErrorCode::Unavailable,
-    }
-}
-
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
         let md = s.metadata();
@@ -122,7 +108,7 @@ impl From<tonic::Status> for Error {
         let (code, message) = match ErrorCode::from_name(name) {
             Some(c) => (c, text.to_string()),
             None => (
-                code_from_grpc(s.code()),
+                ErrorCode::from_grpc(s.code()),
                 format!("{name} (unknown to this SDK): {text}"),
             ),
         };

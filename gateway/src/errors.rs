@@ -89,17 +89,7 @@ impl From<ModelError> for ApiError {
 /// What a node's reply says, as a client-facing error: the node's `bongsu-code` is kept.
 impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
-        let code = ErrorCode::of_status(&s).unwrap_or(match s.code() {
-            tonic::Code::DeadlineExceeded
-            | tonic::Code::Unavailable
-            | tonic::Code::Cancelled
-            | tonic::Code::Aborted
-            | tonic::Code::Unknown => ErrorCode::Unavailable,
-            tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
-            tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
-            _ => ErrorCode::Unavailable,
-        });
-        ApiError::new(code, s.message().to_string())
+        ApiError::new(ErrorCode::of_status_or_grpc(&s), s.message().to_string())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod errors;
+pub mod failstop;
 pub mod faults;
 pub mod node;
 pub mod outbox;

@@ -88,6 +88,20 @@ id16!(
     ClientMsgId, "client_msg_id"
 );
 
+/// The Raft group id of the meta group, on every node. Shard `s` is group `s + 1`: nodes,
+/// tools and test harnesses all number groups this way.
+pub const META_GROUP: u64 = 0;
+
+/// The Raft group id of a shard.
+pub fn shard_group(shard: u32) -> u64 {
+    shard as u64 + 1
+}
+
+/// The shard of a Raft group id, `None` for the meta group.
+pub fn group_shard(group: u64) -> Option<u32> {
+    group.checked_sub(1).and_then(|s| u32::try_from(s).ok())
+}
+
 /// The shard that owns an id (a conversation, or a user's own state), out of `shards`.
 ///
 /// FNV-1a over the id's 16 bytes: stable across versions and platforms, which it must be,
@@ -220,6 +234,33 @@ impl ErrorCode {
             .get(CODE_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::from_name)
+    }
+
+    /// The stable code of a failed call: its [`CODE_KEY`] metadata, or, for a status without
+    /// a code bongsu knows (from tonic itself, a proxy, or a newer server), [`Self::from_grpc`]
+    /// of its gRPC code. Every client of bongsu (gateway, SDK, tools) judges a status by this
+    /// one rule.
+    #[cfg(feature = "grpc")]
+    pub fn of_status_or_grpc(status: &tonic::Status) -> ErrorCode {
+        ErrorCode::of_status(status).unwrap_or_else(|| ErrorCode::from_grpc(status.code()))
+    }
+
+    /// The stable code a gRPC code stands for when nothing more precise is known: the one
+    /// [`Self::grpc_code`] maps onto it that says least (a permission error is `NOT_MEMBER`, not
+    /// `NOT_OWNER`), and `UNAVAILABLE` (worth retrying elsewhere) for codes bongsu never sends.
+    #[cfg(feature = "grpc")]
+    pub fn from_grpc(code: tonic::Code) -> ErrorCode {
+        match code {
+            tonic::Code::PermissionDenied => ErrorCode::NotMember,
+            tonic::Code::NotFound => ErrorCode::UnknownConversation,
+            tonic::Code::AlreadyExists => ErrorCode::ConversationExists,
+            tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::DataLoss => ErrorCode::CorruptData,
+            tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
+            _ => ErrorCode::Unavailable,
+        }
     }
 
     /// The gRPC status code every server of bongsu answers this code with.

@@ -33,8 +33,7 @@ use bongsu_proto::internal::{
 use crate::history::ReplicaDigest;
 pub use process::{Exit, NodeProc};
 
-/// The meta group's Raft group id; shard `s` is group `s + 1`.
-pub const META_GROUP: u64 = 0;
+pub use bongsu_proto::model::{shard_group, META_GROUP};
 
 /// How long a node may take from spawn to answering on its admin port.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -43,10 +42,6 @@ const POLL: Duration = Duration::from_millis(50);
 const SPAWN_ATTEMPTS: u32 = 4;
 /// How long a node may take to hash the state of every group it hosts.
 pub const DIGEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub fn shard_group(shard: u32) -> u64 {
-    shard as u64 + 1
-}
 
 /// How the datacenters are networked (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

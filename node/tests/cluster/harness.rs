@@ -30,8 +30,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::client::TestClient;
 
-/// The meta group's Raft group id; shard `s` is group `s + 1`.
-pub const META_GROUP: u64 = 0;
+pub use bongsu_proto::model::{shard_group, META_GROUP};
 
 /// How long a node may take from spawn to answering on its admin port.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -332,10 +331,6 @@ async fn take_turn() -> Result<File> {
         Ok(f)
     })
     .await?
-}
-
-pub fn shard_group(shard: u32) -> u64 {
-    shard as u64 + 1
 }
 
 impl Cluster {

@@ -100,3 +100,37 @@ fn handles_are_normalized_or_refused() {
         );
     }
 }
+
+/// A status without a stable code is judged by one rule everywhere: the code it falls back to
+/// answers with the same gRPC code (a permission error stays a permission error, a bad request
+/// a bad request), and a status that carries a code keeps it.
+#[test]
+fn the_grpc_fallback_stays_within_the_grpc_code() {
+    for c in ErrorCode::ALL {
+        let back = ErrorCode::from_grpc(c.grpc_code());
+        assert_eq!(back.grpc_code(), c.grpc_code(), "{c} -> {back}");
+        let mut s = tonic::Status::new(c.grpc_code(), "x");
+        s.metadata_mut()
+            .insert(CODE_KEY, c.as_str().parse().expect("ascii code"));
+        assert_eq!(ErrorCode::of_status_or_grpc(&s), c);
+    }
+    for code in [
+        tonic::Code::Internal,
+        tonic::Code::Unknown,
+        tonic::Code::Unimplemented,
+        tonic::Code::DeadlineExceeded,
+        tonic::Code::Cancelled,
+        tonic::Code::Aborted,
+    ] {
+        let s = tonic::Status::new(code, "from a proxy");
+        assert_eq!(
+            ErrorCode::of_status_or_grpc(&s),
+            ErrorCode::Unavailable,
+            "{code:?}"
+        );
+    }
+    assert_eq!(
+        ErrorCode::of_status_or_grpc(&tonic::Status::permission_denied("no code")),
+        ErrorCode::NotMember
+    );
+}

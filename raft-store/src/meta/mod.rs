@@ -19,18 +19,9 @@ pub use view::{MetaSnapshot, MetaView};
 
 use crate::NodeId;
 
-/// The group id of the meta group on every node. Shard `s` is group `s + 1`.
-pub const META_GROUP: crate::GroupId = 0;
-
-/// The group id of a shard.
-pub fn shard_group(shard: u32) -> crate::GroupId {
-    shard as u64 + 1
-}
-
-/// The shard of a group id, `None` for the meta group.
-pub fn group_shard(group: crate::GroupId) -> Option<u32> {
-    group.checked_sub(1).and_then(|s| u32::try_from(s).ok())
-}
+/// The group numbering (meta group 0, shard `s` is group `s + 1`) is defined once, in
+/// `bongsu_proto::model`, for the nodes, the tools and the test harnesses alike.
+pub use bongsu_proto::model::{group_shard, shard_group, META_GROUP};
 
 /// Chosen at init, fixed for the cluster's life: every replica applies with these values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
