@@ -426,6 +426,11 @@ async fn run_link(
     }
 }
 
+/// A request as the transport carries it (postcard).
+fn encode<Req: Serialize>(req: &Req) -> Result<Vec<u8>, NetworkError> {
+    postcard::to_allocvec(req).map_err(|e| NetworkError::new(&e))
+}
+
 /// Makes openraft's per-(group, peer) clients.
 #[derive(Clone)]
 pub struct GroupNetworkFactory {
@@ -476,8 +481,21 @@ impl GroupConn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload =
-            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(kind, encode(req).map_err(RPCError::Network)?, option)
+            .await
+    }
+
+    /// Sends an encoded request and decodes the reply.
+    async fn send<Resp, E>(
+        &self,
+        kind: RaftKind,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let len = payload.len();
         let lane = Lane::of(kind, len);
         let link = match lane {
@@ -567,16 +585,23 @@ impl RaftNetwork<TypeConfig> for GroupConn {
                 AppendEntriesResponse::Conflict => claims.forget(self.group, self.target),
             }
         }
+        // The request is encoded once; only one above the bound (a seek read the probe did not
+        // answer) is measured entry by entry, cut, and encoded again.
         let mut rpc = rpc;
-        let keep = probe::prefix_within(&rpc.entries, self.max_append_bytes);
-        let cut = keep < rpc.entries.len();
-        if cut {
-            rpc.entries.truncate(keep);
-            self.stats().appends_cut.fetch_add(1, Ordering::Relaxed);
+        let mut payload = encode(&rpc).map_err(RPCError::Network)?;
+        let mut cut = false;
+        if payload.len() > self.max_append_bytes {
+            let keep = probe::prefix_within(&rpc.entries, self.max_append_bytes);
+            if keep < rpc.entries.len() {
+                rpc.entries.truncate(keep);
+                payload = encode(&rpc).map_err(RPCError::Network)?;
+                cut = true;
+                self.stats().appends_cut.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
         let resp: AppendEntriesResponse<NodeId> =
-            self.rpc(RaftKind::AppendEntries, &rpc, &option).await?;
+            self.send(RaftKind::AppendEntries, payload, &option).await?;
         Ok(match resp {
             AppendEntriesResponse::Success => {
                 if let Some(l) = last {
