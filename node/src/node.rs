@@ -189,6 +189,8 @@ impl Node {
             .write()
             .expect("groups lock poisoned")
             .remove(&group);
+        // Led again later, the group starts a new leadership (and a new lease).
+        self.note_leading(group, false);
         if let Some(h) = h {
             if let Err(e) = h.raft.shutdown().await {
                 tracing::warn!(group, error = %e, "group shutdown");
