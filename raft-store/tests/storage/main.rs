@@ -3,6 +3,7 @@
 
 mod conformance;
 mod corruption;
+mod encoding;
 mod failpoints;
 mod isolation;
 mod limits;
