@@ -139,7 +139,7 @@ impl Client {
             .map(|d| {
                 Ok(Device {
                     id: DeviceId::try_from(d.device_id.as_slice())?,
-                    kind: DeviceKind::from_proto(d.kind),
+                    kind: DeviceKind::try_from(d.kind).ok(),
                     name: d.name,
                     created_at_ms: d.created_at_ms,
                     revoked: d.revoked,

@@ -6,26 +6,8 @@ use sha2::{Digest, Sha256};
 
 use crate::errors::{Error, Result};
 
-/// What kind of device signs in, shown in the device list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceKind {
-    Phone,
-    Tablet,
-    Pc,
-    Web,
-}
-
-impl DeviceKind {
-    pub(crate) fn from_proto(v: i32) -> Option<Self> {
-        match v1::DeviceKind::try_from(v) {
-            Ok(v1::DeviceKind::Phone) => Some(Self::Phone),
-            Ok(v1::DeviceKind::Tablet) => Some(Self::Tablet),
-            Ok(v1::DeviceKind::Pc) => Some(Self::Pc),
-            Ok(v1::DeviceKind::Web) => Some(Self::Web),
-            _ => None,
-        }
-    }
-}
+/// What kind of device signs in, shown in the device list (the model's one definition).
+pub use bongsu_proto::model::DeviceKind;
 
 /// A device as it introduces itself when signing in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,14 +28,8 @@ impl DeviceInfo {
 
 impl From<DeviceInfo> for v1::DeviceInfo {
     fn from(d: DeviceInfo) -> Self {
-        let kind = match d.kind {
-            DeviceKind::Phone => v1::DeviceKind::Phone,
-            DeviceKind::Tablet => v1::DeviceKind::Tablet,
-            DeviceKind::Pc => v1::DeviceKind::Pc,
-            DeviceKind::Web => v1::DeviceKind::Web,
-        };
         v1::DeviceInfo {
-            kind: kind as i32,
+            kind: v1::DeviceKind::from(d.kind) as i32,
             name: d.name,
         }
     }

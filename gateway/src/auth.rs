@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use bongsu_proto::internal::{
     write_request, AddDevice, CreateAccount, GetAccountReply, RevokeDevice, RotateRefresh,
 };
-use bongsu_proto::model::{normalize_handle, DeviceId, UserId};
+use bongsu_proto::model::requests::{Device, SignIn, SignUp};
+use bongsu_proto::model::{DeviceId, UserId};
 use bongsu_proto::{v1, ErrorCode};
 use tracing::instrument;
 
@@ -29,8 +30,6 @@ use crate::errors::{ApiError, Result};
 use crate::router::{MapView, Router};
 use crate::service::Caller;
 
-/// Longest device name, in bytes.
-pub const DEVICE_NAME_MAX: usize = 64;
 /// Past this many cached device checks, stale ones are swept (memory stays bounded).
 const DEVICE_CACHE_SWEEP: usize = 100_000;
 
@@ -136,10 +135,12 @@ impl Auth {
     /// that dies after it leaves an account the person can sign in to.
     #[instrument(skip_all, fields(user))]
     pub async fn sign_up(&self, req: v1::SignUpRequest) -> Result<v1::Session> {
-        let handle = normalize_handle(&req.handle)?;
-        password::check_rules(&req.password)?;
-        let device = check_device(req.device)?;
-        let hash = password::hash(req.password).await?;
+        let SignUp {
+            handle,
+            password,
+            device,
+        } = SignUp::try_from(req)?;
+        let hash = password::hash(password).await?;
         let user = UserId(tokens::random_id());
         tracing::Span::current().record("user", tracing::field::display(&user));
         signup::settle_before_claim(&self.router, &handle).await?;
@@ -161,8 +162,12 @@ impl Auth {
 
     #[instrument(skip_all, fields(user))]
     pub async fn sign_in(&self, req: v1::SignInRequest) -> Result<v1::Session> {
-        let device = check_device(req.device)?;
-        let Ok(handle) = normalize_handle(&req.handle) else {
+        let SignIn {
+            handle,
+            password,
+            device,
+        } = SignIn::try_from(req)?;
+        let Some(handle) = handle else {
             return Err(wrong_credentials());
         };
         let account = match signup::resolve(&self.router, &handle).await? {
@@ -176,12 +181,12 @@ impl Auth {
             None => None,
         };
         let Some((claim, account)) = account else {
-            password::verify_dummy(req.password).await?;
+            password::verify_dummy(password).await?;
             return Err(wrong_credentials());
         };
         let user = claim.user;
         tracing::Span::current().record("user", tracing::field::display(&user));
-        if !password::verify(req.password, account.password_hash).await? {
+        if !password::verify(password, account.password_hash).await? {
             tracing::info!("sign-in with a wrong password");
             return Err(wrong_credentials());
         }
@@ -204,7 +209,7 @@ impl Auth {
         &self,
         user: UserId,
         handle: String,
-        device: v1::DeviceInfo,
+        device: Device,
     ) -> Result<v1::Session> {
         let device_id = DeviceId(tokens::random_id());
         let refresh = tokens::new_refresh_token(user, device_id);
@@ -215,7 +220,7 @@ impl Auth {
                     user_id: user.0.to_vec(),
                     device_id: device_id.0.to_vec(),
                     name: device.name,
-                    kind: device.kind,
+                    kind: v1::DeviceKind::from(device.kind) as i32,
                     refresh_hash: tokens::refresh_hash(&refresh),
                 }),
             )
@@ -339,57 +344,4 @@ fn retryable(code: ErrorCode) -> bool {
         code,
         ErrorCode::Unavailable | ErrorCode::NotLeader | ErrorCode::ResourceExhausted
     )
-}
-
-/// A device must say what it is; its name is for the device list and kept short.
-fn check_device(d: Option<v1::DeviceInfo>) -> Result<v1::DeviceInfo> {
-    let d = d.ok_or_else(|| ApiError::invalid("device: missing"))?;
-    match v1::DeviceKind::try_from(d.kind) {
-        Ok(v1::DeviceKind::Unspecified) | Err(_) => {
-            return Err(ApiError::invalid(
-                "device.kind: required (PHONE, TABLET, PC or WEB)",
-            ))
-        }
-        Ok(_) => {}
-    }
-    if d.name.len() > DEVICE_NAME_MAX {
-        return Err(ApiError::invalid(format!(
-            "device.name: at most {DEVICE_NAME_MAX} bytes"
-        )));
-    }
-    Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_need_a_kind_and_a_short_name() {
-        let ok = v1::DeviceInfo {
-            kind: v1::DeviceKind::Phone as i32,
-            name: "x".repeat(64),
-        };
-        assert!(check_device(Some(ok.clone())).is_ok());
-        assert!(check_device(None).is_err());
-        for bad in [
-            v1::DeviceInfo {
-                kind: 0,
-                ..ok.clone()
-            },
-            v1::DeviceInfo {
-                kind: 99,
-                ..ok.clone()
-            },
-            v1::DeviceInfo {
-                name: "x".repeat(65),
-                ..ok.clone()
-            },
-        ] {
-            assert_eq!(
-                check_device(Some(bad)).expect_err("bad").code,
-                ErrorCode::InvalidArgument
-            );
-        }
-    }
 }

@@ -65,8 +65,4 @@ pub struct Config {
     /// Sign-ups and sign-ins per minute from one IP address (password guessing is slow).
     #[arg(long, env = "BONGSU_GATEWAY_AUTH_RATE_PER_MIN", default_value_t = 60)]
     pub auth_rate_per_min: u32,
-    /// The largest message body accepted, in bytes; the nodes enforce the cluster's own limit
-    /// as well.
-    #[arg(long, env = "BONGSU_GATEWAY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
-    pub max_body_bytes: usize,
 }

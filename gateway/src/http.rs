@@ -23,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{BoxError, Router};
+use bongsu_proto::model::DEFAULT_MAX_BODY_BYTES;
 use bongsu_proto::ErrorCode;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -37,11 +38,10 @@ use crate::limits::tower_error;
 use crate::service::Gateway;
 use crate::{openapi, web, ws};
 
-/// The largest JSON request body: a message body at the limit, base64-encoded or escaped,
-/// plus room for the rest of the request.
-pub fn json_body_limit(max_body_bytes: usize) -> usize {
-    max_body_bytes.saturating_mul(2).saturating_add(16 * 1024)
-}
+/// The largest JSON request body: a message body at the limit (the model's
+/// `DEFAULT_MAX_BODY_BYTES`, the one body limit of the cluster), base64-encoded or escaped,
+/// plus room for the rest of the request. Larger is 413 before any parsing.
+pub const JSON_BODY_LIMIT: usize = DEFAULT_MAX_BODY_BYTES * 2 + 16 * 1024;
 
 /// Serves HTTP on `addr` until the process ends.
 pub async fn serve(gw: Arc<Gateway>, addr: SocketAddr) -> anyhow::Result<()> {
@@ -115,7 +115,6 @@ fn with_middleware(
 ) -> Router {
     let config = &gw.config;
     let timeout = Duration::from_millis(config.request_timeout_ms);
-    let body_limit = json_body_limit(config.max_body_bytes);
     let api = api.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |e: BoxError| async move {
@@ -148,9 +147,9 @@ fn with_middleware(
         .layer(GlobalConcurrencyLimitLayer::new(
             config.max_concurrency.max(1),
         ))
-        .layer(middleware::from_fn_with_state(body_limit, drain_oversize))
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(middleware::from_fn_with_state(JSON_BODY_LIMIT, drain_oversize))
+        .layer(RequestBodyLimitLayer::new(JSON_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
 
     api.merge(push).layer(shared).with_state(gw)
 }

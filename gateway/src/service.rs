@@ -16,9 +16,10 @@ use bongsu_proto::internal::{
     write_reply, write_request, AppendMessage, ChangeMembers, ConvInfo, ConversationInfoRequest,
     CreateConversation, MemberRole, MoveCursor, ReadReply, ReadRequest, UserConversationsRequest,
 };
-use bongsu_proto::model::{
-    normalize_handle, validate_body, ClientMsgId, ConvId, DeviceId, MessageKind, UserId,
+use bongsu_proto::model::requests::{
+    self as req, Append, History, Lookup, NewConversation, Page, Subscribe,
 };
+use bongsu_proto::model::{ConvId, ConversationKind, DeviceId, UserId};
 use bongsu_proto::{v1, ErrorCode};
 use futures::Stream;
 use tracing::instrument;
@@ -40,16 +41,8 @@ pub struct Caller {
 /// Live events for one device, in order, gap-free and duplicate-free per conversation.
 pub type PushStream = Pin<Box<dyn Stream<Item = Result<v1::PushEvent>> + Send>>;
 
-/// History page size when the client names none, and the most it may ask for.
-const HISTORY_DEFAULT: u32 = 50;
-const HISTORY_MAX: u32 = 1000;
-/// Messages per conversation in one Sync, by default and at most.
-const SYNC_DEFAULT: u32 = 100;
-const SYNC_MAX: u32 = 1000;
 /// Members shown in a conversation summary.
 const SUMMARY_MEMBERS: usize = 10;
-/// Handles or ids in one LookupUsers.
-const LOOKUP_MAX: usize = 100;
 /// Node calls one request makes at once (conversations of a Sync, members to look up).
 const FAN_OUT: usize = 16;
 /// Past this many cached handles the cache starts over (memory stays bounded).
@@ -149,22 +142,10 @@ impl Gateway {
         c: &Caller,
         req: v1::LookupUsersRequest,
     ) -> Result<v1::LookupUsersReply> {
-        if req.handles.len() > LOOKUP_MAX || req.user_ids.len() > LOOKUP_MAX {
-            return Err(ApiError::invalid(format!(
-                "at most {LOOKUP_MAX} handles and {LOOKUP_MAX} ids at once"
-            )));
-        }
-        let ids = req
-            .user_ids
-            .iter()
-            .map(|b| UserId::try_from(b.as_slice()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        // A handle that cannot exist is simply not found, like one nobody owns.
-        let handles: Vec<String> = req
-            .handles
-            .iter()
-            .filter_map(|h| normalize_handle(h).ok())
-            .collect();
+        let Lookup {
+            handles,
+            user_ids: ids,
+        } = Lookup::try_from(req)?;
         let by_handle = all_bounded(
             handles
                 .into_iter()
@@ -193,20 +174,19 @@ impl Gateway {
         c: &Caller,
         req: v1::CreateConversationRequest,
     ) -> Result<v1::Conversation> {
-        let conv = conv_id(&req.conv_id)?;
+        let NewConversation {
+            conv,
+            kind,
+            members: asked,
+        } = NewConversation::try_from(req)?;
         tracing::Span::current().record("conv_id", tracing::field::display(&conv));
-        let kind = match v1::ConversationKind::try_from(req.kind) {
-            Ok(k @ (v1::ConversationKind::Direct | v1::ConversationKind::Group)) => k,
-            _ => return Err(ApiError::invalid("kind: must be DIRECT or GROUP")),
-        };
         let mut members = Vec::new();
-        for m in &req.members {
-            let u = UserId::try_from(m.as_slice())?;
+        for u in asked {
             if u != c.user && !members.contains(&u) {
                 members.push(u);
             }
         }
-        if kind == v1::ConversationKind::Direct && members.len() != 1 {
+        if kind == ConversationKind::Direct && members.len() != 1 {
             return Err(ApiError::new(
                 ErrorCode::InvalidMembers,
                 "a direct conversation has exactly one other member",
@@ -218,7 +198,7 @@ impl Gateway {
                 &conv.0,
                 write_request::Command::Create(CreateConversation {
                     conv_id: conv.0.to_vec(),
-                    kind: kind as i32,
+                    kind: v1::ConversationKind::from(kind) as i32,
                     creator: c.user.0.to_vec(),
                     members: members.iter().map(|u| u.0.to_vec()).collect(),
                 }),
@@ -244,17 +224,8 @@ impl Gateway {
         c: &Caller,
         req: v1::ChangeMembersRequest,
     ) -> Result<v1::Conversation> {
-        let conv = conv_id(&req.conv_id)?;
+        let req::ChangeMembers { conv, add, remove } = req::ChangeMembers::try_from(req)?;
         tracing::Span::current().record("conv_id", tracing::field::display(&conv));
-        let parse = |list: &[Vec<u8>]| {
-            list.iter()
-                .map(|b| UserId::try_from(b.as_slice()))
-                .collect::<std::result::Result<Vec<_>, _>>()
-        };
-        let (add, remove) = (parse(&req.add)?, parse(&req.remove)?);
-        if add.is_empty() && remove.is_empty() {
-            return Err(ApiError::invalid("add and remove are both empty"));
-        }
         self.require_users(&add).await?;
         self.router
             .write(
@@ -281,28 +252,19 @@ impl Gateway {
 
     #[instrument(skip_all, fields(user = %c.user, device = %c.device, conv_id))]
     pub async fn send(&self, c: &Caller, req: v1::SendRequest) -> Result<v1::SendReply> {
-        let conv = conv_id(&req.conv_id)?;
+        let send = req::Send::try_from(req)?;
+        let conv = send.conv;
         tracing::Span::current().record("conv_id", tracing::field::display(&conv));
-        let cmid = ClientMsgId::try_from(req.client_msg_id.as_slice())?;
-        let kind = MessageKind::try_from(req.kind)?;
-        if kind == MessageKind::System {
-            return Err(ApiError::invalid(
-                "kind: SYSTEM messages are written by the server only",
-            ));
-        }
-        validate_body(kind, &req.body, self.config.max_body_bytes)?;
+        let append = Append {
+            sender: c.user,
+            device: c.device,
+            send,
+        };
         let reply = self
             .router
             .write(
                 &conv.0,
-                write_request::Command::Append(AppendMessage {
-                    conv_id: conv.0.to_vec(),
-                    sender: c.user.0.to_vec(),
-                    device: c.device.0.to_vec(),
-                    client_msg_id: cmid.0.to_vec(),
-                    kind: req.kind,
-                    body: req.body,
-                }),
+                write_request::Command::Append(AppendMessage::from(append)),
             )
             .await?;
         match reply.result {
@@ -316,17 +278,14 @@ impl Gateway {
 
     #[instrument(skip_all, fields(user = %c.user, device = %c.device, conv_id))]
     pub async fn history(&self, c: &Caller, req: v1::HistoryRequest) -> Result<v1::HistoryReply> {
-        let conv = conv_id(&req.conv_id)?;
+        let History { conv, page, limit } = History::try_from(req)?;
         tracing::Span::current().record("conv_id", tracing::field::display(&conv));
-        let limit = match req.limit {
-            0 => HISTORY_DEFAULT,
-            n => n.min(HISTORY_MAX),
-        };
-        let reply = if req.before > 0 {
-            self.read(&c.user, &conv, 0, req.before, limit).await?
-        } else {
-            self.read(&c.user, &conv, req.after.saturating_add(1), 0, limit)
-                .await?
+        let reply = match page {
+            Page::Before(before) => self.read(&c.user, &conv, 0, before, limit).await?,
+            Page::After(after) => {
+                self.read(&c.user, &conv, after.saturating_add(1), 0, limit)
+                    .await?
+            }
         };
         Ok(v1::HistoryReply {
             messages: reply.messages,
@@ -364,14 +323,8 @@ impl Gateway {
 
     #[instrument(skip_all, fields(user = %c.user, device = %c.device))]
     pub async fn sync(&self, c: &Caller, req: v1::SyncRequest) -> Result<v1::SyncReply> {
-        let limit = match req.limit_per_conversation {
-            0 => SYNC_DEFAULT,
-            n => n.min(SYNC_MAX),
-        };
-        let mut cursors = HashMap::new();
-        for cur in &req.cursors {
-            cursors.insert(conv_id(&cur.conv_id)?, cur.seq);
-        }
+        let req::Sync { cursors, limit } = req::Sync::try_from(req)?;
+        let cursors: HashMap<ConvId, u64> = cursors.into_iter().collect();
         let list = self.user_conversations(&c.user).await?;
         let summaries = self.summaries(&c.user, &list).await?;
         let conversations = all_bounded(
@@ -387,10 +340,7 @@ impl Gateway {
     /// Catch-up from the cursors, then live events; ends when the client goes away.
     #[instrument(skip_all, fields(user = %c.user, device = %c.device))]
     pub async fn subscribe(&self, c: &Caller, req: v1::SubscribeRequest) -> Result<PushStream> {
-        let mut cursors = HashMap::new();
-        for cur in &req.cursors {
-            cursors.insert(conv_id(&cur.conv_id)?, cur.seq);
-        }
+        let cursors = Subscribe::try_from(req)?.cursors.into_iter().collect();
         let gw = self
             .me
             .upgrade()

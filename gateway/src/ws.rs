@@ -55,6 +55,7 @@ pub enum ClientFrame {
         token: String,
         /// The last seq the client has per conversation; live events start after it.
         #[serde(default)]
+        #[schema(schema_with = bongsu_proto::model::schema::cursors)]
         cursors: Cursors,
     },
 }

@@ -11,8 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::errors::{ModelError, Result};
 use crate::v1;
 
-/// The default largest message body, in bytes (64 KiB).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+mod kinds;
+pub mod requests;
+mod rules;
+#[cfg(feature = "openapi")]
+pub mod schema;
+
+pub use kinds::{ConversationKind, DeviceKind, MessageKind};
+pub use rules::*;
 
 macro_rules! id16 {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
@@ -46,14 +52,11 @@ macro_rules! id16 {
         impl FromStr for $name {
             type Err = ModelError;
 
+            /// 32 hex digits, or a UUID's 8-4-4-4-12 form: exactly what [`ID_PATTERN`] says.
             fn from_str(s: &str) -> Result<Self> {
-                let s = s.replace('-', "");
-                if s.len() != 32 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(ModelError::invalid($field, "must be 32 hex digits"));
-                }
-                let v = u128::from_str_radix(&s, 16)
-                    .map_err(|e| ModelError::invalid($field, e.to_string()))?;
-                Ok(Self::from_u128(v))
+                parse_hex_id(s)
+                    .map(Self::from_u128)
+                    .ok_or_else(|| ModelError::invalid($field, ID_RULE))
             }
         }
 
@@ -294,130 +297,6 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// The kind of a conversation, fixed at creation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConversationKind {
-    Direct,
-    Group,
-    Channel,
-}
-
-impl TryFrom<i32> for ConversationKind {
-    type Error = ModelError;
-
-    fn try_from(v: i32) -> Result<Self> {
-        match v1::ConversationKind::try_from(v) {
-            Ok(v1::ConversationKind::Direct) => Ok(Self::Direct),
-            Ok(v1::ConversationKind::Group) => Ok(Self::Group),
-            Ok(v1::ConversationKind::Channel) => Ok(Self::Channel),
-            _ => Err(ModelError::invalid(
-                "kind",
-                format!("unknown conversation kind {v}"),
-            )),
-        }
-    }
-}
-
-impl From<ConversationKind> for v1::ConversationKind {
-    fn from(k: ConversationKind) -> Self {
-        match k {
-            ConversationKind::Direct => Self::Direct,
-            ConversationKind::Group => Self::Group,
-            ConversationKind::Channel => Self::Channel,
-        }
-    }
-}
-
-/// What a message body holds, which decides how it is validated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MessageKind {
-    Text,
-    LinkCard,
-    Sealed,
-    System,
-}
-
-impl MessageKind {
-    /// Text-like kinds must be valid UTF-8; sealed bodies are opaque ciphertext.
-    pub fn requires_utf8(self) -> bool {
-        !matches!(self, MessageKind::Sealed)
-    }
-}
-
-impl TryFrom<i32> for MessageKind {
-    type Error = ModelError;
-
-    fn try_from(v: i32) -> Result<Self> {
-        match v1::MessageKind::try_from(v) {
-            Ok(v1::MessageKind::Text) => Ok(Self::Text),
-            Ok(v1::MessageKind::LinkCard) => Ok(Self::LinkCard),
-            Ok(v1::MessageKind::Sealed) => Ok(Self::Sealed),
-            Ok(v1::MessageKind::System) => Ok(Self::System),
-            _ => Err(ModelError::invalid(
-                "kind",
-                format!("unknown message kind {v}"),
-            )),
-        }
-    }
-}
-
-impl From<MessageKind> for v1::MessageKind {
-    fn from(k: MessageKind) -> Self {
-        match k {
-            MessageKind::Text => Self::Text,
-            MessageKind::LinkCard => Self::LinkCard,
-            MessageKind::Sealed => Self::Sealed,
-            MessageKind::System => Self::System,
-        }
-    }
-}
-
-/// The longest and shortest handles people may pick.
-pub const HANDLE_MIN: usize = 3;
-pub const HANDLE_MAX: usize = 32;
-
-/// Normalizes and checks a handle: lowercase ASCII letters, digits, `_` and `.`, 3 to 32 long,
-/// not starting or ending with `.`. Handles are the only identity people give (no phone number,
-/// real name, birthday or address), so they are kept simple enough to read out loud.
-pub fn normalize_handle(handle: &str) -> Result<String> {
-    let h = handle.trim().to_ascii_lowercase();
-    let bad = |why: &str| {
-        Err(ModelError {
-            code: ErrorCode::InvalidArgument,
-            field: "handle",
-            reason: why.to_string(),
-        })
-    };
-    if h.len() < HANDLE_MIN || h.len() > HANDLE_MAX {
-        return bad(&format!("must be {HANDLE_MIN} to {HANDLE_MAX} characters"));
-    }
-    if !h
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'.')
-    {
-        return bad("may hold only letters a-z, digits, '_' and '.'");
-    }
-    if h.starts_with('.') || h.ends_with('.') {
-        return bad("may not start or end with '.'");
-    }
-    Ok(h)
-}
-
-/// Checks a body against the size limit and, for text kinds, UTF-8.
-pub fn validate_body(kind: MessageKind, body: &[u8], max_bytes: usize) -> Result<()> {
-    if body.len() > max_bytes {
-        return Err(ModelError {
-            code: ErrorCode::MessageTooLarge,
-            field: "body",
-            reason: format!("{} bytes is over the limit of {max_bytes}", body.len()),
-        });
-    }
-    if kind.requires_utf8() && std::str::from_utf8(body).is_err() {
-        return Err(ModelError::invalid("body", "text is not valid UTF-8"));
-    }
-    Ok(())
 }
 
 /// One stored message, validated.

@@ -1,4 +1,4 @@
-//! Password rules and argon2id hashing.
+//! Argon2id hashing (the length rules are `bongsu_proto::model::check_password`).
 //!
 //! Hashing costs tens of milliseconds of CPU on purpose, so it runs on the blocking pool and
 //! never stalls the tasks that serve other requests.
@@ -10,20 +10,6 @@ use argon2::Argon2;
 use rand::Rng;
 
 use crate::errors::{ApiError, Result};
-
-pub const PASSWORD_MIN: usize = 8;
-pub const PASSWORD_MAX: usize = 256;
-
-/// Rejects passwords that are too short to resist guessing or long enough to be a denial of
-/// service on the hasher.
-pub fn check_rules(password: &str) -> Result<()> {
-    if password.len() < PASSWORD_MIN || password.len() > PASSWORD_MAX {
-        return Err(ApiError::invalid(format!(
-            "password: must be {PASSWORD_MIN} to {PASSWORD_MAX} bytes"
-        )));
-    }
-    Ok(())
-}
 
 /// An argon2id PHC string (salt and parameters included).
 pub async fn hash(password: String) -> Result<String> {
@@ -75,15 +61,7 @@ pub async fn verify_dummy(password: String) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn password_length_rules() {
-        assert!(check_rules("short").is_err());
-        assert!(check_rules(&"x".repeat(257)).is_err());
-        assert!(check_rules("12345678").is_ok());
-        assert!(check_rules(&"x".repeat(256)).is_ok());
-    }
-
-    #[tokio::test]
+        #[tokio::test]
     async fn hashes_are_argon2id_and_verify() {
         let h = hash("correct horse".to_string()).await.expect("hash");
         assert!(h.starts_with("$argon2id$"), "{h}");

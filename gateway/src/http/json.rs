@@ -2,14 +2,18 @@
 //! the public protobuf types that [`crate::Gateway`] takes and returns.
 //!
 //! Ids travel as 32 lowercase hex digits (the `Display` of `bongsu_proto::model` ids) and enums
-//! as snake_case names. Conversions only translate: every rule about what is allowed lives in
-//! the gateway service and the nodes, so HTTP and gRPC clients see the same answers.
+//! as snake_case names (the model's own kind enums). Conversions only translate: every rule
+//! about what is allowed lives in `bongsu_proto::model` (checked by the gateway service for
+//! HTTP and gRPC alike, and again by the nodes), and the fields that rules govern take their
+//! OpenAPI schema from `model::schema`, built from the same constants.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use bongsu_proto::model::schema;
+pub use bongsu_proto::model::{ConversationKind, DeviceKind, MessageKind};
 use bongsu_proto::model::{ClientMsgId, ConvId, DeviceId, UserId};
 use bongsu_proto::{v1, ErrorCode, ModelError};
 use serde::{Deserialize, Serialize};
@@ -67,108 +71,12 @@ fn corrupt(what: &str, value: i32) -> ApiError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Enums
+// Kinds
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceKind {
-    Phone,
-    Tablet,
-    Pc,
-    Web,
-}
-
-impl From<DeviceKind> for v1::DeviceKind {
-    fn from(k: DeviceKind) -> Self {
-        match k {
-            DeviceKind::Phone => v1::DeviceKind::Phone,
-            DeviceKind::Tablet => v1::DeviceKind::Tablet,
-            DeviceKind::Pc => v1::DeviceKind::Pc,
-            DeviceKind::Web => v1::DeviceKind::Web,
-        }
-    }
-}
-
-impl TryFrom<i32> for DeviceKind {
-    type Error = ApiError;
-
-    fn try_from(v: i32) -> Result<Self> {
-        match v1::DeviceKind::try_from(v) {
-            Ok(v1::DeviceKind::Phone) => Ok(DeviceKind::Phone),
-            Ok(v1::DeviceKind::Tablet) => Ok(DeviceKind::Tablet),
-            Ok(v1::DeviceKind::Pc) => Ok(DeviceKind::Pc),
-            Ok(v1::DeviceKind::Web) => Ok(DeviceKind::Web),
-            _ => Err(corrupt("device kind", v)),
-        }
-    }
-}
-
-/// `direct` (two people, fixed), `group`, or `channel` (one writer, many followers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ConversationKind {
-    Direct,
-    Group,
-    Channel,
-}
-
-impl From<ConversationKind> for v1::ConversationKind {
-    fn from(k: ConversationKind) -> Self {
-        match k {
-            ConversationKind::Direct => v1::ConversationKind::Direct,
-            ConversationKind::Group => v1::ConversationKind::Group,
-            ConversationKind::Channel => v1::ConversationKind::Channel,
-        }
-    }
-}
-
-impl TryFrom<i32> for ConversationKind {
-    type Error = ApiError;
-
-    fn try_from(v: i32) -> Result<Self> {
-        match v1::ConversationKind::try_from(v) {
-            Ok(v1::ConversationKind::Direct) => Ok(ConversationKind::Direct),
-            Ok(v1::ConversationKind::Group) => Ok(ConversationKind::Group),
-            Ok(v1::ConversationKind::Channel) => Ok(ConversationKind::Channel),
-            _ => Err(corrupt("conversation kind", v)),
-        }
-    }
-}
-
-/// `text` and `link_card` bodies are UTF-8 (`text`); `sealed` bodies are end-to-end ciphertext
-/// (`body_base64`); `system` messages are written by the server only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageKind {
-    Text,
-    LinkCard,
-    Sealed,
-    System,
-}
-
-impl From<MessageKind> for v1::MessageKind {
-    fn from(k: MessageKind) -> Self {
-        match k {
-            MessageKind::Text => v1::MessageKind::Text,
-            MessageKind::LinkCard => v1::MessageKind::LinkCard,
-            MessageKind::Sealed => v1::MessageKind::Sealed,
-            MessageKind::System => v1::MessageKind::System,
-        }
-    }
-}
-
-impl TryFrom<i32> for MessageKind {
-    type Error = ApiError;
-
-    fn try_from(v: i32) -> Result<Self> {
-        match v1::MessageKind::try_from(v) {
-            Ok(v1::MessageKind::Text) => Ok(MessageKind::Text),
-            Ok(v1::MessageKind::LinkCard) => Ok(MessageKind::LinkCard),
-            Ok(v1::MessageKind::Sealed) => Ok(MessageKind::Sealed),
-            Ok(v1::MessageKind::System) => Ok(MessageKind::System),
-            _ => Err(corrupt("message kind", v)),
-        }
-    }
+/// A kind from a node's reply. Nodes store only kinds they validated, so an unknown number
+/// means a version mismatch or a bug (`CORRUPT_DATA`), not a client's mistake.
+fn reply_kind<K: TryFrom<i32>>(v: i32, what: &str) -> Result<K> {
+    K::try_from(v).map_err(|_| corrupt(what, v))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,16 +122,16 @@ impl ToSchema for StableCode {}
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DeviceInfo {
     pub kind: DeviceKind,
-    /// Shown in the device list, e.g. "Jisoo's phone"; at most 64 bytes.
+    #[schema(schema_with = schema::device_name)]
     pub name: String,
 }
 
 /// Sign-up and sign-in: a handle and a password, nothing else about the person.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Credentials {
-    /// 3 to 32 of `a-z`, `0-9`, `_`, `.` (not first or last); compared in lowercase.
-    #[schema(example = "jisoo")]
+    #[schema(schema_with = schema::handle)]
     pub handle: String,
+    #[schema(schema_with = schema::password)]
     pub password: String,
     pub device: DeviceInfo,
 }
@@ -314,7 +222,7 @@ impl TryFrom<v1::ListDevicesReply> for Devices {
             .map(|d| {
                 Ok(Device {
                     device_id: hex_id(&d.device_id),
-                    kind: DeviceKind::try_from(d.kind)?,
+                    kind: reply_kind(d.kind, "device kind")?,
                     name: d.name,
                     created_at_ms: d.created_at_ms,
                     revoked: d.revoked,
@@ -353,8 +261,10 @@ impl From<v1::ServerInfoReply> for Info {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LookupBody {
     #[serde(default)]
+    #[schema(schema_with = schema::lookup_handles)]
     pub handles: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::lookup_ids)]
     pub user_ids: Vec<String>,
 }
 
@@ -396,9 +306,12 @@ impl From<v1::LookupUsersReply> for Users {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateConversationBody {
     /// Picked by the client (a random UUID), so a retried create is a no-op.
+    #[schema(schema_with = schema::id)]
     pub conv_id: String,
+    #[schema(schema_with = schema::creatable_kind)]
     pub kind: ConversationKind,
     /// The other members (exactly one for `direct`); the caller is always a member.
+    #[schema(schema_with = schema::ids)]
     pub members: Vec<String>,
 }
 
@@ -415,8 +328,10 @@ impl CreateConversationBody {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangeMembersBody {
     #[serde(default)]
+    #[schema(schema_with = schema::ids)]
     pub add: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = schema::ids)]
     pub remove: Vec<String>,
 }
 
@@ -463,7 +378,7 @@ impl TryFrom<v1::Conversation> for Conversation {
     fn try_from(c: v1::Conversation) -> Result<Self> {
         Ok(Conversation {
             conv_id: hex_id(&c.conv_id),
-            kind: ConversationKind::try_from(c.kind)?,
+            kind: reply_kind(c.kind, "conversation kind")?,
             members: members(c.members),
             last_seq: c.last_seq,
             created_at_ms: c.created_at_ms,
@@ -492,7 +407,7 @@ impl TryFrom<v1::ConversationSummary> for ConversationSummary {
     fn try_from(s: v1::ConversationSummary) -> Result<Self> {
         Ok(ConversationSummary {
             conv_id: hex_id(&s.conv_id),
-            kind: ConversationKind::try_from(s.kind)?,
+            kind: reply_kind(s.kind, "conversation kind")?,
             last_seq: s.last_seq,
             read_seq: s.read_seq,
             unread: s.unread,
@@ -548,7 +463,7 @@ impl TryFrom<v1::Message> for Message {
     type Error = ApiError;
 
     fn try_from(m: v1::Message) -> Result<Self> {
-        let kind = MessageKind::try_from(m.kind)?;
+        let kind: MessageKind = reply_kind(m.kind, "message kind")?;
         // Nodes only store UTF-8 for text kinds; should one ever not be, its bytes are still
         // delivered (as base64) rather than dropping a message from a gap-free log.
         let (text, body_base64) = match kind {
@@ -572,16 +487,27 @@ impl TryFrom<v1::Message> for Message {
     }
 }
 
-/// A send. Give the body as `text` (UTF-8 kinds) or as `body_base64` (`sealed`), not both.
+/// A send. Give the body as `text` (UTF-8 kinds) or as `body_base64` (`sealed`), not both
+/// (and neither as `null`).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SendBody {
     /// Picked by the client; a retry with the same id returns the first seq.
+    #[schema(schema_with = schema::id)]
     pub client_msg_id: String,
+    #[schema(schema_with = schema::sendable_kind)]
     pub kind: MessageKind,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::text)]
     pub text: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = schema::body_base64)]
     pub body_base64: Option<String>,
+}
+
+/// An optional field that, when given, is a value: `null` is refused like any other wrong
+/// type, as the schema (a non-null string) says.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 impl SendBody {
@@ -630,8 +556,7 @@ impl From<v1::SendReply> for Sent {
 pub struct HistoryQuery {
     pub after: Option<u64>,
     pub before: Option<u64>,
-    /// At most this many (default 50, at most 1000), and at most about 1 MiB of messages (at
-    /// least one): continue from the last seq until `last_seq`.
+    #[param(schema_with = schema::history_limit)]
     pub limit: Option<u32>,
 }
 
@@ -699,11 +624,10 @@ pub fn parse_cursors(cursors: &Cursors, field: &str) -> Result<Vec<v1::Cursor>> 
 pub struct SyncBody {
     /// Conversations not named start from seq 0.
     #[serde(default)]
-    #[schema(example = json!({"0123456789abcdef0123456789abcdef": 41}))]
+    #[schema(schema_with = schema::cursors)]
     pub cursors: Cursors,
-    /// Messages per conversation at most (default 100, at most 1000), and at most about 1 MiB
-    /// of them per conversation.
     #[serde(default)]
+    #[schema(schema_with = schema::sync_limit)]
     pub limit_per_conversation: u32,
 }
 

@@ -91,7 +91,7 @@ fn post_json(path: &str, body: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn bad_requests_get_json_errors_with_stable_codes() {
-    let app = app(&["--max-body-bytes=1024"]).await;
+    let app = app(&[]).await;
     let signup =
         json!({"handle": "jisoo", "password": "pw", "device": {"kind": "phone", "name": "p"}});
     let table: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
@@ -137,7 +137,7 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
             "body over the limit",
             post_json(
                 "/v1/auth/signin",
-                &format!(r#"{{"handle":"{}"}}"#, "a".repeat(20_000)),
+                &format!(r#"{{"handle":"{}"}}"#, "a".repeat(JSON_BODY_LIMIT)),
             ),
             StatusCode::PAYLOAD_TOO_LARGE,
             "MESSAGE_TOO_LARGE",
@@ -149,7 +149,7 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
                 "/v1/auth/refresh",
                 Some("application/json"),
                 Body::from_stream(futures::stream::iter(
-                    (0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])),
+                    (0..JSON_BODY_LIMIT / 1024 + 1).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])),
                 )),
             ),
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -134,3 +134,215 @@ fn the_grpc_fallback_stays_within_the_grpc_code() {
         ErrorCode::NotMember
     );
 }
+
+/// Strings from a small alphabet, every length in `lens`, from a fixed-seed generator: enough
+/// to hit each rule's edges (lengths, separators, case, whitespace) many times over.
+fn samples(alphabet: &[u8], lens: std::ops::Range<usize>, per_len: usize) -> Vec<String> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::new();
+    for len in lens {
+        for _ in 0..per_len {
+            let s = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize] as char
+                })
+                .collect();
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The OpenAPI document states `ID_PATTERN`; the parser must accept exactly what it matches.
+#[test]
+fn the_id_pattern_is_exactly_what_ids_parse() {
+    let re = regex::Regex::new(ID_PATTERN).unwrap();
+    let mut table: Vec<String> = vec![
+        "0123456789abcdef0123456789abcdef".into(),
+        "0123456789ABCDEF0123456789abcdef".into(),
+        "01234567-89ab-cdef-0123-456789abcdef".into(),
+        "0123456789ab-cdef-0123-456789abcdef".into(),
+        "-0123456789abcdef0123456789abcdef".into(),
+        "01234567-89ab-cdef-0123-456789abcde-".into(),
+        " 0123456789abcdef0123456789abcdef".into(),
+    ];
+    table.extend(samples(b"0aF9-g", 30..38, 300));
+    // Mostly-valid ids with one dash moved or one character changed.
+    let uuid = "01234567-89ab-cdef-0123-456789abcdef";
+    for i in 0..uuid.len() {
+        for c in ['-', 'x', 'A'] {
+            let mut s: Vec<char> = uuid.chars().collect();
+            s[i] = c;
+            table.push(s.into_iter().collect());
+        }
+    }
+    let mut accepted = 0;
+    for s in &table {
+        let parsed = s.parse::<ConvId>().is_ok();
+        assert_eq!(re.is_match(s), parsed, "{s:?}");
+        accepted += parsed as usize;
+    }
+    assert!(accepted > 10 && accepted < table.len() - 10, "{accepted}");
+}
+
+/// The OpenAPI document states `HANDLE_PATTERN`; sign-up must accept exactly what it matches.
+#[test]
+fn the_handle_pattern_is_exactly_what_handles_normalize() {
+    let re = regex::Regex::new(HANDLE_PATTERN).unwrap();
+    let mut table = samples(b"aZ9_. \t-", 0..36, 200);
+    table.extend(["김민지".to_string(), "\u{a0}abc".into(), "abc\u{2003}".into()]);
+    let mut accepted = 0;
+    for s in &table {
+        let ok = normalize_handle(s).is_ok();
+        assert_eq!(re.is_match(s), ok, "{s:?}");
+        accepted += ok as usize;
+    }
+    assert!(accepted > 100 && accepted < table.len() - 100, "{accepted}");
+}
+
+#[test]
+fn page_sizes_default_at_zero_and_are_refused_above_the_maximum() {
+    assert_eq!(page_limit("limit", 0, 50, 1000), Ok(50));
+    assert_eq!(page_limit("limit", 1000, 50, 1000), Ok(1000));
+    let e = page_limit("limit", 1001, 50, 1000).unwrap_err();
+    assert_eq!((e.code, e.field), (ErrorCode::InvalidArgument, "limit"));
+}
+
+mod requests {
+    use super::super::requests::*;
+    use super::super::*;
+
+    fn send(kind: v1::MessageKind, body: Vec<u8>) -> v1::SendRequest {
+        v1::SendRequest {
+            conv_id: vec![1; 16],
+            client_msg_id: vec![2; 16],
+            kind: kind as i32,
+            body,
+        }
+    }
+
+    #[test]
+    fn sends_are_checked_for_kind_size_and_ids() {
+        let ok = Send::try_from(send(v1::MessageKind::Text, b"hi".to_vec())).unwrap();
+        assert_eq!((ok.kind, ok.conv), (MessageKind::Text, ConvId([1; 16])));
+        let system = Send::try_from(send(v1::MessageKind::System, b"hi".to_vec()));
+        assert_eq!(system.unwrap_err().field, "kind");
+        let big = vec![b'a'; DEFAULT_MAX_BODY_BYTES + 1];
+        let e = Send::try_from(send(v1::MessageKind::Sealed, big)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MessageTooLarge);
+        let mut short = send(v1::MessageKind::Text, vec![]);
+        short.conv_id.pop();
+        assert_eq!(Send::try_from(short).unwrap_err().field, "conv_id");
+    }
+
+    /// What a gateway forwards, the node reads back as the same validated send.
+    #[test]
+    fn an_append_round_trips_through_the_internal_write() {
+        let a = Append {
+            sender: UserId([3; 16]),
+            device: DeviceId([4; 16]),
+            send: Send::try_from(send(v1::MessageKind::LinkCard, b"x".to_vec())).unwrap(),
+        };
+        let pb = crate::internal::AppendMessage::from(a.clone());
+        assert_eq!(Append::try_from(pb.clone()).unwrap(), a);
+        let mut bad = pb;
+        bad.kind = v1::MessageKind::System as i32;
+        assert!(Append::try_from(bad).is_err());
+    }
+
+    #[test]
+    fn page_sizes_above_the_maximum_are_refused_not_cut() {
+        let h = |limit| {
+            History::try_from(v1::HistoryRequest {
+                conv_id: vec![1; 16],
+                after: 0,
+                before: 0,
+                limit,
+            })
+        };
+        assert_eq!(h(0).unwrap().limit, HISTORY_DEFAULT);
+        assert_eq!(h(HISTORY_MAX).unwrap().limit, HISTORY_MAX);
+        assert_eq!(h(HISTORY_MAX + 1).unwrap_err().field, "limit");
+        let s = |limit_per_conversation| {
+            Sync::try_from(v1::SyncRequest {
+                cursors: vec![],
+                limit_per_conversation,
+            })
+        };
+        assert_eq!(s(0).unwrap().limit, SYNC_DEFAULT);
+        let e = s(SYNC_MAX + 1).unwrap_err();
+        assert_eq!(e.field, "limit_per_conversation");
+    }
+
+    #[test]
+    fn devices_need_a_kind_and_a_short_name() {
+        let ok = v1::DeviceInfo {
+            kind: v1::DeviceKind::Phone as i32,
+            name: "x".repeat(DEVICE_NAME_MAX),
+        };
+        assert!(Device::try_from(Some(ok.clone())).is_ok());
+        assert!(Device::try_from(None).is_err());
+        for bad in [
+            v1::DeviceInfo {
+                kind: 0,
+                ..ok.clone()
+            },
+            v1::DeviceInfo {
+                kind: 99,
+                ..ok.clone()
+            },
+            v1::DeviceInfo {
+                name: "x".repeat(DEVICE_NAME_MAX + 1),
+                ..ok.clone()
+            },
+        ] {
+            let e = Device::try_from(Some(bad)).expect_err("bad");
+            assert_eq!(e.code, ErrorCode::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn lookups_are_bounded_and_drop_impossible_handles() {
+        let l = Lookup::try_from(v1::LookupUsersRequest {
+            handles: vec!["Jisoo".into(), "no way".into()],
+            user_ids: vec![vec![5; 16]],
+        })
+        .unwrap();
+        assert_eq!(l.handles, ["jisoo"]);
+        let too_many = v1::LookupUsersRequest {
+            handles: vec!["abc".into(); LOOKUP_MAX + 1],
+            user_ids: vec![],
+        };
+        assert_eq!(Lookup::try_from(too_many).unwrap_err().field, "handles");
+    }
+}
+
+#[test]
+fn password_length_rules() {
+    assert!(check_password("short").is_err());
+    assert!(check_password(&"x".repeat(257)).is_err());
+    assert!(check_password("12345678").is_ok());
+    assert!(check_password(&"x".repeat(256)).is_ok());
+}
+
+/// `json_name` (used by the OpenAPI schemas) is the name serde writes and reads.
+#[test]
+fn kind_names_are_what_serde_writes() {
+    fn check<K: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+        all: &[K],
+        name: impl Fn(&K) -> &'static str,
+    ) {
+        for k in all {
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(json, format!("\"{}\"", name(k)));
+            assert_eq!(&serde_json::from_str::<K>(&json).unwrap(), k);
+        }
+    }
+    check(ConversationKind::ALL, |k| k.json_name());
+    check(MessageKind::ALL, |k| k.json_name());
+    check(DeviceKind::ALL, |k| k.json_name());
+    assert_eq!(MessageKind::LinkCard.json_name(), "link_card");
+}
