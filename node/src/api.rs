@@ -15,7 +15,9 @@ use bongsu_proto::model::{
 };
 use bongsu_proto::{v1, ErrorCode, ModelError};
 use bongsu_raft_store::messaging::layout::UserEventKind;
-use bongsu_raft_store::messaging::{AppendMessage, ShardEvent};
+use bongsu_raft_store::messaging::{
+    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, ShardEvent,
+};
 use bongsu_raft_store::meta::{group_shard, shard_group, MetaSnapshot};
 use bongsu_raft_store::{Command, CommandResult, GroupId};
 use tokio::sync::mpsc;
@@ -71,13 +73,13 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
             let creator = UserId::try_from(c.creator.as_slice()).map_err(bad)?;
             (
                 conv_id.0,
-                Command::CreateConversation {
+                Command::CreateConversation(CreateConversation {
                     conv_id,
                     kind,
                     creator,
                     members: users(&c.members)?,
                     at_ms,
-                },
+                }),
             )
         }
         write_request::Command::ChangeMembers(c) => {
@@ -85,13 +87,13 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
             let actor = UserId::try_from(c.actor.as_slice()).map_err(bad)?;
             (
                 conv_id.0,
-                Command::ChangeMembers {
+                Command::ChangeMembers(ChangeMembers {
                     conv_id,
                     actor,
                     add: users(&c.add)?,
                     remove: users(&c.remove)?,
                     at_ms,
-                },
+                }),
             )
         }
         write_request::Command::Append(m) => {
@@ -113,11 +115,11 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
             // A read cursor is the user's own state: it lives in the user's shard.
             (
                 user.0,
-                Command::MoveCursor {
+                Command::MoveCursor(MoveCursor {
                     user,
                     conv_id,
                     seq: c.seq,
-                },
+                }),
             )
         }
         // A variant this node does not know (a newer proto) is refused rather than guessed at.
@@ -190,7 +192,7 @@ impl Node {
         let user = UserId::try_from(req.user.as_slice()).map_err(bad)?;
         let group = shard_group(shard_of(&conv.0, self.shard_count()?));
         let h = self.linearizable(group).await?;
-        let view = h.sm.view();
+        let view = h.messaging();
         let Some(info) = view.conversation(&conv)? else {
             return Err(NodeError::rejected(
                 ErrorCode::UnknownConversation,
@@ -323,7 +325,7 @@ impl NodeApi for ApiService {
             .group(group)
             .ok_or_else(|| self.node.not_leader(group))?;
         let mut after = if req.from_latest {
-            h.sm.view().applied_index().map_err(NodeError::from)?
+            h.messaging().applied_index().map_err(NodeError::from)?
         } else {
             req.after_index
         };
@@ -331,7 +333,7 @@ impl NodeApi for ApiService {
         tokio::spawn(async move {
             let mut metrics = h.raft.metrics();
             loop {
-                let events = match h.sm.view().shard_events_after(after, 256) {
+                let events = match h.messaging().shard_events_after(after, 256) {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = tx.send(Err(NodeError::from(e).into())).await;

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bongsu_raft_store::messaging::MessagingView;
 use bongsu_raft_store::meta::{group_shard, MetaSnapshot, MetaView, META_GROUP};
 use bongsu_raft_store::{
     GroupId, NodeId, NodeInfo, SmConfig, StateMachineStore, Store, StoreOptions, TypeConfig,
@@ -26,6 +27,13 @@ pub struct GroupHandle {
     /// Set when something outside the quiescing loop (a linearizable read) turned the group's
     /// timers back on, so the loop quiesces it again once it is idle.
     pub woken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GroupHandle {
+    /// Read access to the group's messaging state.
+    pub fn messaging(&self) -> MessagingView {
+        MessagingView::new(self.sm.view_store(), self.group)
+    }
 }
 
 /// A running node.

@@ -2,10 +2,11 @@
 //! users they concern (see `bongsu_raft_store::messaging::outbox` for the state side).
 //!
 //! Only the leader of a shard pumps its outbox. Apply marks a group in the store's
-//! [`OutboxSignal`] when it adds entries, so the pump looks only at groups with something to
-//! deliver: an idle group is never read, woken or written. A marked group whose leader is
-//! elsewhere stays marked and is looked at again every second (one leadership check and one
-//! seek), so that a replica that becomes leader picks up what its predecessor left.
+//! [`GroupSignal`] when it adds entries (the messaging machine is what flags it), so the pump
+//! looks only at groups with something to deliver: an idle group is never read, woken or
+//! written. A marked group whose leader is elsewhere stays marked and is looked at again every
+//! second (one leadership check and one seek), so that a replica that becomes leader picks up
+//! what its predecessor left.
 //!
 //! Each delivery becomes a `UserConv` command in the user's shard: proposed here when this
 //! node leads that shard, else sent to its leader over the admin API's `Deliver` (node to
@@ -13,7 +14,7 @@
 //! are then deleted with `OutboxDone`. A crash between the two repeats a delivery, which the
 //! user's shard ignores by version.
 //!
-//! [`OutboxSignal`]: bongsu_raft_store::messaging::outbox::OutboxSignal
+//! [`GroupSignal`]: bongsu_raft_store::GroupSignal
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{DeliverRequest, Delivery};
 use bongsu_proto::model::{shard_of, ConvId, UserId};
 use bongsu_proto::ErrorCode;
-use bongsu_raft_store::messaging::PendingDelivery;
+use bongsu_raft_store::messaging::{OutboxDone, PendingDelivery, UserConv};
 use bongsu_raft_store::meta::shard_group;
 use bongsu_raft_store::{Command, CommandResult, GroupId, NodeId};
 use futures::future::join_all;
@@ -86,10 +87,10 @@ pub fn spawn(node: Arc<Node>) {
 }
 
 async fn run(node: Arc<Node>) {
-    let signal = || node.store.outbox_signal();
+    let signal = || node.store.group_signal();
     // Entries left by an earlier run of this process were marked in its memory only.
     for h in node.groups() {
-        match h.sm.view().outbox_is_empty() {
+        match h.messaging().outbox_is_empty() {
             Ok(true) => {}
             Ok(false) => signal().mark(h.group),
             Err(e) => tracing::error!(group = h.group, error = %e, "read outbox"),
@@ -127,9 +128,9 @@ async fn run(node: Arc<Node>) {
 /// holding entries stays marked *without* a wake-up (`keep`): its leader drains it, and waking
 /// the loop here would make it re-read the same group at once, forever.
 fn settle(node: &Node, h: &GroupHandle) -> bool {
-    let signal = node.store.outbox_signal();
+    let signal = node.store.group_signal();
     signal.clear(h.group);
-    match h.sm.view().outbox_is_empty() {
+    match h.messaging().outbox_is_empty() {
         Ok(true) => true,
         Ok(false) => {
             signal.keep(h.group);
@@ -173,7 +174,7 @@ enum Round {
 }
 
 async fn round(node: &Node, h: &GroupHandle, clients: &Clients) -> Result<Round> {
-    let pending = h.sm.view().outbox(BATCH)?;
+    let pending = h.messaging().outbox(BATCH)?;
     if pending.is_empty() {
         return Ok(Round::Empty);
     }
@@ -204,7 +205,7 @@ async fn round(node: &Node, h: &GroupHandle, clients: &Clients) -> Result<Round>
     if !delivered.is_empty() {
         let n = delivered.len();
         match node
-            .write_local(h.group, Command::OutboxDone { delivered })
+            .write_local(h.group, Command::OutboxDone(OutboxDone { delivered }))
             .await?
         {
             (CommandResult::OutboxCleared { .. }, _) => {
@@ -319,12 +320,12 @@ impl Node {
         let results = join_all(changes.iter().map(|c| {
             self.write_local(
                 group,
-                Command::UserConv {
+                Command::UserConv(UserConv {
                     user: c.user,
                     conv_id: c.conv,
                     joined: c.joined,
                     version: c.version,
-                },
+                }),
             )
         }))
         .await;

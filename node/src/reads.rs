@@ -35,15 +35,15 @@ impl Node {
         let user = UserId::try_from(req.user.as_slice()).map_err(bad)?;
         let group = shard_group(shard_of(&user.0, self.shard_count()?));
         let h = self.linearizable(group).await?;
-        let conversations =
-            h.sm.view()
-                .user_conversations(&user)?
-                .into_iter()
-                .map(|(conv, read_seq)| pb::UserConversation {
-                    conv_id: conv.0.to_vec(),
-                    read_seq,
-                })
-                .collect();
+        let conversations = h
+            .messaging()
+            .user_conversations(&user)?
+            .into_iter()
+            .map(|(conv, read_seq)| pb::UserConversation {
+                conv_id: conv.0.to_vec(),
+                read_seq,
+            })
+            .collect();
         Ok(pb::UserConversationsReply { conversations })
     }
 
@@ -81,7 +81,7 @@ impl Node {
             ));
         }
         let h = self.linearizable(shard_group(shard)).await?;
-        let view = h.sm.view();
+        let view = h.messaging();
         let mut infos = Vec::with_capacity(convs.len());
         for conv in convs {
             let Some(c) = view.conversation(&conv)? else {

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `log` | group(8) · index(8) | one log entry |
 //! | `raft` | group(8) · tag(1) | vote, committed log id, last purged log id |
-//! | `sm` | group(8) · tag(1) · … | state machine (see [`crate::messaging`]) |
+//! | `sm` | group(8) · tag(1) · … | state machine: tag `00` the applied state, the rest its machines' (see [`crate::apply`]) |
 //! | `snap` | group(8) | the group's current snapshot (meta and data) |
 //!
 //! All integers are big-endian so that RocksDB's bytewise order is numeric order, which makes
@@ -23,6 +23,10 @@ pub const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT, CF_SM, CF_SNAP];
 pub const RAFT_VOTE: u8 = 1;
 pub const RAFT_COMMITTED: u8 = 2;
 pub const RAFT_PURGED: u8 = 3;
+
+/// The `sm` tag of a group's applied log id and membership, written with every apply batch;
+/// snapshots leave it out (each install writes its own).
+pub const TAG_APPLIED: u8 = 0x00;
 
 pub fn group_prefix(group: GroupId) -> [u8; 8] {
     group.to_be_bytes()
@@ -68,6 +72,24 @@ pub fn sm_key(group: GroupId, parts: &[&[u8]]) -> Vec<u8> {
         k.extend_from_slice(p);
     }
     k
+}
+
+pub fn applied_key(g: GroupId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_APPLIED]])
+}
+
+/// The exclusive end of every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: nothing sorts after it except longer keys; callers never pass such a prefix
+    // because every prefix here starts with a group id below u64::MAX or a tag below 0xff.
+    vec![0xff; prefix.len() + 1]
 }
 
 /// Renders a key for error messages: hex, so any byte string prints.

@@ -10,8 +10,16 @@
 //! This crate provides, per group:
 //! - [`LogStore`]: openraft's [`RaftLogStorage`](openraft::storage::RaftLogStorage): log
 //!   entries, vote, committed index, truncate and purge;
-//! - [`StateMachineStore`]: openraft's [`RaftStateMachine`](openraft::storage::RaftStateMachine)
-//!   running the messaging state machine of [`messaging`], with snapshots.
+//! - [`StateMachineStore`]: openraft's [`RaftStateMachine`](openraft::storage::RaftStateMachine),
+//!   with snapshots.
+//!
+//! The crate has two halves. The engine (`store`, `log_store`, `state_machine`, `applied`,
+//! `snapshot`, `group_commit`, `keys`, `overlay`, `signal`, `codec`) stores and applies entries without
+//! knowing what they mean. The state machine it applies is defined by its root, [`command`]
+//! (what an entry carries) and [`apply`] (which machine applies it), over three sibling
+//! machines that never import one another: [`messaging`] (conversations, messages, the
+//! outbox), [`meta`] (the cluster's own state) and [`accounts`] (handles, accounts, devices).
+//! [`result`] is the result every machine returns.
 //!
 //! Invariant: an append is reported durable to openraft only after the RocksDB write-ahead log
 //! holding it has been fsynced. A failed write poisons the writer, and nothing is acknowledged
@@ -21,7 +29,10 @@
 //! layer only.
 
 pub mod accounts;
+pub mod applied;
+pub mod apply;
 pub mod codec;
+pub mod command;
 pub mod errors;
 pub mod failpoints;
 pub mod group_commit;
@@ -30,6 +41,8 @@ pub mod log_store;
 pub mod messaging;
 pub mod meta;
 mod overlay;
+pub mod result;
+pub mod signal;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
@@ -39,9 +52,11 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub use command::Command;
 pub use errors::{Result, StoreError};
 pub use log_store::LogStore;
-pub use messaging::{Command, CommandResult, SmConfig};
+pub use result::{CommandResult, Rejection};
+pub use signal::GroupSignal;
 pub use state_machine::StateMachineStore;
 pub use store::{Store, StoreOptions, WriterStats, DEFAULT_REPLICATION_MAX_BYTES};
 
@@ -50,6 +65,25 @@ pub type GroupId = u64;
 
 /// Identifies a node in the cluster.
 pub type NodeId = u64;
+
+/// Limits the state machine enforces. They decide what is accepted, so every replica of a
+/// group must apply with the same values: nodes take them from the cluster configuration
+/// chosen at init ([`meta::ClusterConfig`]), never from local flags; [`messaging`] enforces
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmConfig {
+    pub max_body_bytes: usize,
+    pub max_group_members: u32,
+}
+
+impl Default for SmConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: bongsu_proto::model::DEFAULT_MAX_BODY_BYTES,
+            max_group_members: 3000,
+        }
+    }
+}
 
 /// What the cluster knows about a node: where to reach it and which datacenter it is in.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

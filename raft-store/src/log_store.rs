@@ -27,15 +27,18 @@ pub struct LogStore {
     cursor: Option<(u64, bool)>,
 }
 
-impl LogStore {
-    pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Self {
-        Self {
-            store,
+impl Store {
+    /// The log storage of one group.
+    pub fn log_store(self: &Arc<Self>, group: GroupId) -> LogStore {
+        LogStore {
+            store: self.clone(),
             group,
             cursor: None,
         }
     }
+}
 
+impl LogStore {
     /// Whether a replication read from `start` seeks: the reader's first, one that jumps
     /// ahead of where the previous read ended, or one that continues a seek (the probe
     /// answered for all of it). A read that goes back (a retry, a conflict, a prefix sent)

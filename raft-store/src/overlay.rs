@@ -18,9 +18,9 @@ pub(crate) struct Overlay<'a> {
     store: &'a Store,
     group: GroupId,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Set when the batch added outbox entries, so the node learns its outbox needs pumping
-    /// without scanning every group.
-    pub(crate) outbox_added: bool,
+    /// Set when apply flagged work for the node beyond the group's state, so that the group is
+    /// marked in the store's [`GroupSignal`](crate::GroupSignal) once the batch is written.
+    signalled: bool,
 }
 
 impl<'a> Overlay<'a> {
@@ -29,7 +29,7 @@ impl<'a> Overlay<'a> {
             store,
             group,
             writes: BTreeMap::new(),
-            outbox_added: false,
+            signalled: false,
         }
     }
 
@@ -55,6 +55,16 @@ impl<'a> Overlay<'a> {
 
     pub(crate) fn delete(&mut self, key: Vec<u8>) {
         self.writes.insert(key, None);
+    }
+
+    /// Flags the batch: once written, its group is marked in the store's
+    /// [`GroupSignal`](crate::GroupSignal).
+    pub(crate) fn signal(&mut self) {
+        self.signalled = true;
+    }
+
+    pub(crate) fn signalled(&self) -> bool {
+        self.signalled
     }
 
     pub(crate) fn into_ops(self) -> Vec<Op> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::errors::{Result, StoreError};
-use crate::messaging::layout::TAG_APPLIED;
+use crate::keys::TAG_APPLIED;
 use crate::{GroupId, NodeId, NodeInfo};
 
 pub const FORMAT_VERSION: u32 = 1;

@@ -1,5 +1,6 @@
-//! One group's state machine: openraft's `RaftStateMachine` over the messaging commands, with
-//! snapshots.
+//! One group's state machine: openraft's `RaftStateMachine`, with snapshots. What a command
+//! does is the state-machine root's business ([`crate::apply`]); this module applies batches
+//! of entries atomically, keeps the applied state, and builds and installs snapshots.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -9,27 +10,17 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, SnapshotMeta, StoredMembership,
 };
-use serde::{Deserialize, Serialize};
 
+use crate::applied::AppliedState;
 use crate::codec::{decode, encode};
 use crate::errors::Result;
 use crate::group_commit::Op;
-use crate::keys::{self, CF_SM, CF_SNAP};
-use crate::messaging::apply::apply_in;
-use crate::messaging::layout::{applied_key, TAG_APPLIED};
-use crate::messaging::{CommandResult, MessagingView, SmConfig};
+use crate::keys::{self, applied_key, CF_SM, CF_SNAP, TAG_APPLIED};
 use crate::overlay::Overlay;
+use crate::result::CommandResult;
 use crate::snapshot::{SnapshotData, StoredSnapshot, FORMAT_VERSION};
 use crate::store::Store;
-use crate::{Entry, GroupId, LogId, NodeId, NodeInfo, StorageError, TypeConfig};
-
-/// The last applied log id and membership, written in the same batch as the state they
-/// describe.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedState {
-    pub last_applied: Option<LogId>,
-    pub membership: StoredMembership<NodeId, NodeInfo>,
-}
+use crate::{Entry, GroupId, LogId, NodeId, NodeInfo, SmConfig, StorageError, TypeConfig};
 
 /// The state machine of one group in the node's shared store. Cheap to clone.
 #[derive(Clone)]
@@ -39,31 +30,29 @@ pub struct StateMachineStore {
     cfg: SmConfig,
 }
 
-impl StateMachineStore {
-    pub(crate) fn new(store: Arc<Store>, group: GroupId, cfg: SmConfig) -> Self {
-        Self { store, group, cfg }
+impl Store {
+    /// The state machine of one group.
+    pub fn state_machine(self: &Arc<Self>, group: GroupId, cfg: SmConfig) -> StateMachineStore {
+        StateMachineStore {
+            store: self.clone(),
+            group,
+            cfg,
+        }
     }
+}
 
+impl StateMachineStore {
     pub fn group(&self) -> GroupId {
         self.group
     }
 
-    /// The store this state machine lives in, for other views of the same group.
+    /// The store this state machine lives in, for the machines' views of the same group.
     pub fn view_store(&self) -> Arc<Store> {
         self.store.clone()
     }
 
-    /// Read access to the messaging state.
-    pub fn view(&self) -> MessagingView {
-        MessagingView::new(self.store.clone(), self.group)
-    }
-
     pub fn applied(&self) -> Result<AppliedState> {
-        let key = applied_key(self.group);
-        Ok(match self.store.get(self.group, CF_SM, &key)? {
-            None => AppliedState::default(),
-            Some(v) => decode(self.group, &key, "applied state", &v)?,
-        })
+        crate::applied::read(&self.store, self.group)
     }
 
     /// Applies entries: one overlay for the whole batch, one atomic RocksDB write at the end.
@@ -78,7 +67,9 @@ impl StateMachineStore {
             applied.last_applied = Some(e.log_id);
             let r = match &e.payload {
                 EntryPayload::Blank => CommandResult::Empty,
-                EntryPayload::Normal(cmd) => apply_in(&mut tx, &self.cfg, cmd, e.log_id.index)?,
+                EntryPayload::Normal(cmd) => {
+                    crate::apply::apply(&mut tx, &self.cfg, cmd, e.log_id.index)?
+                }
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(e.log_id), m.clone());
                     CommandResult::Empty
@@ -90,12 +81,12 @@ impl StateMachineStore {
             return Ok(results);
         }
         tx.put(applied_key(self.group), &applied);
-        let outbox_added = tx.outbox_added;
+        let signalled = tx.signalled();
         // The state is rebuilt from the log after a crash (the applied id is in the same batch),
         // so it needs no fsync of its own, and it does not queue behind the group commit.
         self.store.write_unsynced(self.group, &tx.into_ops())?;
-        if outbox_added {
-            self.store.outbox_signal().mark(self.group);
+        if signalled {
+            self.store.group_signal().mark(self.group);
         }
         Ok(results)
     }
@@ -214,8 +205,8 @@ impl StateMachineStore {
             value: encode(&stored),
         });
         self.store.writer().write(self.group, ops).await?;
-        // The snapshot may carry undelivered outbox entries; let the pump look.
-        self.store.outbox_signal().mark(self.group);
+        // The installed state may hold work for the node (undelivered outbox entries, say).
+        self.store.group_signal().mark(self.group);
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The node's one RocksDB instance and its group-commit writer, from which every group's log
-//! store and state machine are made.
+//! store ([`Store::log_store`], in `log_store.rs`) and state machine ([`Store::state_machine`],
+//! in `state_machine.rs`) are made.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +13,7 @@ use crate::errors::{Result, StoreError};
 pub use crate::group_commit::WriterStats;
 use crate::group_commit::{cf_handle, BatchLimits, GroupCommitWriter};
 use crate::keys::{self, CF_RAFT};
-use crate::log_store::LogStore;
-use crate::messaging::outbox::OutboxSignal;
-use crate::messaging::SmConfig;
-use crate::state_machine::StateMachineStore;
+use crate::signal::GroupSignal;
 use crate::GroupId;
 
 /// A key and value read from RocksDB.
@@ -64,7 +62,7 @@ pub struct Store {
     db: Arc<DB>,
     writer: GroupCommitWriter,
     path: PathBuf,
-    outbox: OutboxSignal,
+    signal: GroupSignal,
     replication_max_bytes: usize,
     seek_read_max_bytes: usize,
 }
@@ -103,7 +101,7 @@ impl Store {
             db,
             writer,
             path,
-            outbox: OutboxSignal::default(),
+            signal: GroupSignal::default(),
             replication_max_bytes: opts.replication_max_bytes.max(1),
             seek_read_max_bytes: opts
                 .seek_read_max_bytes
@@ -111,9 +109,10 @@ impl Store {
         }))
     }
 
-    /// Which groups may have undelivered outbox entries (see [`crate::messaging::outbox`]).
-    pub fn outbox_signal(&self) -> &OutboxSignal {
-        &self.outbox
+    /// Which groups flagged work for the node when they applied or installed a snapshot (see
+    /// [`GroupSignal`]; the messaging outbox is what flags it, see [`crate::apply`]).
+    pub fn group_signal(&self) -> &GroupSignal {
+        &self.signal
     }
 
     pub fn path(&self) -> &Path {
@@ -128,16 +127,6 @@ impl Store {
     /// See [`StoreOptions::seek_read_max_bytes`].
     pub fn seek_read_max_bytes(&self) -> usize {
         self.seek_read_max_bytes
-    }
-
-    /// The log storage of one group.
-    pub fn log_store(self: &Arc<Self>, group: GroupId) -> LogStore {
-        LogStore::new(self.clone(), group)
-    }
-
-    /// The state machine of one group.
-    pub fn state_machine(self: &Arc<Self>, group: GroupId, cfg: SmConfig) -> StateMachineStore {
-        StateMachineStore::new(self.clone(), group, cfg)
     }
 
     /// Every group that has Raft state (a vote or log) on this node, in order.

@@ -4,13 +4,13 @@ use bongsu_proto::model::{normalize_handle, DeviceId, UserId};
 use bongsu_proto::ErrorCode;
 
 use super::{
-    AccountCommand, AccountRecord, DeviceRecord, HandleRecord, PreviousRefresh, CLAIM_GRACE_MS,
-    REFRESH_REUSE_MS,
+    AccountCommand, AccountRecord, DeviceKind, DeviceRecord, HandleRecord, PreviousRefresh,
+    CLAIM_GRACE_MS, REFRESH_REUSE_MS,
 };
 use crate::errors::Result;
 use crate::keys::sm_key;
-use crate::messaging::CommandResult;
 use crate::overlay::Overlay;
+use crate::result::{refuse, CommandResult, Verdict};
 use crate::GroupId;
 
 pub(crate) const TAG_HANDLE: u8 = 0x20;
@@ -48,104 +48,26 @@ fn reuse_allowed(d: &DeviceRecord, hash: &[u8; 32], at_ms: u64) -> bool {
     })
 }
 
+/// Applies one account command; every success answers with the user it was for.
 pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<CommandResult> {
-    let g = tx.group();
-    match cmd {
+    let (user_id, verdict) = match cmd {
         AccountCommand::ClaimHandle {
             handle,
             user_id,
             at_ms,
-        } => {
-            let handle = match normalize_handle(handle) {
-                Ok(h) => h,
-                Err(e) => return Ok(CommandResult::reject(e.code, e.reason)),
-            };
-            let key = handle_key(g, &handle);
-            match tx.get::<HandleRecord>(&key, "handle")? {
-                // A retry by the owner: the original claim time stands, so retrying cannot
-                // extend the grace period of a claim that is never confirmed.
-                Some(h) if h.user_id == *user_id => {}
-                Some(h) if !takeover_allowed(&h, *at_ms) => {
-                    return Ok(CommandResult::reject(
-                        ErrorCode::HandleTaken,
-                        format!("handle {handle} is taken"),
-                    ));
-                }
-                // Free, or an abandoned unconfirmed claim: this user becomes the owner.
-                Some(_) | None => tx.put(
-                    key,
-                    &HandleRecord {
-                        user_id: *user_id,
-                        claimed_at_ms: *at_ms,
-                        confirmed: false,
-                    },
-                ),
-            }
-            Ok(CommandResult::Account { user_id: *user_id })
-        }
+        } => (user_id, claim_handle(tx, handle, user_id, *at_ms)?),
         AccountCommand::ConfirmHandle { handle, user_id } => {
-            let handle = match normalize_handle(handle) {
-                Ok(h) => h,
-                Err(e) => return Ok(CommandResult::reject(e.code, e.reason)),
-            };
-            let key = handle_key(g, &handle);
-            match tx.get::<HandleRecord>(&key, "handle")? {
-                Some(h) if h.user_id == *user_id => {
-                    if !h.confirmed {
-                        tx.put(
-                            key,
-                            &HandleRecord {
-                                confirmed: true,
-                                ..h
-                            },
-                        );
-                    }
-                    Ok(CommandResult::Account { user_id: *user_id })
-                }
-                // The claim was taken over (or another sign-up won the handle): this user's
-                // sign-up must not end with a session.
-                Some(_) => Ok(CommandResult::reject(
-                    ErrorCode::HandleTaken,
-                    format!("handle {handle} is taken"),
-                )),
-                None => Ok(CommandResult::reject(
-                    ErrorCode::FailedPrecondition,
-                    format!("handle {handle} is not claimed"),
-                )),
-            }
+            (user_id, confirm_handle(tx, handle, user_id)?)
         }
         AccountCommand::CreateAccount {
             user_id,
             handle,
             password_hash,
             at_ms,
-        } => {
-            let key = account_key(g, user_id);
-            if let Some(existing) = tx.get::<AccountRecord>(&key, "account")? {
-                if existing.handle == *handle {
-                    return Ok(CommandResult::Account { user_id: *user_id });
-                }
-                return Ok(CommandResult::reject(
-                    ErrorCode::InvalidArgument,
-                    format!("user {user_id} exists with another handle"),
-                ));
-            }
-            if !password_hash.starts_with("$argon2id$") {
-                return Ok(CommandResult::reject(
-                    ErrorCode::InvalidArgument,
-                    "password_hash: not an argon2id PHC string",
-                ));
-            }
-            tx.put(
-                key,
-                &AccountRecord {
-                    handle: handle.clone(),
-                    password_hash: password_hash.clone(),
-                    created_at_ms: *at_ms,
-                },
-            );
-            Ok(CommandResult::Account { user_id: *user_id })
-        }
+        } => (
+            user_id,
+            create_account(tx, user_id, handle, password_hash, *at_ms)?,
+        ),
         AccountCommand::AddDevice {
             user_id,
             device_id,
@@ -153,105 +75,223 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &AccountCommand) -> Result<Comman
             kind,
             refresh_hash,
             at_ms,
-        } => {
-            if tx
-                .get::<AccountRecord>(&account_key(g, user_id), "account")?
-                .is_none()
-            {
-                return Ok(CommandResult::reject(
-                    ErrorCode::UnknownUser,
-                    format!("no user {user_id}"),
-                ));
-            }
-            if name.chars().count() > MAX_DEVICE_NAME {
-                return Ok(CommandResult::reject(
-                    ErrorCode::InvalidArgument,
-                    format!("device name over {MAX_DEVICE_NAME} characters"),
-                ));
-            }
-            let key = device_key(g, user_id, device_id);
-            match tx.get::<DeviceRecord>(&key, "device")? {
-                // A retried sign-in with the same token is the same device.
-                Some(d) if d.refresh_hash == *refresh_hash && !d.revoked => {}
-                Some(_) => {
-                    return Ok(CommandResult::reject(
-                        ErrorCode::InvalidArgument,
-                        format!("device {device_id} exists"),
-                    ))
-                }
-                None => tx.put(
-                    key,
-                    &DeviceRecord {
-                        name: name.clone(),
-                        kind: *kind,
-                        created_at_ms: *at_ms,
-                        refresh_hash: *refresh_hash,
-                        revoked: false,
-                        previous_refresh: None,
-                    },
-                ),
-            }
-            Ok(CommandResult::Account { user_id: *user_id })
-        }
+        } => (
+            user_id,
+            add_device(tx, user_id, device_id, name, *kind, refresh_hash, *at_ms)?,
+        ),
         AccountCommand::RotateRefresh {
             user_id,
             device_id,
             old_hash,
             new_hash,
             at_ms,
-        } => {
-            let key = device_key(g, user_id, device_id);
-            let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
-                return Ok(CommandResult::reject(
-                    ErrorCode::Unauthenticated,
-                    "unknown device",
-                ));
-            };
-            if d.revoked {
-                return Ok(CommandResult::reject(
-                    ErrorCode::Unauthenticated,
-                    "the device was signed out",
-                ));
-            }
-            if d.refresh_hash == *new_hash {
-                return Ok(CommandResult::Account { user_id: *user_id }); // a retried rotation
-            }
-            let previous_refresh = if d.refresh_hash == *old_hash {
-                // The normal case: the spent token gets its second chance from now on.
-                Some(PreviousRefresh {
-                    hash: *old_hash,
-                    rotated_at_ms: *at_ms,
-                })
-            } else if reuse_allowed(&d, old_hash, *at_ms) {
-                // The reply of the last rotation was lost (or a thief is racing the owner):
-                // rotating again kills the token that reply carried. The second chance is
-                // used up, so the spent token cannot keep minting sessions, and a stale
-                // retry of that earlier rotation cannot kill the token issued now.
-                None
-            } else {
-                return Ok(CommandResult::reject(
-                    ErrorCode::Unauthenticated,
-                    "refresh token already used or wrong",
-                ));
-            };
-            d.refresh_hash = *new_hash;
-            d.previous_refresh = previous_refresh;
-            tx.put(key, &d);
-            Ok(CommandResult::Account { user_id: *user_id })
-        }
+        } => (
+            user_id,
+            rotate_refresh(tx, user_id, device_id, old_hash, new_hash, *at_ms)?,
+        ),
         AccountCommand::RevokeDevice { user_id, device_id } => {
-            let key = device_key(g, user_id, device_id);
-            let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
-                return Ok(CommandResult::reject(
-                    ErrorCode::InvalidArgument,
-                    format!("no device {device_id}"),
-                ));
-            };
-            if !d.revoked {
-                d.revoked = true;
-                tx.put(key, &d);
-            }
-            Ok(CommandResult::Account { user_id: *user_id })
+            (user_id, revoke_device(tx, user_id, device_id)?)
         }
+    };
+    Ok(match verdict {
+        Ok(()) => CommandResult::Account { user_id: *user_id },
+        Err(r) => CommandResult::Rejected(r),
+    })
+}
+
+/// Rule N1 of the module docs.
+fn claim_handle(
+    tx: &mut Overlay<'_>,
+    handle: &str,
+    user_id: &UserId,
+    at_ms: u64,
+) -> Result<Verdict> {
+    let handle = match normalize_handle(handle) {
+        Ok(h) => h,
+        Err(e) => return refuse(e.code, e.reason),
+    };
+    let key = handle_key(tx.group(), &handle);
+    match tx.get::<HandleRecord>(&key, "handle")? {
+        // A retry by the owner: the original claim time stands, so retrying cannot extend the
+        // grace period of a claim that is never confirmed.
+        Some(h) if h.user_id == *user_id => {}
+        Some(h) if !takeover_allowed(&h, at_ms) => {
+            return refuse(ErrorCode::HandleTaken, format!("handle {handle} is taken"));
+        }
+        // Free, or an abandoned unconfirmed claim: this user becomes the owner.
+        Some(_) | None => tx.put(
+            key,
+            &HandleRecord {
+                user_id: *user_id,
+                claimed_at_ms: at_ms,
+                confirmed: false,
+            },
+        ),
     }
+    Ok(Ok(()))
+}
+
+/// Rule N2 of the module docs.
+fn confirm_handle(tx: &mut Overlay<'_>, handle: &str, user_id: &UserId) -> Result<Verdict> {
+    let handle = match normalize_handle(handle) {
+        Ok(h) => h,
+        Err(e) => return refuse(e.code, e.reason),
+    };
+    let key = handle_key(tx.group(), &handle);
+    match tx.get::<HandleRecord>(&key, "handle")? {
+        Some(h) if h.user_id == *user_id => {
+            if !h.confirmed {
+                tx.put(
+                    key,
+                    &HandleRecord {
+                        confirmed: true,
+                        ..h
+                    },
+                );
+            }
+            Ok(Ok(()))
+        }
+        // The claim was taken over (or another sign-up won the handle): this user's sign-up
+        // must not end with a session.
+        Some(_) => refuse(ErrorCode::HandleTaken, format!("handle {handle} is taken")),
+        None => refuse(
+            ErrorCode::FailedPrecondition,
+            format!("handle {handle} is not claimed"),
+        ),
+    }
+}
+
+fn create_account(
+    tx: &mut Overlay<'_>,
+    user_id: &UserId,
+    handle: &str,
+    password_hash: &str,
+    at_ms: u64,
+) -> Result<Verdict> {
+    let key = account_key(tx.group(), user_id);
+    if let Some(existing) = tx.get::<AccountRecord>(&key, "account")? {
+        if existing.handle == handle {
+            return Ok(Ok(()));
+        }
+        return refuse(
+            ErrorCode::InvalidArgument,
+            format!("user {user_id} exists with another handle"),
+        );
+    }
+    if !password_hash.starts_with("$argon2id$") {
+        return refuse(
+            ErrorCode::InvalidArgument,
+            "password_hash: not an argon2id PHC string",
+        );
+    }
+    tx.put(
+        key,
+        &AccountRecord {
+            handle: handle.to_string(),
+            password_hash: password_hash.to_string(),
+            created_at_ms: at_ms,
+        },
+    );
+    Ok(Ok(()))
+}
+
+fn add_device(
+    tx: &mut Overlay<'_>,
+    user_id: &UserId,
+    device_id: &DeviceId,
+    name: &str,
+    kind: DeviceKind,
+    refresh_hash: &[u8; 32],
+    at_ms: u64,
+) -> Result<Verdict> {
+    let g = tx.group();
+    if tx
+        .get::<AccountRecord>(&account_key(g, user_id), "account")?
+        .is_none()
+    {
+        return refuse(ErrorCode::UnknownUser, format!("no user {user_id}"));
+    }
+    if name.chars().count() > MAX_DEVICE_NAME {
+        return refuse(
+            ErrorCode::InvalidArgument,
+            format!("device name over {MAX_DEVICE_NAME} characters"),
+        );
+    }
+    let key = device_key(g, user_id, device_id);
+    match tx.get::<DeviceRecord>(&key, "device")? {
+        // A retried sign-in with the same token is the same device.
+        Some(d) if d.refresh_hash == *refresh_hash && !d.revoked => {}
+        Some(_) => {
+            return refuse(
+                ErrorCode::InvalidArgument,
+                format!("device {device_id} exists"),
+            )
+        }
+        None => tx.put(
+            key,
+            &DeviceRecord {
+                name: name.to_string(),
+                kind,
+                created_at_ms: at_ms,
+                refresh_hash: *refresh_hash,
+                revoked: false,
+                previous_refresh: None,
+            },
+        ),
+    }
+    Ok(Ok(()))
+}
+
+fn rotate_refresh(
+    tx: &mut Overlay<'_>,
+    user_id: &UserId,
+    device_id: &DeviceId,
+    old_hash: &[u8; 32],
+    new_hash: &[u8; 32],
+    at_ms: u64,
+) -> Result<Verdict> {
+    let key = device_key(tx.group(), user_id, device_id);
+    let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
+        return refuse(ErrorCode::Unauthenticated, "unknown device");
+    };
+    if d.revoked {
+        return refuse(ErrorCode::Unauthenticated, "the device was signed out");
+    }
+    if d.refresh_hash == *new_hash {
+        return Ok(Ok(())); // a retried rotation
+    }
+    let previous_refresh = if d.refresh_hash == *old_hash {
+        // The normal case: the spent token gets its second chance from now on.
+        Some(PreviousRefresh {
+            hash: *old_hash,
+            rotated_at_ms: at_ms,
+        })
+    } else if reuse_allowed(&d, old_hash, at_ms) {
+        // The reply of the last rotation was lost (or a thief is racing the owner): rotating
+        // again kills the token that reply carried. The second chance is used up, so the
+        // spent token cannot keep minting sessions, and a stale retry of that earlier
+        // rotation cannot kill the token issued now.
+        None
+    } else {
+        return refuse(
+            ErrorCode::Unauthenticated,
+            "refresh token already used or wrong",
+        );
+    };
+    d.refresh_hash = *new_hash;
+    d.previous_refresh = previous_refresh;
+    tx.put(key, &d);
+    Ok(Ok(()))
+}
+
+fn revoke_device(tx: &mut Overlay<'_>, user_id: &UserId, device_id: &DeviceId) -> Result<Verdict> {
+    let key = device_key(tx.group(), user_id, device_id);
+    let Some(mut d) = tx.get::<DeviceRecord>(&key, "device")? else {
+        return refuse(ErrorCode::InvalidArgument, format!("no device {device_id}"));
+    };
+    if !d.revoked {
+        d.revoked = true;
+        tx.put(key, &d);
+    }
+    Ok(Ok(()))
 }

@@ -6,8 +6,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 use super::*;
-use crate::messaging::CommandResult;
-use crate::{Command, Entry, SmConfig, StateMachineStore, Store, StoreOptions};
+use crate::{Command, CommandResult, Entry, SmConfig, StateMachineStore, Store, StoreOptions};
 
 struct H {
     _dir: tempfile::TempDir,

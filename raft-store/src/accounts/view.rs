@@ -8,8 +8,7 @@ use super::apply::{account_key, device_key, device_prefix, handle_key};
 use super::{AccountRecord, DeviceRecord, HandleRecord};
 use crate::codec::decode;
 use crate::errors::{Result, StoreError};
-use crate::keys::{display_key, CF_SM};
-use crate::messaging::layout::prefix_end;
+use crate::keys::{display_key, prefix_end, CF_SM};
 use crate::store::Store;
 use crate::GroupId;
 

@@ -1,60 +1,33 @@
-//! Commands carried in Raft log entries and their results.
+//! The messaging machine's commands, one type per command; [`crate::Command`] carries each in
+//! a variant of the same name.
 
 use std::fmt;
 
 use bongsu_proto::model::{ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId};
-use bongsu_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-/// A change to a shard, proposed through Raft and applied by every replica.
+/// Create a conversation. Repeating the same creation (same creator and kind) is a no-op that
+/// succeeds, so the proposer may retry.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Create a conversation. Repeating the same creation (same creator and kind) is a no-op
-    /// that succeeds, so the proposer may retry.
-    CreateConversation {
-        conv_id: ConvId,
-        kind: ConversationKind,
-        creator: UserId,
-        members: Vec<UserId>,
-        at_ms: u64,
-    },
-    /// Add and remove members on behalf of `actor`.
-    ChangeMembers {
-        conv_id: ConvId,
-        actor: UserId,
-        add: Vec<UserId>,
-        remove: Vec<UserId>,
-        at_ms: u64,
-    },
-    /// Append one message.
-    Append(AppendMessage),
-    /// Move `user`'s read cursor in a conversation forward to `seq` (never backward).
-    MoveCursor {
-        user: UserId,
-        conv_id: ConvId,
-        seq: u64,
-    },
-    /// A change to the cluster's own state; only the meta group applies these.
-    Meta(crate::meta::MetaCommand),
-    /// Sign-up, devices and refresh tokens.
-    Account(crate::accounts::AccountCommand),
-    /// Node to node, applied in the user's shard: an outbox delivery from the conversation's
-    /// shard saying that `user` joined (or left) `conv_id` at log index `version` there.
-    /// Only nodes propose it (a pump delivering its shard's outbox); no client request maps
-    /// to it, so a gateway cannot forge membership in someone's conversation list.
-    UserConv {
-        user: UserId,
-        conv_id: ConvId,
-        joined: bool,
-        version: u64,
-    },
-    /// Node to node, applied in a conversation's shard: these outbox entries, named by (log
-    /// index, user), were delivered and are deleted. Exact keys rather than a range, so that
-    /// a pump may acknowledge part of an entry's fan-out and apply stays a few point writes.
-    OutboxDone { delivered: Vec<(u64, UserId)> },
+pub struct CreateConversation {
+    pub conv_id: ConvId,
+    pub kind: ConversationKind,
+    pub creator: UserId,
+    pub members: Vec<UserId>,
+    pub at_ms: u64,
 }
 
-/// The message part of [`Command::Append`].
+/// Add and remove members on behalf of `actor`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMembers {
+    pub conv_id: ConvId,
+    pub actor: UserId,
+    pub add: Vec<UserId>,
+    pub remove: Vec<UserId>,
+    pub at_ms: u64,
+}
+
+/// Append one message.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendMessage {
     pub conv_id: ConvId,
@@ -67,127 +40,101 @@ pub struct AppendMessage {
     pub at_ms: u64,
 }
 
-/// Formats commands without their bodies: message bodies never reach logs (invariant 7).
-impl fmt::Debug for Command {
+/// Move `user`'s read cursor in a conversation forward to `seq` (never backward).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveCursor {
+    pub user: UserId,
+    pub conv_id: ConvId,
+    pub seq: u64,
+}
+
+/// Node to node, applied in the user's shard: an outbox delivery from the conversation's shard
+/// saying that `user` joined (or left) `conv_id` at log index `version` there. Only nodes
+/// propose it (a pump delivering its shard's outbox); no client request maps to it, so a
+/// gateway cannot forge membership in someone's conversation list.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserConv {
+    pub user: UserId,
+    pub conv_id: ConvId,
+    pub joined: bool,
+    pub version: u64,
+}
+
+/// Node to node, applied in a conversation's shard: these outbox entries, named by (log index,
+/// user), were delivered and are deleted. Exact keys rather than a range, so that a pump may
+/// acknowledge part of an entry's fan-out and apply stays a few point writes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxDone {
+    pub delivered: Vec<(u64, UserId)>,
+}
+
+impl fmt::Debug for CreateConversation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::CreateConversation {
-                conv_id,
-                kind,
-                creator,
-                members,
-                ..
-            } => {
-                write!(
-                    f,
-                    "CreateConversation({conv_id} {kind:?} by {creator}, {} members)",
-                    members.len()
-                )
-            }
-            Command::ChangeMembers {
-                conv_id,
-                actor,
-                add,
-                remove,
-                ..
-            } => {
-                write!(
-                    f,
-                    "ChangeMembers({conv_id} by {actor}, +{} -{})",
-                    add.len(),
-                    remove.len()
-                )
-            }
-            Command::Append(m) => write!(
-                f,
-                "Append({} from {} cmid {} {:?}, {} bytes)",
-                m.conv_id,
-                m.sender,
-                m.client_msg_id,
-                m.kind,
-                m.body.len()
-            ),
-            Command::MoveCursor { user, conv_id, seq } => {
-                write!(f, "MoveCursor({user} in {conv_id} to {seq})")
-            }
-            Command::Meta(m) => write!(f, "Meta({m:?})"),
-            Command::Account(a) => write!(f, "Account({a:?})"),
-            Command::UserConv {
-                user,
-                conv_id,
-                joined,
-                version,
-            } => write!(
-                f,
-                "UserConv({user} {} {conv_id} at {version})",
-                if *joined { "joined" } else { "left" }
-            ),
-            Command::OutboxDone { delivered } => {
-                write!(f, "OutboxDone({} entries)", delivered.len())
-            }
-        }
+        let CreateConversation {
+            conv_id,
+            kind,
+            creator,
+            members,
+            ..
+        } = self;
+        write!(
+            f,
+            "{conv_id} {kind:?} by {creator}, {} members",
+            members.len()
+        )
     }
 }
 
-impl fmt::Display for Command {
+impl fmt::Debug for ChangeMembers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        let ChangeMembers {
+            conv_id,
+            actor,
+            add,
+            remove,
+            ..
+        } = self;
+        write!(f, "{conv_id} by {actor}, +{} -{}", add.len(), remove.len())
     }
 }
 
-/// What applying a command did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommandResult {
-    Created {
-        conv_id: ConvId,
-        existed: bool,
-    },
-    MembersChanged {
-        member_count: u32,
-    },
-    /// The message's seq; `duplicate` when it was stored by an earlier send with the same id.
-    Appended {
-        seq: u64,
-        duplicate: bool,
-    },
-    /// The cursor after the command (unchanged if the command tried to move it back).
-    CursorMoved {
-        seq: u64,
-    },
-    /// An account command succeeded for this user.
-    Account {
-        user_id: bongsu_proto::model::UserId,
-    },
-    /// A user's conversation index took (`changed`) or ignored (stale version) a delivery.
-    UserIndexed {
-        changed: bool,
-    },
-    /// How many of the named outbox entries existed and were deleted.
-    OutboxCleared {
-        removed: u32,
-    },
-    /// The meta group's shard map after the command.
-    MapChanged {
-        version: u64,
-    },
-    /// The command broke a rule and changed nothing.
-    Rejected(Rejection),
-    /// Raft's own entries (blank, membership) have no messaging result.
-    Empty,
+/// Without the body: message bodies never reach logs (ARCHITECTURE.md invariant 7).
+impl fmt::Debug for AppendMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} from {} cmid {} {:?}, {} bytes",
+            self.conv_id,
+            self.sender,
+            self.client_msg_id,
+            self.kind,
+            self.body.len()
+        )
+    }
 }
 
-/// Why a command was refused, with its stable code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    pub code: ErrorCode,
-    pub reason: String,
+impl fmt::Debug for MoveCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let MoveCursor { user, conv_id, seq } = self;
+        write!(f, "{user} in {conv_id} to {seq}")
+    }
 }
 
-impl CommandResult {
-    pub(crate) fn reject(code: ErrorCode, reason: impl Into<String>) -> Self {
-        CommandResult::Rejected(Rejection {
-            code,
-            reason: reason.into(),
-        })
+impl fmt::Debug for UserConv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let UserConv {
+            user,
+            conv_id,
+            joined,
+            version,
+        } = self;
+        let what = if *joined { "joined" } else { "left" };
+        write!(f, "{user} {what} {conv_id} at {version}")
+    }
+}
+
+impl fmt::Debug for OutboxDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} entries", self.delivered.len())
     }
 }

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use crate::keys::sm_key;
 use crate::GroupId;
 
-pub const TAG_APPLIED: u8 = 0x00;
 pub const TAG_CONV: u8 = 0x01;
 pub const TAG_MEMBER: u8 = 0x02;
 pub const TAG_MESSAGE: u8 = 0x03;
@@ -83,10 +82,6 @@ pub struct UserEvent {
     pub seq: u64,
 }
 
-pub fn applied_key(g: GroupId) -> Vec<u8> {
-    sm_key(g, &[&[TAG_APPLIED]])
-}
-
 pub fn conv_key(g: GroupId, conv: &ConvId) -> Vec<u8> {
     sm_key(g, &[&[TAG_CONV], &conv.0])
 }
@@ -136,18 +131,4 @@ pub fn user_conv_prefix(g: GroupId, user: &UserId) -> Vec<u8> {
 /// The user events a log entry recorded (a `Vec<UserEvent>`, never empty), by log index.
 pub fn user_event_key(g: GroupId, log_index: u64) -> Vec<u8> {
     sm_key(g, &[&[TAG_USER_EVENT], &log_index.to_be_bytes()])
-}
-
-/// The exclusive end of every key that starts with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // All 0xff: nothing sorts after it except longer keys; callers never pass such a prefix
-    // because every prefix here starts with a group id below u64::MAX or a tag below 0xff.
-    vec![0xff; prefix.len() + 1]
 }

@@ -1,10 +1,13 @@
 //! The messaging state machine: what a committed command does to a shard's state.
 //!
-//! Commands ([`Command`]) create conversations, change membership, append messages, move
-//! read cursors and carry membership changes to members' own shards through an outbox
-//! ([`outbox`]). Applying them is deterministic: it reads only the shard's own state and the
-//! command (timestamps come inside the command, set by the proposer), so every replica that
-//! applies the same log reaches the same state.
+//! Commands ([`command`]: [`CreateConversation`], [`ChangeMembers`], [`AppendMessage`],
+//! [`MoveCursor`], and between nodes [`UserConv`] and [`OutboxDone`]) create conversations,
+//! change membership, append messages, move read cursors and carry membership changes to
+//! members' own shards through an outbox ([`outbox`]). [`crate::Command`] carries each, and
+//! [`crate::apply`] hands it to this module's `apply` (or `outbox`). Applying them is
+//! deterministic: it reads only the shard's own state and the command (timestamps come inside
+//! the command, set by the proposer), so every replica that applies the same log reaches the
+//! same state.
 //!
 //! Rules, checked before anything is written so that a rejected command changes nothing:
 //! - a conversation's messages get dense sequence numbers 1, 2, 3, …;
@@ -18,7 +21,7 @@
 //!
 //! | tag | rest of key | value |
 //! | --- | --- | --- |
-//! | `00` | — | applied log id and last membership |
+//! | `00` | — | applied log id and last membership (the engine's: [`crate::keys::TAG_APPLIED`]) |
 //! | `01` | conv | [`ConvRecord`](layout::ConvRecord): kind, owner, member count, last seq |
 //! | `02` | conv · user | [`Role`](layout::Role) |
 //! | `03` | conv · seq | [`Message`](bongsu_proto::model::Message) |
@@ -32,37 +35,21 @@
 //! Tags `05` and `08` are a user's own state and live in the user's shard; `09` is written
 //! in the user's shard (deliveries, cursor moves) and in the conversation's (a removal, at the
 //! `ChangeMembers` entry, so that the conversation's own stream shows it in order with the
-//! messages); the others live in the conversation's. Tags `1x` are the meta group's ([`crate::meta`]), `2x` accounts'
-//! ([`crate::accounts`]).
+//! messages); the others live in the conversation's. The other machines' tags are listed in
+//! [`crate::apply`].
 
 pub(crate) mod apply;
-mod command;
+pub mod command;
 pub mod layout;
 pub mod outbox;
 mod read;
 mod read_user;
 
-pub use command::{AppendMessage, Command, CommandResult, Rejection};
+pub use command::{
+    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, UserConv,
+};
 pub use read::{ConversationInfo, MessagingView, READ_MAX_BYTES};
 pub use read_user::{PendingDelivery, ShardEvent};
-
-/// Limits the state machine enforces. They decide what is accepted, so every replica of a
-/// group must apply with the same values: nodes take them from the cluster configuration
-/// chosen at init, never from local flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SmConfig {
-    pub max_body_bytes: usize,
-    pub max_group_members: u32,
-}
-
-impl Default for SmConfig {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: bongsu_proto::model::DEFAULT_MAX_BODY_BYTES,
-            max_group_members: 3000,
-        }
-    }
-}
 
 #[cfg(test)]
 mod outbox_tests;

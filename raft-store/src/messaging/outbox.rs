@@ -5,8 +5,8 @@
 //! to the group" must reach Bob's shard too. Applying a membership change in the
 //! conversation's shard writes one outbox entry per member who joined or left, in the same
 //! atomic batch as the change, keyed by the entry's log index. The node leading that shard
-//! delivers each entry to the user's shard as [`Command::UserConv`] with `version` = that log
-//! index, and then deletes it with [`Command::OutboxDone`]. Entries stay until delivered, so
+//! delivers each entry to the user's shard as [`UserConv`] with `version` = that log
+//! index, and then deletes it with [`OutboxDone`]. Entries stay until delivered, so
 //! nothing is lost across crashes or leader changes; a delivery may repeat or overtake an
 //! older one, which is harmless because one conversation lives in one shard and its log
 //! indexes only grow: the user's shard keeps the version per (user, conversation) and ignores
@@ -18,19 +18,17 @@
 //! LEFT events carry the same version (that entry's log index) in `seq`, and so does every
 //! JOINED this module records, so a subscriber that hears from both shards keeps the newest.
 //!
-//! [`Command::UserConv`]: super::Command::UserConv
-//! [`Command::OutboxDone`]: super::Command::OutboxDone
-
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+//! Recording an entry flags the apply batch (`Overlay::signal`), so the store marks the group
+//! in its [`GroupSignal`](crate::GroupSignal) once the batch is written: the node's pump looks
+//! only at marked groups.
 
 use bongsu_proto::model::{ConvId, UserId};
 
-use super::command::CommandResult;
+use super::command::{OutboxDone, UserConv};
 use super::layout::{self, OutboxEntry, UserConvRecord, UserEvent, UserEventKind};
 use crate::errors::Result;
 use crate::overlay::Overlay;
-use crate::GroupId;
+use crate::result::CommandResult;
 
 /// Records that `user` joined or left `conv` through the entry at `log_index`.
 pub(crate) fn record(
@@ -48,15 +46,15 @@ pub(crate) fn record(
             joined,
         },
     );
-    tx.outbox_added = true;
+    tx.signal();
 }
 
 /// Deletes delivered outbox entries; entries already gone (a repeated acknowledgement) are
 /// skipped.
-pub(crate) fn done(tx: &mut Overlay<'_>, delivered: &[(u64, UserId)]) -> Result<CommandResult> {
+pub(crate) fn done(tx: &mut Overlay<'_>, cmd: &OutboxDone) -> Result<CommandResult> {
     let g = tx.group();
     let mut removed = 0u32;
-    for (index, user) in delivered {
+    for (index, user) in &cmd.delivered {
         let key = layout::outbox_key(g, *index, user);
         if tx.get::<OutboxEntry>(&key, "outbox entry")?.is_some() {
             tx.delete(key);
@@ -70,12 +68,16 @@ pub(crate) fn done(tx: &mut Overlay<'_>, delivered: &[(u64, UserId)]) -> Result<
 /// index changes.
 pub(crate) fn user_conv(
     tx: &mut Overlay<'_>,
-    user: &UserId,
-    conv: &ConvId,
-    joined: bool,
-    version: u64,
+    cmd: &UserConv,
     log_index: u64,
 ) -> Result<CommandResult> {
+    let UserConv {
+        user,
+        conv_id: conv,
+        joined,
+        version,
+    } = cmd;
+    let (joined, version) = (*joined, *version);
     let g = tx.group();
     let key = layout::user_conv_key(g, user, conv);
     let current: Option<UserConvRecord> = tx.get(&key, "user conversation")?;
@@ -104,55 +106,4 @@ pub(crate) fn user_conv(
         );
     }
     Ok(CommandResult::UserIndexed { changed })
-}
-
-/// Which groups on this node may have undelivered outbox entries. Apply marks a group when it
-/// adds entries (and snapshot installs mark it too); the node's pump clears the mark once the
-/// outbox is empty. Groups never marked are never looked at, so idle groups stay idle.
-#[derive(Default)]
-pub struct OutboxSignal {
-    dirty: Mutex<BTreeSet<GroupId>>,
-    notify: tokio::sync::Notify,
-}
-
-impl OutboxSignal {
-    pub fn mark(&self, group: GroupId) {
-        self.dirty
-            .lock()
-            .expect("outbox signal lock poisoned")
-            .insert(group);
-        // Stores a permit when nobody waits, so a mark between two waits is not missed.
-        self.notify.notify_one();
-    }
-
-    /// Marks the group again without waking the pump: for a group whose outbox someone else
-    /// (its leader) drains, so that it is looked at on the next periodic recheck instead of in
-    /// a busy loop.
-    pub fn keep(&self, group: GroupId) {
-        self.dirty
-            .lock()
-            .expect("outbox signal lock poisoned")
-            .insert(group);
-    }
-
-    pub fn clear(&self, group: GroupId) {
-        self.dirty
-            .lock()
-            .expect("outbox signal lock poisoned")
-            .remove(&group);
-    }
-
-    pub fn dirty(&self) -> Vec<GroupId> {
-        self.dirty
-            .lock()
-            .expect("outbox signal lock poisoned")
-            .iter()
-            .copied()
-            .collect()
-    }
-
-    /// Waits for the next mark.
-    pub async fn marked(&self) {
-        self.notify.notified().await
-    }
 }

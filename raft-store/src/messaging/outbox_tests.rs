@@ -5,12 +5,13 @@ use bongsu_proto::model::{ConversationKind, UserId};
 use bongsu_proto::ErrorCode;
 
 use super::layout::{OutboxEntry, UserConvRecord, UserEvent, UserEventKind};
-use super::tests::{conv, create, members, send, Harness, ALICE, BOB, CAROL, DAVE};
+use super::tests::{conv, create, members, send, view, Harness, ALICE, BOB, CAROL, DAVE};
 use super::*;
+use crate::{Command, CommandResult, SmConfig};
 
 /// The outbox as (log index, user, conv byte, joined).
 fn outbox(h: &Harness) -> Vec<(u64, UserId, u8, bool)> {
-    h.sm.view()
+    view(&h.sm)
         .outbox(10_000)
         .unwrap()
         .into_iter()
@@ -19,17 +20,17 @@ fn outbox(h: &Harness) -> Vec<(u64, UserId, u8, bool)> {
 }
 
 fn user_conv(user: UserId, c: u8, joined: bool, version: u64) -> Command {
-    Command::UserConv {
+    Command::UserConv(UserConv {
         user,
         conv_id: conv(c),
         joined,
         version,
-    }
+    })
 }
 
 /// Every user event of the shard's stream, with its log index.
 fn user_events(h: &Harness) -> Vec<(u64, UserEvent)> {
-    h.sm.view()
+    view(&h.sm)
         .shard_events_after(0, 10_000)
         .unwrap()
         .into_iter()
@@ -56,7 +57,7 @@ fn event(user: UserId, c: u8, kind: UserEventKind, seq: u64) -> UserEvent {
 async fn creating_records_every_member_once_and_a_repeat_nothing() {
     let mut h = Harness::new(SmConfig::default());
     let signal = h.sm.view_store();
-    assert!(signal.outbox_signal().dirty().is_empty());
+    assert!(signal.group_signal().dirty().is_empty());
     // Entry 1; the creator is listed among the members too, and counts once.
     h.run(create(
         1,
@@ -68,7 +69,7 @@ async fn creating_records_every_member_once_and_a_repeat_nothing() {
     let mut want = vec![(1, ALICE, 1, true), (1, BOB, 1, true), (1, CAROL, 1, true)];
     want.sort();
     assert_eq!(outbox(&h), want);
-    assert_eq!(signal.outbox_signal().dirty(), vec![h.sm.group()]);
+    assert_eq!(signal.group_signal().dirty(), vec![h.sm.group()]);
 
     // A retried creation succeeds and records nothing more.
     let state = h.state();
@@ -92,11 +93,11 @@ async fn membership_changes_record_who_joined_and_left() {
     let mut h = Harness::new(SmConfig::default());
     h.run(create(1, ConversationKind::Group, ALICE, &[BOB]))
         .await; // 1
-    h.run(Command::OutboxDone {
+    h.run(Command::OutboxDone(OutboxDone {
         delivered: vec![(1, ALICE), (1, BOB)],
-    })
+    }))
     .await; // 2
-    assert!(h.sm.view().outbox_is_empty().unwrap());
+    assert!(view(&h.sm).outbox_is_empty().unwrap());
 
     // Entry 3: Carol and Dave join, Bob is removed; Alice (already in) is not recorded.
     h.run(members(1, ALICE, &[CAROL, DAVE, ALICE], &[BOB]))
@@ -184,9 +185,9 @@ async fn outbox_done_deletes_exactly_the_named_entries() {
         .await;
     h.run(create(2, ConversationKind::Group, DAVE, &[])).await;
     assert_eq!(
-        h.run(Command::OutboxDone {
+        h.run(Command::OutboxDone(OutboxDone {
             delivered: vec![(1, BOB), (2, DAVE), (1, DAVE), (7, ALICE)],
-        })
+        }))
         .await,
         CommandResult::OutboxCleared { removed: 2 }
     );
@@ -194,9 +195,9 @@ async fn outbox_done_deletes_exactly_the_named_entries() {
     // A repeated acknowledgement (a pump that crashed before seeing the first) is a no-op.
     let state = h.state();
     assert_eq!(
-        h.run(Command::OutboxDone {
+        h.run(Command::OutboxDone(OutboxDone {
             delivered: vec![(1, BOB)],
-        })
+        }))
         .await,
         CommandResult::OutboxCleared { removed: 0 }
     );
@@ -206,7 +207,7 @@ async fn outbox_done_deletes_exactly_the_named_entries() {
 #[tokio::test]
 async fn user_index_takes_newer_versions_and_ignores_stale_ones() {
     let mut h = Harness::new(SmConfig::default());
-    let v = h.sm.view();
+    let v = view(&h.sm);
     // Entry 1: Bob joined conv 1 at version 10.
     assert_eq!(
         h.run(user_conv(BOB, 1, true, 10)).await,
@@ -246,11 +247,11 @@ async fn user_index_takes_newer_versions_and_ignores_stale_ones() {
     assert!(v.user_conversations(&CAROL).unwrap().is_empty());
 
     // Re-joining after leaving (version 30) lists it again, with the kept read cursor.
-    h.run(Command::MoveCursor {
+    h.run(Command::MoveCursor(MoveCursor {
         user: BOB,
         conv_id: conv(1),
         seq: 4,
-    })
+    }))
     .await; // 9
     h.run(user_conv(BOB, 1, true, 30)).await; // 10
     assert_eq!(v.user_conversations(&BOB).unwrap(), vec![(conv(1), 4)]);
@@ -286,23 +287,22 @@ async fn removals_are_left_events_in_the_conversations_stream() {
         user_events(&h),
         vec![(3, left(BOB, 3)), (3, left(CAROL, 3))]
     );
-    let order: Vec<(u64, &str)> =
-        h.sm.view()
-            .shard_events_after(0, 100)
-            .unwrap()
-            .into_iter()
-            .map(|(i, e)| match e {
-                ShardEvent::Message(_) => (i, "message"),
-                ShardEvent::Users(_) => (i, "users"),
-            })
-            .collect();
+    let order: Vec<(u64, &str)> = view(&h.sm)
+        .shard_events_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(i, e)| match e {
+            ShardEvent::Message(_) => (i, "message"),
+            ShardEvent::Users(_) => (i, "users"),
+        })
+        .collect();
     assert_eq!(
         order,
         vec![(2, "message"), (3, "users"), (4, "message")],
         "one event per log index, the removal between the messages around it"
     );
     // Resuming right after the removal skips it; resuming before it starts with it.
-    let after = h.sm.view().shard_events_after(2, 1).unwrap();
+    let after = view(&h.sm).shard_events_after(2, 1).unwrap();
     assert!(matches!(&after[..], [(3, ShardEvent::Users(us))] if us.len() == 2));
 
     // Repeating the removal removes nobody: nothing recorded, not even an empty list.
@@ -332,10 +332,12 @@ async fn removals_are_left_events_in_the_conversations_stream() {
 #[tokio::test]
 async fn only_forward_cursor_moves_are_read_events() {
     let mut h = Harness::new(SmConfig::default());
-    let mv = |seq| Command::MoveCursor {
-        user: ALICE,
-        conv_id: conv(1),
-        seq,
+    let mv = |seq| {
+        Command::MoveCursor(MoveCursor {
+            user: ALICE,
+            conv_id: conv(1),
+            seq,
+        })
     };
     h.run(mv(5)).await; // 1
     let state = h.state();
@@ -360,16 +362,16 @@ async fn the_stream_merges_messages_and_user_events_in_log_order() {
         send(1, ALICE, 1, "a"),                            // 2
         user_conv(ALICE, 1, true, 1),                      // 3
         send(1, BOB, 2, "b"),                              // 4
-        Command::MoveCursor {
+        Command::MoveCursor(MoveCursor {
             user: ALICE,
             conv_id: conv(1),
             seq: 2,
-        }, // 5
+        }), // 5
         send(1, ALICE, 1, "a (retry)"),                    // 6: duplicate, no event
         send(1, BOB, 3, "c"),                              // 7
     ])
     .await;
-    let v = h.sm.view();
+    let v = view(&h.sm);
     let summary = |evs: Vec<(u64, ShardEvent)>| -> Vec<(u64, String)> {
         evs.into_iter()
             .map(|(i, e)| {
@@ -403,19 +405,19 @@ async fn the_stream_merges_messages_and_user_events_in_log_order() {
 async fn batches_without_outbox_entries_do_not_mark_the_group() {
     let mut h = Harness::new(SmConfig::default());
     h.run(user_conv(BOB, 1, true, 10)).await;
-    h.run(Command::MoveCursor {
+    h.run(Command::MoveCursor(MoveCursor {
         user: BOB,
         conv_id: conv(1),
         seq: 1,
-    })
+    }))
     .await;
-    assert!(h.sm.view_store().outbox_signal().dirty().is_empty());
+    assert!(h.sm.view_store().group_signal().dirty().is_empty());
     let entry: OutboxEntry = OutboxEntry {
         conv: conv(1),
         joined: true,
     };
     h.run(create(1, ConversationKind::Direct, ALICE, &[BOB]))
         .await;
-    assert_eq!(h.sm.view().outbox(1).unwrap()[0].entry, entry);
-    assert_eq!(h.sm.view_store().outbox_signal().dirty(), vec![3]);
+    assert_eq!(view(&h.sm).outbox(1).unwrap()[0].entry, entry);
+    assert_eq!(h.sm.view_store().group_signal().dirty(), vec![3]);
 }

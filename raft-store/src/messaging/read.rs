@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use bongsu_proto::model::{ConvId, ConversationKind, Message, UserId};
 
-use super::layout::{self, prefix_end, ConvRecord, Role};
+use super::layout::{self, ConvRecord, Role};
 use crate::codec::decode;
 use crate::errors::{Result, StoreError};
-use crate::keys::{display_key, CF_SM};
+use crate::keys::{display_key, prefix_end, CF_SM};
 use crate::store::Store;
 use crate::GroupId;
 
@@ -39,7 +39,7 @@ pub struct MessagingView {
 }
 
 impl MessagingView {
-    pub(crate) fn new(store: Arc<Store>, group: GroupId) -> Self {
+    pub fn new(store: Arc<Store>, group: GroupId) -> Self {
         Self { store, group }
     }
 

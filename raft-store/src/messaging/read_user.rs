@@ -3,12 +3,11 @@
 
 use bongsu_proto::model::{ConvId, Message, UserId};
 
-use super::layout::{self, prefix_end, OutboxEntry, UserConvRecord, UserEvent};
+use super::layout::{self, OutboxEntry, UserConvRecord, UserEvent};
 use super::read::{corrupt, MessagingView};
 use crate::codec::decode;
 use crate::errors::Result;
-use crate::keys::CF_SM;
-use crate::state_machine::AppliedState;
+use crate::keys::{prefix_end, CF_SM};
 
 /// One undelivered outbox entry: the log index that caused it, the user it concerns, and
 /// what to tell the user's shard.
@@ -37,12 +36,8 @@ fn index_at(k: &[u8], at: usize) -> Option<u64> {
 impl MessagingView {
     /// The log index of the last entry applied, 0 before any.
     pub fn applied_index(&self) -> Result<u64> {
-        let state: Option<AppliedState> =
-            self.get(&layout::applied_key(self.group), "applied state")?;
-        Ok(state
-            .and_then(|s| s.last_applied)
-            .map(|l| l.index)
-            .unwrap_or(0))
+        let state = crate::applied::read(&self.store, self.group)?;
+        Ok(state.last_applied.map(|l| l.index).unwrap_or(0))
     }
 
     /// The oldest undelivered outbox entries, in (log index, user) order, at most `limit`.

@@ -7,7 +7,7 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 use super::*;
 use crate::snapshot::SnapshotData;
-use crate::{Entry, StateMachineStore, Store, StoreOptions};
+use crate::{Command, CommandResult, Entry, SmConfig, StateMachineStore, Store, StoreOptions};
 
 pub(super) struct Harness {
     _dir: tempfile::TempDir,
@@ -54,6 +54,11 @@ impl Harness {
     }
 }
 
+/// The messaging state of the group `sm` applies to.
+pub(super) fn view(sm: &StateMachineStore) -> MessagingView {
+    MessagingView::new(sm.view_store(), sm.group())
+}
+
 pub(super) const ALICE: UserId = UserId([0xa1; 16]);
 pub(super) const BOB: UserId = UserId([0xb0; 16]);
 pub(super) const CAROL: UserId = UserId([0xc0; 16]);
@@ -69,23 +74,23 @@ pub(super) fn create(
     creator: UserId,
     members: &[UserId],
 ) -> Command {
-    Command::CreateConversation {
+    Command::CreateConversation(CreateConversation {
         conv_id: conv(c),
         kind,
         creator,
         members: members.to_vec(),
         at_ms: 10,
-    }
+    })
 }
 
 pub(super) fn members(c: u8, actor: UserId, add: &[UserId], remove: &[UserId]) -> Command {
-    Command::ChangeMembers {
+    Command::ChangeMembers(ChangeMembers {
         conv_id: conv(c),
         actor,
         add: add.to_vec(),
         remove: remove.to_vec(),
         at_ms: 11,
-    }
+    })
 }
 
 pub(super) fn send_kind(
@@ -125,7 +130,7 @@ async fn read_pages_stop_at_the_byte_bound() {
     let big = "x".repeat(60_000);
     let cmds: Vec<Command> = (0..40u128).map(|i| send(1, ALICE, i, &big)).collect();
     h.run_all(cmds).await;
-    let v = h.sm.view();
+    let v = view(&h.sm);
     let per_page = super::READ_MAX_BYTES / 60_000;
     // (from or before, limit, expected seqs)
     let cases: [(bool, u64, usize, std::ops::RangeInclusive<u64>); 4] = [
@@ -184,7 +189,7 @@ async fn appends_get_dense_seqs_and_read_back_in_order() {
         .collect();
     assert_eq!(seqs, (1..=10).flat_map(|s| [s, s]).collect::<Vec<_>>());
 
-    let v = h.sm.view();
+    let v = view(&h.sm);
     assert_eq!(v.last_seq(&conv(1)).unwrap(), Some(10));
     let all = v.read_from(&conv(1), 1, 100).unwrap();
     assert_eq!(
@@ -270,17 +275,16 @@ async fn repeated_client_msg_id_returns_the_original_seq_and_stores_nothing() {
     // The key is (sender, client_msg_id): another sender's same id is another message.
     assert_eq!(h.run(send(1, BOB, 77, "bob's 77")).await, appended(4));
     assert_eq!(
-        h.sm.view().read_from(&conv(1), 1, 10).unwrap()[0].body,
+        view(&h.sm).read_from(&conv(1), 1, 10).unwrap()[0].body,
         b"first"
     );
     // Only first appends are events: a subscriber never sees a retry twice.
-    let seqs: Vec<u64> =
-        h.sm.view()
-            .events_after(0, 100)
-            .unwrap()
-            .iter()
-            .map(|(_, m)| m.seq)
-            .collect();
+    let seqs: Vec<u64> = view(&h.sm)
+        .events_after(0, 100)
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.seq)
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4]);
 }
 
@@ -446,7 +450,7 @@ async fn membership_rules_for_each_kind() {
             existed: true
         }
     );
-    let v = h.sm.view();
+    let v = view(&h.sm);
     assert_eq!(v.conversation(&conv(2)).unwrap().unwrap().member_count, 2);
 
     // A member adds someone; the new member may then write; a member leaves and may not.
@@ -518,10 +522,12 @@ async fn membership_rules_for_each_kind() {
 #[tokio::test]
 async fn read_cursors_only_move_forward() {
     let mut h = Harness::new(SmConfig::default());
-    let cursor = |seq| Command::MoveCursor {
-        user: BOB,
-        conv_id: conv(1),
-        seq,
+    let cursor = |seq| {
+        Command::MoveCursor(MoveCursor {
+            user: BOB,
+            conv_id: conv(1),
+            seq,
+        })
     };
     assert_eq!(
         h.run(cursor(5)).await,
@@ -535,8 +541,8 @@ async fn read_cursors_only_move_forward() {
         h.run(cursor(9)).await,
         CommandResult::CursorMoved { seq: 9 }
     );
-    assert_eq!(h.sm.view().cursor(&BOB, &conv(1)).unwrap(), 9);
-    assert_eq!(h.sm.view().cursor(&ALICE, &conv(1)).unwrap(), 0);
+    assert_eq!(view(&h.sm).cursor(&BOB, &conv(1)).unwrap(), 9);
+    assert_eq!(view(&h.sm).cursor(&ALICE, &conv(1)).unwrap(), 0);
 }
 
 /// A mixed workload used by the snapshot and determinism tests.
@@ -556,25 +562,25 @@ fn workload() -> Vec<Command> {
         }
         if i % 50 == 0 {
             cmds.push(send(3, DAVE, i, "channel post"));
-            cmds.push(Command::MoveCursor {
+            cmds.push(Command::MoveCursor(MoveCursor {
                 user: ALICE,
                 conv_id: conv(2),
                 seq: i as u64,
-            });
+            }));
         }
     }
     cmds.push(members(2, CAROL, &[], &[CAROL]));
     cmds.push(send(2, CAROL, 999, "rejected: left"));
     // Cross-shard state: a delivery into a user's index, and part of the outbox delivered.
-    cmds.push(Command::UserConv {
+    cmds.push(Command::UserConv(UserConv {
         user: BOB,
         conv_id: conv(9),
         joined: true,
         version: 4,
-    });
-    cmds.push(Command::OutboxDone {
+    }));
+    cmds.push(Command::OutboxDone(OutboxDone {
         delivered: vec![(1, ALICE)],
-    });
+    }));
     cmds
 }
 
@@ -620,7 +626,7 @@ async fn snapshot_round_trip_equals_the_live_state() {
 
     assert_eq!(follower.state(), leader.state());
     assert_eq!(follower.sm.applied().unwrap(), leader.sm.applied().unwrap());
-    let (fv, lv) = (follower.sm.view(), leader.sm.view());
+    let (fv, lv) = (view(&follower.sm), view(&leader.sm));
     assert!(fv.conversation(&conv(7)).unwrap().is_none());
     assert_eq!(
         fv.read_from(&conv(2), 1, 1000).unwrap(),

@@ -5,8 +5,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 use super::*;
-use crate::messaging::CommandResult;
-use crate::{Command, Entry, SmConfig, Store, StoreOptions};
+use crate::{Command, CommandResult, Entry, SmConfig, Store, StoreOptions};
 
 fn node(id: u64, dc: &str) -> NodeRecord {
     NodeRecord {

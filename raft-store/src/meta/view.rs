@@ -6,8 +6,7 @@ use super::apply::{config_key, version_key, TAG_KEY, TAG_NODE, TAG_SHARD};
 use super::{ClusterConfig, NodeRecord, ShardRecord, SigningKey};
 use crate::codec::decode;
 use crate::errors::Result;
-use crate::keys::{sm_key, CF_SM};
-use crate::messaging::layout::prefix_end;
+use crate::keys::{prefix_end, sm_key, CF_SM};
 use crate::store::Store;
 use crate::GroupId;
 

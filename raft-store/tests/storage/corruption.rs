@@ -5,11 +5,11 @@ use std::path::Path;
 
 use bongsu_proto::model::{ConvId, ConversationKind, UserId};
 use bongsu_raft_store::keys::{self, CF_LOG, CF_RAFT, CF_SM};
-use bongsu_raft_store::messaging::layout;
+use bongsu_raft_store::messaging::{layout, CreateConversation};
 use bongsu_raft_store::{Command, SmConfig, Store, StoreOptions};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 
-use crate::support::{append_cmd, entries, entry};
+use crate::support::{append_cmd, entries, entry, view};
 
 /// Overwrites one value with garbage through a plain RocksDB handle, as a bad disk or a buggy
 /// tool would.
@@ -43,13 +43,13 @@ async fn corrupt_log_entry_vote_and_state_are_errors_naming_group_and_key() {
             entry(
                 1,
                 1,
-                Command::CreateConversation {
+                Command::CreateConversation(CreateConversation {
                     conv_id: conv,
                     kind: ConversationKind::Group,
                     creator: UserId::from_u128(7),
                     members: vec![],
                     at_ms: 1,
-                },
+                }),
             ),
             entry(1, 2, append_cmd(5, 7, 1, b"hello")),
         ])
@@ -85,7 +85,7 @@ async fn corrupt_log_entry_vote_and_state_are_errors_naming_group_and_key() {
     // The state machine refuses to apply over a state it cannot read.
     let mut sm = store.state_machine(GROUP, SmConfig::default());
     expect(
-        sm.view().conversation(&conv).unwrap_err().to_string(),
+        view(&sm).conversation(&conv).unwrap_err().to_string(),
         &conv_key,
     );
     let err = sm
@@ -108,13 +108,13 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
     sm.apply(vec![entry(
         1,
         1,
-        Command::CreateConversation {
+        Command::CreateConversation(CreateConversation {
             conv_id: ConvId::from_u128(9),
             kind: ConversationKind::Channel,
             creator: UserId::from_u128(1),
             members: vec![],
             at_ms: 1,
-        },
+        }),
     )])
     .await
     .unwrap();
@@ -134,8 +134,7 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
         );
     }
     assert_eq!(sm.applied().unwrap(), before);
-    assert!(sm
-        .view()
+    assert!(view(&sm)
         .conversation(&ConvId::from_u128(9))
         .unwrap()
         .is_some());

@@ -5,9 +5,11 @@ use bongsu_proto::model::{ClientMsgId, ConvId, ConversationKind, DeviceId, Messa
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::accounts::{AccountCommand, DeviceKind};
 use bongsu_raft_store::codec::encode;
-use bongsu_raft_store::messaging::AppendMessage;
+use bongsu_raft_store::messaging::{
+    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, UserConv,
+};
 use bongsu_raft_store::meta::{MetaCommand, NodeState};
-use bongsu_raft_store::{Command, CommandResult};
+use bongsu_raft_store::{Command, CommandResult, Rejection};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -25,23 +27,23 @@ fn commands() -> Vec<(&'static str, Command)> {
     vec![
         (
             "create",
-            Command::CreateConversation {
+            Command::CreateConversation(CreateConversation {
                 conv_id: c(1),
                 kind: ConversationKind::Group,
                 creator: u(2),
                 members: vec![u(3), u(4)],
                 at_ms: 1_700_000_000_000,
-            },
+            }),
         ),
         (
             "change members",
-            Command::ChangeMembers {
+            Command::ChangeMembers(ChangeMembers {
                 conv_id: c(1),
                 actor: u(2),
                 add: vec![u(5)],
                 remove: vec![u(3)],
                 at_ms: 1_700_000_000_001,
-            },
+            }),
         ),
         (
             "append",
@@ -57,11 +59,11 @@ fn commands() -> Vec<(&'static str, Command)> {
         ),
         (
             "move cursor",
-            Command::MoveCursor {
+            Command::MoveCursor(MoveCursor {
                 user: u(2),
                 conv_id: c(1),
                 seq: 9,
-            },
+            }),
         ),
         (
             "meta",
@@ -83,18 +85,18 @@ fn commands() -> Vec<(&'static str, Command)> {
         ),
         (
             "user conv",
-            Command::UserConv {
+            Command::UserConv(UserConv {
                 user: u(2),
                 conv_id: c(1),
                 joined: true,
                 version: 11,
-            },
+            }),
         ),
         (
             "outbox done",
-            Command::OutboxDone {
+            Command::OutboxDone(OutboxDone {
                 delivered: vec![(11, u(2)), (12, u(3))],
-            },
+            }),
         ),
     ]
 }
@@ -122,11 +124,14 @@ fn results() -> Vec<(&'static str, CommandResult)> {
         ("cursor moved", CommandResult::CursorMoved { seq: 5 }),
         ("account", CommandResult::Account { user_id: u(2) }),
         ("user indexed", CommandResult::UserIndexed { changed: true }),
-        ("outbox cleared", CommandResult::OutboxCleared { removed: 2 }),
+        (
+            "outbox cleared",
+            CommandResult::OutboxCleared { removed: 2 },
+        ),
         ("map changed", CommandResult::MapChanged { version: 6 }),
         (
             "rejected",
-            CommandResult::Rejected(bongsu_raft_store::messaging::Rejection {
+            CommandResult::Rejected(Rejection {
                 code: ErrorCode::NotMember,
                 reason: "no".into(),
             }),
@@ -135,8 +140,8 @@ fn results() -> Vec<(&'static str, CommandResult)> {
     ]
 }
 
-/// Encoded with `codec::encode` (postcard and its CRC) before the command types moved out of
-/// `messaging` into the state-machine root and per-machine command types.
+/// Encoded with `codec::encode` (postcard and its CRC) while every messaging command was a
+/// variant with fields of its own, before each got its own type in `messaging::command`.
 const PINNED_COMMANDS: [(&str, &str); 8] = [
     ("create", "0000000000000000000000000000000001010000000000000000000000000000000202000000000000000000000000000000030000000000000000000000000000000480d095ffbc319a5bfa72"),
     ("change members", "0100000000000000000000000000000001000000000000000000000000000000020100000000000000000000000000000005010000000000000000000000000000000381d095ffbc3120511d2f"),

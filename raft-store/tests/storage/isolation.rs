@@ -2,11 +2,12 @@
 //! exactly as it was.
 
 use bongsu_proto::model::{ConvId, ConversationKind, UserId};
+use bongsu_raft_store::messaging::CreateConversation;
 use bongsu_raft_store::{Command, CommandResult, SmConfig, Store, StoreOptions};
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::Vote;
 
-use crate::support::{append_cmd, entries, entry, log_id};
+use crate::support::{append_cmd, entries, entry, log_id, view};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_purge_vote_and_snapshot_stay_inside_their_group() {
@@ -47,12 +48,14 @@ async fn truncate_purge_vote_and_snapshot_stay_inside_their_group() {
     let mut sa = store.state_machine(a, SmConfig::default());
     let mut sb = store.state_machine(b, SmConfig::default());
     let (alice, bob) = (UserId::from_u128(7), UserId::from_u128(8));
-    let create = |conv: u128| Command::CreateConversation {
-        conv_id: ConvId::from_u128(conv),
-        kind: ConversationKind::Group,
-        creator: alice,
-        members: vec![bob],
-        at_ms: 1,
+    let create = |conv: u128| {
+        Command::CreateConversation(CreateConversation {
+            conv_id: ConvId::from_u128(conv),
+            kind: ConversationKind::Group,
+            creator: alice,
+            members: vec![bob],
+            at_ms: 1,
+        })
     };
     sa.apply(vec![
         entry(1, 1, create(a as u128)),
@@ -79,13 +82,13 @@ async fn truncate_purge_vote_and_snapshot_stay_inside_their_group() {
     let mut buf = sc.begin_receiving_snapshot().await.unwrap();
     *buf = *snap.snapshot;
     sc.install_snapshot(&snap.meta, buf).await.unwrap();
-    let vc = sc.view();
+    let vc = view(&sc);
     assert_eq!(
         vc.read_from(&ConvId::from_u128(a as u128), 1, 10).unwrap()[0].body,
         b"for a"
     );
     assert_eq!(sc.applied_state().await.unwrap().0, Some(log_id(1, 2)));
-    let vb = sb.view();
+    let vb = view(&sb);
     assert_eq!(
         vb.read_from(&ConvId::from_u128(b as u128), 1, 10).unwrap()[0].body,
         b"for b"
@@ -116,13 +119,13 @@ async fn reopening_restores_every_group_exactly() {
                 .apply(vec![entry(
                     1,
                     1,
-                    Command::CreateConversation {
+                    Command::CreateConversation(CreateConversation {
                         conv_id: ConvId::from_u128(*g as u128),
                         kind: ConversationKind::Direct,
                         creator: UserId::from_u128(1),
                         members: vec![UserId::from_u128(2)],
                         at_ms: 5,
-                    },
+                    }),
                 )])
                 .await
                 .unwrap();
@@ -146,7 +149,7 @@ async fn reopening_restores_every_group_exactly() {
         let sm = store.state_machine(*g, SmConfig::default());
         assert_eq!(sm.applied().unwrap(), applied, "group {g} applied state");
         assert_eq!(
-            sm.view()
+            view(&sm)
                 .conversation(&ConvId::from_u128(*g as u128))
                 .unwrap()
                 .unwrap()

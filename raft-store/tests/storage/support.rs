@@ -1,8 +1,8 @@
 //! Builders of entries and commands shared by the storage tests.
 
 use bongsu_proto::model::{ClientMsgId, ConvId, DeviceId, MessageKind, UserId};
-use bongsu_raft_store::messaging::AppendMessage;
-use bongsu_raft_store::{Command, Entry};
+use bongsu_raft_store::messaging::{AppendMessage, MessagingView};
+use bongsu_raft_store::{Command, Entry, StateMachineStore};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 pub fn log_id(term: u64, index: u64) -> LogId<u64> {
@@ -19,6 +19,11 @@ pub fn append_cmd(conv: u128, sender: u128, cmid: u128, body: &[u8]) -> Command 
         body: body.to_vec(),
         at_ms: 1_700_000_000_000,
     })
+}
+
+/// The messaging state of the group `sm` applies to.
+pub fn view(sm: &StateMachineStore) -> MessagingView {
+    MessagingView::new(sm.view_store(), sm.group())
 }
 
 pub fn entry(term: u64, index: u64, cmd: Command) -> Entry {
