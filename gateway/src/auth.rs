@@ -28,7 +28,13 @@ pub use tokens::{KeyRing, TokenClaims};
 use crate::config::Config;
 use crate::errors::{ApiError, Result};
 use crate::router::{MapView, Router};
-use crate::service::Caller;
+
+/// Who is calling: established from a verified access token by [`Auth::authenticate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Caller {
+    pub user: UserId,
+    pub device: DeviceId,
+}
 
 /// Past this many cached device checks, stale ones are swept (memory stays bounded).
 const DEVICE_CACHE_SWEEP: usize = 100_000;

@@ -23,7 +23,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::errors::{ApiError, Result};
 use crate::limits::tower_error;
-use crate::service::{Caller, Gateway};
+use crate::auth::Caller;
+use crate::service::Gateway;
 
 /// Extra time tonic's own deadline allows over ours: it is a backstop that answers without a
 /// stable code, so ours must always fire first.

@@ -23,7 +23,8 @@ pub mod ws;
 
 pub use config::Config;
 pub use errors::{ApiError, Result};
-pub use service::{Caller, Gateway};
+pub use auth::Caller;
+pub use service::Gateway;
 
 /// Starts the gateway and serves gRPC and HTTP until one of them fails.
 pub async fn run(config: Config) -> anyhow::Result<()> {

@@ -20,16 +20,23 @@
 mod session;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bongsu_proto::internal::{SubscribeEvent, SubscribeRequest};
+use bongsu_proto::v1;
+use futures::Stream;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use crate::errors::Result;
 use crate::router::{jitter, Router};
 
 pub(crate) use session::session;
+
+/// Live events for one device, in order, gap-free and duplicate-free per conversation.
+pub type PushStream = Pin<Box<dyn Stream<Item = Result<v1::PushEvent>> + Send>>;
 
 /// Events one shard may have in flight to its slowest session; a session further behind
 /// resynchronizes from the nodes instead of holding memory.

@@ -9,7 +9,6 @@
 //! here against the conversation's shard first.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 
 use bongsu_proto::internal::{
@@ -19,27 +18,16 @@ use bongsu_proto::internal::{
 use bongsu_proto::model::requests::{
     self as req, Append, History, Lookup, NewConversation, Page, Subscribe,
 };
-use bongsu_proto::model::{ConvId, ConversationKind, DeviceId, UserId};
+use bongsu_proto::model::{ConvId, ConversationKind, UserId};
 use bongsu_proto::{v1, ErrorCode};
-use futures::Stream;
 use tracing::instrument;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller};
 use crate::config::Config;
 use crate::errors::{ApiError, Result};
 use crate::limits::RateLimits;
-use crate::push::PushHub;
+use crate::push::{PushHub, PushStream};
 use crate::router::Router;
-
-/// Who is calling: established from a verified access token by [`Gateway::authenticate`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Caller {
-    pub user: UserId,
-    pub device: DeviceId,
-}
-
-/// Live events for one device, in order, gap-free and duplicate-free per conversation.
-pub type PushStream = Pin<Box<dyn Stream<Item = Result<v1::PushEvent>> + Send>>;
 
 /// Members shown in a conversation summary.
 const SUMMARY_MEMBERS: usize = 10;

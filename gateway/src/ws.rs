@@ -31,7 +31,8 @@ use utoipa::ToSchema;
 
 use crate::errors::{ApiError, Result};
 use crate::http::json::{self, parse_cursors, ConversationSummary, Cursors, StableCode};
-use crate::service::{Caller, Gateway};
+use crate::auth::Caller;
+use crate::service::Gateway;
 
 /// How long a new connection may take to send its subscribe frame.
 const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(10);

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 
 use super::json::parse_id;
 use crate::errors::ApiError;
-use crate::service::{Caller, Gateway};
+use crate::auth::Caller;
+use crate::service::Gateway;
 
 /// A JSON request body. Malformed JSON, a missing `Content-Type: application/json`, missing
 /// fields and unknown enum names are `INVALID_ARGUMENT`; a body over the limit is

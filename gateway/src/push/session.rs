@@ -55,7 +55,9 @@ use tracing::Instrument;
 
 use super::HubEvent;
 use crate::errors::ApiError;
-use crate::service::{Caller, Gateway, PushStream};
+use crate::auth::Caller;
+use crate::push::PushStream;
+use crate::service::Gateway;
 
 /// Events buffered for one device before the gateway waits on it.
 const OUT_BUFFER: usize = 256;
