@@ -18,14 +18,14 @@ use bongsu_raft_store::messaging::layout::UserEventKind;
 use bongsu_raft_store::messaging::{
     AppendMessage, ChangeMembers, CreateConversation, MoveCursor, ShardEvent,
 };
-use bongsu_raft_store::meta::{group_shard, shard_group, MetaSnapshot};
-use bongsu_raft_store::{Command, CommandResult, GroupId};
+use bongsu_raft_store::meta::{shard_group, MetaSnapshot};
+use bongsu_raft_store::{Command, CommandResult};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::errors::{NodeError, Result};
-use crate::node::{GroupHandle, Node};
+use crate::node::Node;
 
 /// Largest page a read returns.
 const MAX_READ: u32 = 1000;
@@ -130,19 +130,6 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
 }
 
 impl Node {
-    pub(crate) fn shard_count(&self) -> Result<u32> {
-        self.meta()
-            .config
-            .as_ref()
-            .map(|c| c.shards)
-            .ok_or_else(|| {
-                NodeError::rejected(
-                    ErrorCode::FailedPrecondition,
-                    "the cluster is not initialized",
-                )
-            })
-    }
-
     /// Applies a validated write on the shard that owns it.
     pub async fn write(&self, req: WriteRequest) -> Result<WriteReply> {
         let (key, cmd) = command(req)?;
@@ -171,19 +158,6 @@ impl Node {
             log_index,
             result: Some(result),
         })
-    }
-
-    /// The group, once a linearizable read may run on it: confirms leadership with a quorum
-    /// (read index) and waits until that index is applied. `NOT_LEADER` with a hint otherwise.
-    pub async fn linearizable(&self, group: GroupId) -> Result<GroupHandle> {
-        let h = self.leading(group)?;
-        // A read index needs a heartbeat round; a quiesced group must be awake for it.
-        crate::quiesce::wake(&h);
-        h.raft
-            .ensure_linearizable()
-            .await
-            .map_err(|_| self.not_leader(group))?;
-        Ok(h)
     }
 
     /// A linearizable page of a conversation's messages, for members only.
@@ -414,13 +388,5 @@ fn subscribe_event(log_index: u64, ev: ShardEvent) -> SubscribeEvent {
                 })
                 .collect(),
         },
-    }
-}
-
-/// Which shard a group id is, for logs and status (`None` for the meta group).
-pub fn shard_label(group: u64) -> String {
-    match group_shard(group) {
-        Some(s) => format!("shard {s}"),
-        None => "meta".to_string(),
     }
 }

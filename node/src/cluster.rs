@@ -8,7 +8,6 @@ use std::time::Duration;
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
 use bongsu_proto::internal::{JoinRequest, MetaProposeRequest, NodeIdentity, PingRequest};
-use bongsu_proto::ErrorCode;
 use bongsu_raft_store::meta::{shard_group, MetaCommand, NodeRecord, META_GROUP};
 use bongsu_raft_store::{Command, CommandResult, GroupId, NodeId, NodeInfo};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -59,7 +58,7 @@ impl Node {
                 "group {group} is handing over its leadership; retry"
             )));
         }
-        crate::quiesce::wake(&h);
+        h.wake();
         match h.raft.client_write(cmd).await {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
@@ -118,7 +117,7 @@ impl Node {
             .await;
         match reply {
             Ok(r) => Ok(r.into_inner().version),
-            Err(s) => Err(status_to_error(&s)),
+            Err(s) => Err(NodeError::from_status(&s)),
         }
     }
 
@@ -182,30 +181,33 @@ impl Node {
         }
         Ok(())
     }
-}
 
-/// Turns a failed admin call back into the node error it was made from.
-pub fn status_to_error(s: &tonic::Status) -> NodeError {
-    let code = ErrorCode::of_status(s);
-    match code {
-        Some(ErrorCode::Unavailable | ErrorCode::NotLeader) | None => {
-            NodeError::Unavailable(s.message().to_string())
+    /// On the meta leader: removes a removed node from the meta group's membership.
+    pub async fn drop_meta_learner(&self, node_id: u64) {
+        let Ok(h) = self.leading(META_GROUP) else {
+            return;
+        };
+        let membership = h
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.get_node(&node_id).is_none() || membership.voter_ids().any(|v| v == node_id) {
+            return;
         }
-        Some(code) => NodeError::Rejected {
-            code,
-            reason: s.message().to_string(),
-        },
+        let change = openraft::ChangeMembers::RemoveNodes(std::iter::once(node_id).collect());
+        if let Err(e) = h.raft.change_membership(change, false).await {
+            tracing::warn!(node = node_id, error = %e, "drop meta learner");
+        }
     }
 }
 
-/// Starts the node's background work.
-pub fn spawn_background(node: Arc<Node>) {
+/// Starts following the shard map, pinging peers and (on first boot with seeds) joining.
+pub fn spawn(node: Arc<Node>) {
     tokio::spawn(follow_meta(node.clone()));
     tokio::spawn(liveness(node.clone()));
-    crate::rebalance::spawn(node.clone());
-    crate::quiesce::spawn(node.clone());
-    crate::outbox::spawn(node.clone());
-    crate::signing::spawn(node.clone());
     tokio::spawn(join(node));
 }
 

@@ -1,4 +1,5 @@
-//! The node's error type, and its one conversion to `tonic::Status`.
+//! The node's error type, its one conversion to `tonic::Status`, and the way back from a
+//! status another node answered.
 
 use bongsu_proto::ErrorCode;
 
@@ -38,6 +39,19 @@ impl NodeError {
         NodeError::Rejected {
             code,
             reason: reason.into(),
+        }
+    }
+
+    /// Turns a failed node-to-node call (admin API) back into the node error it was made from.
+    pub fn from_status(s: &tonic::Status) -> Self {
+        match ErrorCode::of_status(s) {
+            Some(ErrorCode::Unavailable | ErrorCode::NotLeader) | None => {
+                NodeError::Unavailable(s.message().to_string())
+            }
+            Some(code) => NodeError::Rejected {
+                code,
+                reason: s.message().to_string(),
+            },
         }
     }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bongsu_proto::ErrorCode;
 use bongsu_raft_store::messaging::MessagingView;
 use bongsu_raft_store::meta::{group_shard, MetaSnapshot, MetaView, META_GROUP};
 use bongsu_raft_store::{
@@ -34,6 +35,16 @@ impl GroupHandle {
     pub fn messaging(&self) -> MessagingView {
         MessagingView::new(self.sm.view_store(), self.group)
     }
+
+    /// Turns the group's timers back on; the quiescing loop (`quiesce.rs`) turns them off again
+    /// once the group has been idle for a while.
+    pub fn wake(&self) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        let rc = self.raft.runtime_config();
+        rc.tick(true);
+        rc.heartbeat(true);
+        rc.elect(true);
+    }
 }
 
 /// A running node.
@@ -60,6 +71,32 @@ pub struct Node {
 }
 
 impl Node {
+    pub(crate) fn shard_count(&self) -> Result<u32> {
+        self.meta()
+            .config
+            .as_ref()
+            .map(|c| c.shards)
+            .ok_or_else(|| {
+                NodeError::rejected(
+                    ErrorCode::FailedPrecondition,
+                    "the cluster is not initialized",
+                )
+            })
+    }
+
+    /// The group, once a linearizable read may run on it: confirms leadership with a quorum
+    /// (read index) and waits until that index is applied. `NOT_LEADER` with a hint otherwise.
+    pub async fn linearizable(&self, group: GroupId) -> Result<GroupHandle> {
+        let h = self.leading(group)?;
+        // A read index needs a heartbeat round; a quiesced group must be awake for it.
+        h.wake();
+        h.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|_| self.not_leader(group))?;
+        Ok(h)
+    }
+
     /// Opens the store and starts the meta group and every group that has state here.
     pub async fn open(cfg: NodeConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&cfg.data_dir)?;

@@ -294,7 +294,7 @@ async fn deliver(
                 if let Some(leader) = hint.filter(|l| *l != target) {
                     queue.push_front(leader);
                 }
-                last = crate::cluster::status_to_error(&s);
+                last = NodeError::from_status(&s);
             }
         }
     }

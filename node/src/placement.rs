@@ -39,12 +39,16 @@
 //! A shard that has learners has such a change in flight, so the planner leaves it alone until
 //! the change completes; one membership change per shard at a time.
 
+mod input;
+
 use std::cmp::Reverse;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use input::{from_meta, node_state};
 
 /// A node's id in the registry of the meta group.
 pub type NodeId = u64;

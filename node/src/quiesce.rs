@@ -47,16 +47,6 @@ struct Snapshot {
     replication: Option<std::collections::BTreeMap<NodeId, Option<openraft::LogId<NodeId>>>>,
 }
 
-/// Turns a group's timers back on; the quiescing loop turns them off again once the group has
-/// been idle for a while.
-pub fn wake(h: &GroupHandle) {
-    h.woken.store(true, std::sync::atomic::Ordering::Release);
-    let rc = h.raft.runtime_config();
-    rc.tick(true);
-    rc.heartbeat(true);
-    rc.elect(true);
-}
-
 pub fn spawn(node: Arc<Node>) {
     tokio::spawn(run(node));
 }
@@ -216,7 +206,7 @@ impl Loop {
         // change does not turn elections on: a restarted node that just learned its leader
         // (which may be quiet) would otherwise time out and depose it.
         if index_changed && a.quiesced {
-            wake(h);
+            h.wake();
             a.quiesced = false;
         }
         // Woken from outside (a linearizable read): idle again from now, and quiesced
@@ -286,7 +276,7 @@ impl Round<'_> {
         {
             // No leader heard of since the grace period, and a majority answers: let the group
             // elect one.
-            wake(h);
+            h.wake();
         }
     }
 
@@ -329,7 +319,7 @@ impl Round<'_> {
         let h = (*h).clone();
         let term = m.current_term;
         tokio::spawn(async move {
-            wake(&h);
+            h.wake();
             tokio::time::sleep(delay).await;
             // Someone of lower rank may have won meanwhile, or be campaigning: a higher term
             // here means this node voted in another election, and campaigning over it would

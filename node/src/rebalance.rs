@@ -15,7 +15,6 @@ use bongsu_raft_store::meta::{
 };
 use bongsu_raft_store::{GroupId, NodeId};
 
-use crate::admin::placement_input;
 use crate::cluster::admin_client;
 use crate::errors::Result;
 use crate::node::Node;
@@ -200,7 +199,7 @@ pub async fn step(node: &Node) -> Result<bool> {
         return Ok(true);
     }
 
-    let (nodes, shards) = placement_input(&meta);
+    let (nodes, shards) = placement::from_meta(&meta);
     if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards)
         .into_iter()
         .next()

@@ -1,6 +1,7 @@
 //! Starts a node: store, groups, background work and the three gRPC servers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bongsu_proto::internal::admin_server::AdminServer;
 use bongsu_proto::internal::node_api_server::NodeApiServer;
@@ -21,6 +22,16 @@ fn addr(s: &str, field: &'static str) -> Result<SocketAddr> {
         field,
         reason: format!("{s:?}: {e}"),
     })
+}
+
+/// Starts the node's background work: following the shard map, liveness and joining, the
+/// rebalancer and preferred leaders, quiescing, the outbox pump and the signing-key check.
+fn spawn_background(node: Arc<Node>) {
+    crate::cluster::spawn(node.clone());
+    crate::rebalance::spawn(node.clone());
+    crate::quiesce::spawn(node.clone());
+    crate::outbox::spawn(node.clone());
+    crate::signing::spawn(node);
 }
 
 /// Runs a node until one of its servers stops (which is an error) or the process is killed.
@@ -49,7 +60,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let raft = tokio::spawn(raft.serve(raft_addr));
     let api = tokio::spawn(api.serve(api_addr));
     let admin = tokio::spawn(admin.serve(admin_addr));
-    crate::cluster::spawn_background(node.clone());
+    spawn_background(node.clone());
     tracing::info!(node_id = node.id(), "node ready");
 
     let (which, res) = tokio::select! {

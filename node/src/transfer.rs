@@ -18,7 +18,7 @@ use bongsu_proto::ErrorCode;
 use bongsu_raft_store::{GroupId, NodeId, NodeInfo};
 use openraft::ServerState;
 
-use crate::cluster::{admin_client, info_of, status_to_error};
+use crate::cluster::{admin_client, info_of};
 use crate::errors::{NodeError, Result};
 use crate::node::Node;
 
@@ -65,7 +65,7 @@ impl Node {
                     .await?
                     .transfer_leader(TransferLeaderRequest { group, to_node: to })
                     .await
-                    .map_err(|s| status_to_error(&s))?;
+                    .map_err(|s| NodeError::from_status(&s))?;
                 return Ok(r.into_inner().leader);
             }
         };
@@ -165,7 +165,7 @@ impl Node {
                     delay_ms: delay.as_millis() as u64,
                 })
                 .await
-                .map_err(|s| status_to_error(&s))?;
+                .map_err(|s| NodeError::from_status(&s))?;
             let deadline = tokio::time::Instant::now() + lease * 5;
             loop {
                 let (state, leader, now) = {
@@ -379,7 +379,7 @@ impl Node {
                             to_node: to,
                         })
                         .await
-                        .map_err(|s| status_to_error(&s))?;
+                        .map_err(|s| NodeError::from_status(&s))?;
                     return Ok(r.into_inner().voters);
                 }
             } else {
