@@ -167,59 +167,24 @@ pub async fn step(node: &Node) -> Result<bool> {
     let Some(cfg) = meta.config.clone() else {
         return Ok(false);
     };
-
-    // A shard listing learners is a move that an earlier meta leader did not finish: make the
-    // map agree with the group's own membership.
     if let Some(s) = meta.shards.iter().find(|s| !s.learners.is_empty()) {
-        let Some(actual) = group_voters(node, &meta, s).await else {
-            return Ok(false);
-        };
-        let mut voters: Vec<NodeId> = s
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| actual.contains(v))
-            .collect();
-        for v in &actual {
-            if !voters.contains(v) {
-                // The newcomer takes the rank of the voter it replaced.
-                let pos = s
-                    .voters
-                    .iter()
-                    .position(|old| !actual.contains(old))
-                    .unwrap_or(voters.len());
-                voters.insert(pos.min(voters.len()), *v);
-            }
-        }
-        set_replicas(node, s, voters, Vec::new()).await?;
-        return Ok(true);
+        return finish_interrupted_move(node, &meta, s).await;
     }
-
     if replace_meta_voter(node, &meta).await? {
         return Ok(true);
     }
-
     let (nodes, shards) = placement::from_meta(&meta);
     if let Some((shard, to)) = placement::preferred_leader_moves(&nodes, &shards)
         .into_iter()
         .next()
     {
-        let s = &meta.shards[shard as usize];
-        let mut voters = s.voters.clone();
-        voters.retain(|v| *v != to);
-        voters.insert(0, to);
-        set_replicas(node, s, voters, s.learners.clone()).await?;
+        promote_leader(node, &meta.shards[shard as usize], to).await?;
         return Ok(true);
     }
-
     match placement::plan_move(&nodes, &shards, cfg.replicas) {
         None => Ok(false),
         Some(Move::PromoteLeader { shard, to }) => {
-            let s = &meta.shards[shard as usize];
-            let mut voters = s.voters.clone();
-            voters.retain(|v| *v != to);
-            voters.insert(0, to);
-            set_replicas(node, s, voters, s.learners.clone()).await?;
+            promote_leader(node, &meta.shards[shard as usize], to).await?;
             Ok(true)
         }
         Some(Move::Replace { shard, from, to }) => {
@@ -227,39 +192,84 @@ pub async fn step(node: &Node) -> Result<bool> {
                 // Not onto a node that does not answer; re-planned next tick.
                 return Ok(false);
             }
-            let s = &meta.shards[shard as usize];
-            let g = shard_group(shard);
-            tracing::info!(shard, from, to, "moving replica");
-            // 1. List the newcomer, so it starts the group and can be caught up.
-            set_replicas(node, s, s.voters.clone(), vec![to]).await?;
-            let listed_epoch = s.epoch + 1;
-            // 2. The group's leader adds it, waits for it, and swaps it in.
-            let moved = node.move_replica(g, from, to).await;
-            // 3. Record the outcome (or, on failure, forget the newcomer).
-            // Compare-and-set against the entry written in step 1: if anyone changed the shard
-            // since, this fails with STALE_EPOCH and the interrupted-move path reconciles the
-            // map with the group's real membership.
-            let listed = ShardRecord {
-                epoch: listed_epoch,
-                ..s.clone()
-            };
-            match moved {
-                Ok(_) => {
-                    let voters = s
-                        .voters
-                        .iter()
-                        .map(|v| if *v == from { to } else { *v })
-                        .collect();
-                    set_replicas(node, &listed, voters, Vec::new()).await?;
-                }
-                Err(e) => {
-                    tracing::warn!(shard, from, to, error = %e, "replica move failed; will re-plan");
-                    set_replicas(node, &listed, s.voters.clone(), Vec::new()).await?;
-                }
-            }
+            move_replica(node, &meta.shards[shard as usize], from, to).await?;
             Ok(true)
         }
     }
+}
+
+/// A shard listing learners is a move that an earlier meta leader did not finish: makes the
+/// map agree with the group's own membership.
+async fn finish_interrupted_move(
+    node: &Node,
+    meta: &MetaSnapshot,
+    s: &ShardRecord,
+) -> Result<bool> {
+    let Some(actual) = group_voters(node, meta, s).await else {
+        return Ok(false);
+    };
+    let mut voters: Vec<NodeId> = s
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| actual.contains(v))
+        .collect();
+    for v in &actual {
+        if !voters.contains(v) {
+            // The newcomer takes the rank of the voter it replaced.
+            let pos = s
+                .voters
+                .iter()
+                .position(|old| !actual.contains(old))
+                .unwrap_or(voters.len());
+            voters.insert(pos.min(voters.len()), *v);
+        }
+    }
+    set_replicas(node, s, voters, Vec::new()).await?;
+    Ok(true)
+}
+
+/// Makes `to` the shard's preferred leader (`voters[0]`).
+async fn promote_leader(node: &Node, s: &ShardRecord, to: NodeId) -> Result<()> {
+    let mut voters = s.voters.clone();
+    voters.retain(|v| *v != to);
+    voters.insert(0, to);
+    set_replicas(node, s, voters, s.learners.clone()).await?;
+    Ok(())
+}
+
+/// Moves the shard's replica on `from` to `to`, recording each stage in the map.
+async fn move_replica(node: &Node, s: &ShardRecord, from: NodeId, to: NodeId) -> Result<()> {
+    let shard = s.shard;
+    tracing::info!(shard, from, to, "moving replica");
+    // 1. List the newcomer, so it starts the group and can be caught up.
+    set_replicas(node, s, s.voters.clone(), vec![to]).await?;
+    let listed_epoch = s.epoch + 1;
+    // 2. The group's leader adds it, waits for it, and swaps it in.
+    let moved = node.move_replica(shard_group(shard), from, to).await;
+    // 3. Record the outcome (or, on failure, forget the newcomer).
+    // Compare-and-set against the entry written in step 1: if anyone changed the shard since,
+    // this fails with STALE_EPOCH and the interrupted-move path reconciles the map with the
+    // group's real membership.
+    let listed = ShardRecord {
+        epoch: listed_epoch,
+        ..s.clone()
+    };
+    match moved {
+        Ok(_) => {
+            let voters = s
+                .voters
+                .iter()
+                .map(|v| if *v == from { to } else { *v })
+                .collect();
+            set_replicas(node, &listed, voters, Vec::new()).await?;
+        }
+        Err(e) => {
+            tracing::warn!(shard, from, to, error = %e, "replica move failed; will re-plan");
+            set_replicas(node, &listed, s.voters.clone(), Vec::new()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The meta group's voters live on Active nodes too: a voter on a draining or removed node is

@@ -8,56 +8,19 @@ use bongsu_proto::internal::{
     SafeToStopRequest, ShardMapSummary, StatusRequest,
 };
 use bongsu_proto::ErrorCode;
-use bongsu_raft_store::meta::group_shard;
+use bongsu_raft_store::meta::{group_shard, MetaSnapshot};
 
 use crate::cluster::admin_client;
 use crate::errors::{NodeError, Result};
-use crate::node::Node;
+use crate::node::{GroupHandle, Node};
 use crate::placement;
 
 impl Node {
+    /// This node's view: its groups, its peers' liveness, the shard map and the transport's
+    /// counters.
     pub fn status(&self) -> ClusterStatus {
         let meta = self.meta();
-        let mut groups = Vec::new();
-        for h in self.groups() {
-            let m = h.raft.metrics().borrow().clone();
-            let membership = m.membership_config.membership();
-            let voters: Vec<u64> = membership.voter_ids().collect();
-            let learners: Vec<u64> = membership.learner_ids().collect();
-            let last = m.last_log_index.unwrap_or(0);
-            let follower_lag = m
-                .replication
-                .as_ref()
-                .map(|r| {
-                    r.iter()
-                        .map(|(id, matched)| {
-                            (
-                                *id,
-                                last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let commit_index = self
-                .store
-                .log_store(h.group)
-                .committed()
-                .ok()
-                .flatten()
-                .map(|l| l.index)
-                .unwrap_or(0);
-            groups.push(GroupStatus {
-                group: h.group,
-                leader: m.current_leader.unwrap_or(0),
-                term: m.current_term,
-                commit_index,
-                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                voters,
-                learners,
-                follower_lag,
-            });
-        }
+        let groups = self.groups().iter().map(|h| self.group_status(h)).collect();
         let liveness = meta
             .nodes
             .iter()
@@ -76,29 +39,51 @@ impl Node {
         ClusterStatus {
             node_id: self.id(),
             dc: self.cfg.dc.clone(),
-            map: Some(ShardMapSummary {
-                version: meta.version,
-                shard_count: meta.config.as_ref().map(|c| c.shards).unwrap_or(0),
-                nodes: meta
-                    .nodes
-                    .iter()
-                    .map(|n| NodeIdentity {
-                        node_id: n.node_id,
-                        dc: n.dc.clone(),
-                        raft_addr: n.raft_addr.clone(),
-                        api_addr: n.api_addr.clone(),
-                        admin_addr: n.admin_addr.clone(),
-                    })
-                    .collect(),
-                node_states: meta
-                    .nodes
-                    .iter()
-                    .map(|n| n.state.as_str().to_string())
-                    .collect(),
-            }),
+            map: Some(map_summary(&meta)),
             groups,
             liveness,
             transport: Some(self.transport().stats.to_proto()),
+        }
+    }
+
+    /// One group's leader, term, indexes, members and (on its leader) each follower's lag.
+    fn group_status(&self, h: &GroupHandle) -> GroupStatus {
+        let m = h.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let follower_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        (
+                            *id,
+                            last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let commit_index = self
+            .store
+            .log_store(h.group)
+            .committed()
+            .ok()
+            .flatten()
+            .map(|l| l.index)
+            .unwrap_or(0);
+        GroupStatus {
+            group: h.group,
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index,
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            voters,
+            learners,
+            follower_lag,
         }
     }
 
@@ -168,6 +153,30 @@ impl Node {
             safe: reasons.is_empty(),
             reasons,
         })
+    }
+}
+
+/// The shard map's version, shard count and node registry.
+fn map_summary(meta: &MetaSnapshot) -> ShardMapSummary {
+    ShardMapSummary {
+        version: meta.version,
+        shard_count: meta.config.as_ref().map(|c| c.shards).unwrap_or(0),
+        nodes: meta
+            .nodes
+            .iter()
+            .map(|n| NodeIdentity {
+                node_id: n.node_id,
+                dc: n.dc.clone(),
+                raft_addr: n.raft_addr.clone(),
+                api_addr: n.api_addr.clone(),
+                admin_addr: n.admin_addr.clone(),
+            })
+            .collect(),
+        node_states: meta
+            .nodes
+            .iter()
+            .map(|n| n.state.as_str().to_string())
+            .collect(),
     }
 }
 
