@@ -21,7 +21,7 @@ use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::SubscribeRequest;
 use tonic::transport::{Channel, Endpoint};
 
-use super::client::seen;
+use bongsu_testkit::chat::{seen, MAX_DECODE};
 use super::Recorder;
 use crate::history::{Ms, OpKind, Outcome, Seen};
 
@@ -56,7 +56,7 @@ impl Subscriber {
             out.push((
                 *id,
                 NodeApiClient::new(ep.connect_lazy())
-                    .max_decoding_message_size(super::client::MAX_DECODE),
+                    .max_decoding_message_size(MAX_DECODE),
             ));
         }
         anyhow::ensure!(!out.is_empty(), "a subscriber needs at least one node");

@@ -1,6 +1,6 @@
-//! The workload's client: the three calls a chat client makes (create a group, send, read),
-//! behind the [`ChatClient`] trait so that a gateway client can replace [`NodeClient`] once
-//! the gateway exists, without touching the workload or the scenarios.
+//! The chaos workload's client: the three calls a chat client makes (create a group, send,
+//! read), behind the [`ChatClient`] trait so that a gateway client can replace [`NodeClient`]
+//! without touching the workload or the scenarios.
 //!
 //! [`NodeClient`] talks to the nodes' internal API the way a gateway would: it keeps a leader
 //! cache per shard shared by every workload task, follows `NOT_LEADER` hints, starts another
@@ -17,7 +17,7 @@ use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{
     write_reply, write_request, AppendMessage, CreateConversation, ReadRequest, WriteRequest,
 };
-use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId};
+use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId, CODE_KEY, LEADER_ID_KEY};
 use bongsu_proto::v1;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
@@ -25,8 +25,6 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::history::Seen;
 
-const CODE_KEY: &str = "bongsu-code";
-const LEADER_ID_KEY: &str = "bongsu-leader-id";
 /// Hints followed in a row without a pause, so that two nodes naming each other (stale
 /// hints) cannot make the client spin.
 const MAX_HINT_HOPS: u32 = 3;
