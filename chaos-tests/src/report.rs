@@ -6,10 +6,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::check::{Report, Summary, Violation};
-use bongsu_testkit::errors::{HistoryError, Result};
 use crate::figures::{rto_all, summary_line, timeline, FaultRto, Second};
 use crate::history::{History, Load, Ms};
 use crate::svg::timeline_svg;
+use bongsu_testkit::errors::{HistoryError, Result};
 
 /// The JSON report of one run.
 #[derive(Debug, Serialize)]

@@ -94,17 +94,23 @@ fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result
     // A fresh log per run (the gateways' logs are appended to).
     let _ = std::fs::remove_file(&log);
     let mut cmd = Command::new(bin);
-    cmd.args(["run", "--node-id", &id.to_string(), "--dc", &format!("dc{dc}")])
-        .arg("--data-dir")
-        .arg(&ndir)
-        .args([
-            "--raft-addr",
-            &format!("{host}:7100"),
-            "--api-addr",
-            &format!("{host}:7200"),
-            "--admin-addr",
-            &format!("{host}:7300"),
-        ]);
+    cmd.args([
+        "run",
+        "--node-id",
+        &id.to_string(),
+        "--dc",
+        &format!("dc{dc}"),
+    ])
+    .arg("--data-dir")
+    .arg(&ndir)
+    .args([
+        "--raft-addr",
+        &format!("{host}:7100"),
+        "--api-addr",
+        &format!("{host}:7200"),
+        "--admin-addr",
+        &format!("{host}:7300"),
+    ]);
     process::spawn(&mut cmd, &log, libc::SIGTERM).with_context(|| format!("start node {id}"))
 }
 

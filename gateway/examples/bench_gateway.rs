@@ -40,9 +40,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bongsu_testkit::cluster::{Cluster, Spec};
-use bongsu_testkit::gateway::start_gateways;
-use bongsu_testkit::{process, turn};
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{write_reply, write_request, AppendMessage, WriteRequest};
 use bongsu_proto::model::shard_of;
@@ -51,6 +48,9 @@ use bongsu_proto::v1::auth_client::AuthClient;
 use bongsu_proto::v1::messenger_client::MessengerClient;
 use bongsu_proto::v1::{self, push_event::Event};
 use bongsu_proto::ErrorCode;
+use bongsu_testkit::cluster::{Cluster, Spec};
+use bongsu_testkit::gateway::start_gateways;
+use bongsu_testkit::{process, turn};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Barrier};
@@ -680,7 +680,9 @@ async fn main() -> Result<()> {
     ));
     let (gw1, gw2) = (gateways[0].grpc_url.clone(), gateways[1].grpc_url.clone());
     let probe = CpuProbe {
-        gateway: gateways[0].pid().context("the dc1 gateway is not running")?,
+        gateway: gateways[0]
+            .pid()
+            .context("the dc1 gateway is not running")?,
         nodes: cluster.nodes.iter().filter_map(|n| n.pid()).collect(),
         me: std::process::id(),
         ticks_per_sec: process::clock_ticks_per_sec(),

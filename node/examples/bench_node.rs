@@ -118,7 +118,8 @@ fn samples(cluster: &Cluster) -> Result<Vec<Sample>> {
 }
 
 fn pid(n: &NodeProc) -> Result<u32> {
-    n.pid().with_context(|| format!("node {} is not running", n.id))
+    n.pid()
+        .with_context(|| format!("node {} is not running", n.id))
 }
 
 fn sleep_secs(s: f64) -> tokio::time::Sleep {
@@ -137,7 +138,11 @@ fn node_bin(args: &Args) -> Result<PathBuf> {
 /// Every node's status; a node that does not answer is an error.
 async fn statuses(cluster: &mut Cluster) -> Result<BTreeMap<u64, ClusterStatus>> {
     let st = cluster.statuses().await;
-    let missing: Vec<u64> = cluster.ids().into_iter().filter(|id| !st.contains_key(id)).collect();
+    let missing: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| !st.contains_key(id))
+        .collect();
     ensure!(missing.is_empty(), "nodes {missing:?} do not answer status");
     Ok(st)
 }

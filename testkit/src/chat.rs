@@ -17,7 +17,9 @@ use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{
     write_reply, write_request, AppendMessage, CreateConversation, ReadRequest, WriteRequest,
 };
-use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId, CODE_KEY, LEADER_ID_KEY};
+use bongsu_proto::model::{
+    shard_of, ClientMsgId, ConvId, DeviceId, UserId, CODE_KEY, LEADER_ID_KEY,
+};
 use bongsu_proto::v1;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
@@ -110,6 +112,18 @@ pub trait ChatClient: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ReadPage, CallError>> + Send;
 }
 
+/// A lazily connected client of a node's internal API at `addr` (`ip:port`), as the
+/// workload uses it: keep-alive pings notice a node that is gone within a second or two,
+/// and answers may be as large as [`MAX_DECODE`].
+pub fn node_api(addr: &str) -> anyhow::Result<NodeApiClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(250))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1));
+    Ok(NodeApiClient::new(ep.connect_lazy()).max_decoding_message_size(MAX_DECODE))
+}
+
 /// The CRC-32 of a body, as the history records it.
 pub fn body_crc(body: &[u8]) -> u32 {
     crc32fast::hash(body)
@@ -162,14 +176,9 @@ impl NodeClient {
         anyhow::ensure!(!nodes.is_empty(), "a client needs at least one node");
         let mut out = Vec::new();
         for (id, addr) in nodes {
-            let ep = Endpoint::from_shared(format!("http://{addr}"))?
-                .connect_timeout(Duration::from_millis(250))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1));
             out.push(Node {
                 id: *id,
-                api: NodeApiClient::new(ep.connect_lazy()).max_decoding_message_size(MAX_DECODE),
+                api: node_api(addr)?,
             });
         }
         Ok(Self {

@@ -305,4 +305,3 @@ pub fn read_from(conv: ConvId, user: UserId, from_seq: u64, limit: u32) -> ReadR
         limit,
     }
 }
-

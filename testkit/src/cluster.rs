@@ -234,7 +234,9 @@ impl Cluster {
             .admin_client(first, timeout)?
             .init(req)
             .await
-            .map_err(|s| anyhow::anyhow!("init through node {first}: {:?} {}", s.code(), s.message()))?;
+            .map_err(|s| {
+                anyhow::anyhow!("init through node {first}: {:?} {}", s.code(), s.message())
+            })?;
         eprintln!(
             "cluster {}: initialized, shard map version {}",
             self.name,
@@ -453,7 +455,11 @@ impl Cluster {
             .set_failpoint(req)
             .await
             .map_err(|s| {
-                anyhow::anyhow!("set failpoint {name} on node {id}: {:?} {}", s.code(), s.message())
+                anyhow::anyhow!(
+                    "set failpoint {name} on node {id}: {:?} {}",
+                    s.code(),
+                    s.message()
+                )
             })?;
         Ok(())
     }
@@ -471,7 +477,11 @@ impl Cluster {
                     .set_faults(SetFaultsRequest { rules })
                     .await
                     .map_err(|s| {
-                        anyhow::anyhow!("set fault rules on node {id}: {:?} {}", s.code(), s.message())
+                        anyhow::anyhow!(
+                            "set fault rules on node {id}: {:?} {}",
+                            s.code(),
+                            s.message()
+                        )
                     })
             })
             .collect();
@@ -540,7 +550,11 @@ impl Drop for Cluster {
         }
         if !self.passed || std::env::var_os("BONGSU_KEEP_CLUSTER").is_some() {
             let path = scratch.dir.keep();
-            eprintln!("cluster {}: kept {} for debugging", self.name, path.display());
+            eprintln!(
+                "cluster {}: kept {} for debugging",
+                self.name,
+                path.display()
+            );
         }
     }
 }

@@ -127,13 +127,21 @@ impl GatewayProc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
-                bail!("gateway {} exited at start ({status}); log:\n{}", self.id, self.log_tail(30));
+                bail!(
+                    "gateway {} exited at start ({status}); log:\n{}",
+                    self.id,
+                    self.log_tail(30)
+                );
             }
             if ready(&self.http_addr).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("gateway {} not ready within {timeout:?}; log:\n{}", self.id, self.log_tail(40));
+                bail!(
+                    "gateway {} not ready within {timeout:?}; log:\n{}",
+                    self.id,
+                    self.log_tail(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -188,7 +188,10 @@ impl NodeProc {
             .arg(self.config_path())
             .env_remove("BONGSU_CONFIG");
         // BONGSU_NODE_LOG asks for another filter (`info,openraft=info` to see elections).
-        match std::env::var("BONGSU_NODE_LOG").ok().or(self.log_filter.clone()) {
+        match std::env::var("BONGSU_NODE_LOG")
+            .ok()
+            .or(self.log_filter.clone())
+        {
             Some(filter) => cmd.env("RUST_LOG", filter),
             None => cmd.env_remove("RUST_LOG"),
         };

@@ -88,7 +88,10 @@ pub fn signal(child: &Child, sig: libc::c_int) -> Result<()> {
     // SAFETY: kill(2) on the PID of our own child that has not been reaped, so the PID cannot
     // belong to another process.
     if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-        bail!("signal {sig} to pid {pid}: {}", std::io::Error::last_os_error());
+        bail!(
+            "signal {sig} to pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }

@@ -25,7 +25,10 @@ pub fn lock(path: &Path, who: &str) -> Result<File> {
         .with_context(|| format!("open {}", path.display()))?;
     // SAFETY: flock on a file descriptor this function owns.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        eprintln!("{who}: waiting for {} (another run holds it)", path.display());
+        eprintln!(
+            "{who}: waiting for {} (another run holds it)",
+            path.display()
+        );
         // SAFETY: as above.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             bail!(

@@ -239,8 +239,11 @@ impl ShardWriters {
         for w in &self.writers {
             let h = w.history();
             let shard = w.shard;
-            sum.problems
-                .extend(h.errors.iter().map(|e| format!("shard {shard}: failed {e}")));
+            sum.problems.extend(
+                h.errors
+                    .iter()
+                    .map(|e| format!("shard {shard}: failed {e}")),
+            );
             sum.problems.extend(
                 h.unanswered
                     .iter()
@@ -383,7 +386,13 @@ pub struct Judged {
 /// acknowledged append is stored at its seq with its body), `no_duplicate` (no client
 /// message id is stored twice) and `same_order` (seqs dense from 1, the client's acknowledged
 /// seqs increasing). Times are taken from `epoch`.
-pub fn judge(shard: u32, conv: ConvId, epoch: Instant, msgs: &[v1::Message], acks: &[Ack]) -> Judged {
+pub fn judge(
+    shard: u32,
+    conv: ConvId,
+    epoch: Instant,
+    msgs: &[v1::Message],
+    acks: &[Ack],
+) -> Judged {
     let conv_id = u128::from_be_bytes(conv.0);
     let ms = |t: Instant| -> Ms { t.saturating_duration_since(epoch).as_millis() as Ms };
     let ops = acks

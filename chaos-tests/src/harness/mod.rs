@@ -270,7 +270,10 @@ fn mount_small_disk(
     match mounted {
         Ok(sd) => {
             eprintln!("chaos: small disk: {}", sd.describe());
-            n.note(&format!("data directory is a {} MiB tmpfs", plan.size >> 20));
+            n.note(&format!(
+                "data directory is a {} MiB tmpfs",
+                plan.size >> 20
+            ));
             (Some(sd), None)
         }
         Err(why) => {

@@ -13,9 +13,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bongsu_testkit::process;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use bongsu_testkit::process;
 use serde_json::{json, Value};
 
 use crate::bounded;

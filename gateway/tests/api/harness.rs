@@ -54,8 +54,14 @@ impl Env {
             .await
             .context("start a three-datacenter cluster")?;
         let nodes: Vec<String> = cluster.api_addrs().into_iter().map(|(_, a)| a).collect();
-        let gateways =
-            start_gateways(&gateway_binary(), &cluster.dir, 3, &nodes, &opts.gateway_args).await?;
+        let gateways = start_gateways(
+            &gateway_binary(),
+            &cluster.dir,
+            3,
+            &nodes,
+            &opts.gateway_args,
+        )
+        .await?;
         let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .unwrap_or(Path::new("."))
@@ -122,7 +128,12 @@ impl Drop for Env {
         }
         if !self.passed {
             for g in &self.gateways {
-                eprintln!("--- api test {}: {} log (last 60 lines) ---\n{}", self.name, g.id, g.log_tail(60));
+                eprintln!(
+                    "--- api test {}: {} log (last 60 lines) ---\n{}",
+                    self.name,
+                    g.id,
+                    g.log_tail(60)
+                );
             }
         }
     }

@@ -11,9 +11,9 @@ use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, UserId};
 use bongsu_proto::{v1, ErrorCode};
 use rand::seq::SliceRandom;
 
-use bongsu_testkit::client::{append, appended, create, read_from};
 use crate::harness::{plain, shard_group, spec, Cluster, Spec, META_GROUP};
 use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, appended, create, read_from};
 use bongsu_testkit::writers::conv_on_shard;
 
 /// Messages appended to each conversation.

@@ -16,11 +16,11 @@ use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::internal::{DrainRequest, SafeToStopRequest, ShardMap, StatusRequest};
 use bongsu_proto::ErrorCode;
 
-use bongsu_testkit::bounded;
-use bongsu_testkit::writers::ShardWriters;
 use crate::harness::{
     placement_violations, replica_counts, spec, Cluster, MapRecorder, META_GROUP,
 };
+use bongsu_testkit::bounded;
+use bongsu_testkit::writers::ShardWriters;
 
 const SHARDS: u32 = 16;
 /// The drained node must end with nothing within this long of the drain.

@@ -16,11 +16,11 @@ use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::model::{ClientMsgId, ConvId, UserId};
 use bongsu_proto::v1;
 
-use bongsu_testkit::client::{append, appended, create};
-use bongsu_testkit::writers::{judge, read_back, Ack, Resumed, ShardWriters, READER, SENDER};
 use crate::harness::{shard_group, spec, Cluster, Spec, META_GROUP};
 use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, appended, create};
 use bongsu_testkit::writers::conv_on_shard;
+use bongsu_testkit::writers::{judge, read_back, Ack, Resumed, ShardWriters, READER, SENDER};
 
 const TRIALS: usize = 5;
 /// Every shard must take a write again within this long after the kill.

@@ -93,4 +93,3 @@ pub fn placement_violations(
     }
     Ok(out)
 }
-

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::internal::{ReadyRequest, ShardMap};
 
+use crate::harness::{placement_violations, replica_counts, spec, Cluster, MapRecorder};
 use bongsu_testkit::bounded;
 use bongsu_testkit::writers::ShardWriters;
-use crate::harness::{placement_violations, replica_counts, spec, Cluster, MapRecorder};
 
 const SHARDS: u32 = 16;
 /// The datacenter the new node joins.

@@ -11,9 +11,9 @@ use bongsu_proto::model::{ClientMsgId, UserId};
 use bongsu_proto::v1;
 use tonic::transport::Endpoint;
 
-use bongsu_testkit::client::{append, create};
 use crate::harness::{spec, Cluster};
 use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, create};
 use bongsu_testkit::writers::conv_on_shard;
 
 const SHARDS: u32 = 8;

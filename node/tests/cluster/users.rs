@@ -17,9 +17,9 @@ use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId};
 use bongsu_proto::v1;
 use tonic::transport::Endpoint;
 
-use bongsu_testkit::client::{append, create, Failure, TestClient};
 use crate::harness::{spec, Cluster};
 use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, create, Failure, TestClient};
 use bongsu_testkit::writers::conv_on_shard;
 
 const SHARDS: u32 = 8;

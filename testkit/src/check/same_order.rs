@@ -89,8 +89,14 @@ fn acks_go_back(h: &History) -> Vec<Violation> {
     let mut last: BTreeMap<(u32, u128), (u64, u128, u64)> = BTreeMap::new();
     let mut out = Vec::new();
     for op in ops {
-        let (&OpKind::Send { conv, client_msg_id, .. }, &Outcome::Sent { seq, .. }) =
-            (&op.kind, &op.outcome)
+        let (
+            &OpKind::Send {
+                conv,
+                client_msg_id,
+                ..
+            },
+            &Outcome::Sent { seq, .. },
+        ) = (&op.kind, &op.outcome)
         else {
             continue;
         };

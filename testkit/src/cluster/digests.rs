@@ -13,7 +13,6 @@ use crate::history::ReplicaDigest;
 pub const DIGEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cluster {
-
     /// Every replica's digest of every shard, once all replicas of each shard have applied the
     /// same index (the workload must have stopped). After `timeout` it returns what it has, and
     /// the shards that never agreed on an applied index, so that the replicas checker judges.

@@ -60,7 +60,10 @@ impl Cluster {
                 self.exits.push(exit.clone());
                 if attempts >= SPAWN_ATTEMPTS {
                     let tail = self.node(id).log_tail(20);
-                    bail!("{} at start, {attempts} times; log:\n{tail}", exit.describe());
+                    bail!(
+                        "{} at start, {attempts} times; log:\n{tail}",
+                        exit.describe()
+                    );
                 }
                 attempts += 1;
                 self.respawn(id, may_move).await?;
@@ -171,7 +174,11 @@ impl Cluster {
                 continue;
             };
             for (id, st) in statuses {
-                let named = st.groups.iter().find(|g| g.group == group).map(|g| g.leader);
+                let named = st
+                    .groups
+                    .iter()
+                    .find(|g| g.group == group)
+                    .map(|g| g.leader);
                 if named.is_some_and(|l| l != led.leader) {
                     out.push(format!(
                         "group {group}: node {id} names {} not {}",
@@ -229,7 +236,10 @@ impl Cluster {
     /// Waits until each shard's leader reports the map's voters and no learners, and every
     /// running node hosts exactly the meta group and the shards the map places on it.
     pub async fn wait_groups_match(&mut self, map: &ShardMap, timeout: Duration) -> Result<()> {
-        let p = Patience::new(format!("groups disagree with map version {}", map.version), timeout);
+        let p = Patience::new(
+            format!("groups disagree with map version {}", map.version),
+            timeout,
+        );
         loop {
             let mut wrong = leaders_disagree(map, &self.leaders().await);
             for (id, st) in self.statuses().await {
