@@ -192,7 +192,7 @@ mod tests {
     use super::*;
     use crate::check::{check_all, Summary};
     use crate::history::Outcome;
-    use crate::testing::*;
+    use bongsu_testkit::testing::*;
 
     #[test]
     fn timeline_of_clean_history() {

@@ -6,10 +6,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::check::{Report, Summary, Violation};
-use crate::errors::{ChaosError, Result};
 use crate::figures::{rto_all, summary_line, timeline, FaultRto, Second};
 use crate::history::{History, Load, Ms};
 use crate::svg::timeline_svg;
+use bongsu_testkit::errors::{HistoryError, Result};
 
 /// The JSON report of one run.
 #[derive(Debug, Serialize)]
@@ -91,7 +91,7 @@ impl<'a> RunReport<'a> {
 pub fn write_json(path: &Path, history: &History, report: &Report) -> Result<()> {
     let json =
         serde_json::to_string_pretty(&RunReport::new(history, report)).map_err(|source| {
-            ChaosError::Encode {
+            HistoryError::Encode {
                 what: "run report",
                 source,
             }
@@ -105,7 +105,7 @@ pub fn write_svg(path: &Path, history: &History, report: &Report) -> Result<()> 
 }
 
 fn write(path: &Path, contents: String) -> Result<()> {
-    std::fs::write(path, contents).map_err(|source| ChaosError::Write {
+    std::fs::write(path, contents).map_err(|source| HistoryError::Write {
         path: path.to_owned(),
         source,
     })
@@ -115,7 +115,7 @@ fn write(path: &Path, contents: String) -> Result<()> {
 mod tests {
     use super::*;
     use crate::check::check_all;
-    use crate::testing::clean_history;
+    use bongsu_testkit::testing::clean_history;
 
     #[test]
     fn written_report_loads_back_as_the_same_history() {

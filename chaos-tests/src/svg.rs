@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn escapes_names() {
-        let mut h = crate::testing::clean_history();
+        let mut h = bongsu_testkit::testing::clean_history();
         h.scenario = "a<b>&\"c\"".into();
         let svg = timeline_svg(&h, &crate::check::check_all(&h));
         assert!(svg.contains("a&lt;b&gt;&amp;&quot;c&quot;"));

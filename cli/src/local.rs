@@ -7,14 +7,16 @@
 //! logs live under `--dir`; running again with the same directory restarts the same cluster
 //! instead of creating a new one.
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{HelloRequest, InitRequest, StatusRequest};
+use bongsu_testkit::gateway::GatewayProc;
+use bongsu_testkit::process;
 
 mod gateway;
 
@@ -55,9 +57,8 @@ struct Nodes(Vec<LocalNode>);
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        for n in &mut self.0 {
-            // SAFETY: plain kill(2) on the PID of a child this process started.
-            unsafe { libc::kill(n.child.id() as i32, libc::SIGTERM) };
+        for n in &self.0 {
+            let _ = process::signal(&n.child, libc::SIGTERM);
         }
         for n in &mut self.0 {
             let _ = n.child.wait();
@@ -67,33 +68,21 @@ impl Drop for Nodes {
 
 /// A binary given on the command line, or the one named `name` next to this program.
 fn sibling_binary(arg: Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
-    let bin = match arg {
-        Some(b) => b,
-        None => std::env::current_exe()
-            .context("find this program's path")?
-            .with_file_name(name),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p {name} --bin {name}` (make run does)",
-            bin.display()
-        );
+    match arg {
+        Some(b) if b.exists() => Ok(b),
+        Some(b) => bail!("{} not found", b.display()),
+        None => process::binary(name),
     }
-    Ok(bin)
 }
 
 /// Gateways are stopped before the nodes (this value is declared after them, so it is dropped
 /// first): clients see their gateway go, not the cluster behind it.
-struct Gateways(Vec<gateway::LocalGateway>);
+struct Gateways(Vec<GatewayProc>);
 
 impl Drop for Gateways {
     fn drop(&mut self) {
         for g in &mut self.0 {
-            // SAFETY: plain kill(2) on the PID of a child this process started.
-            unsafe { libc::kill(g.child.id() as i32, libc::SIGTERM) };
-        }
-        for g in &mut self.0 {
-            let _ = g.child.wait();
+            g.kill();
         }
     }
 }
@@ -101,7 +90,9 @@ impl Drop for Gateways {
 fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result<Child> {
     let ndir = dir.join(format!("n{id}"));
     std::fs::create_dir_all(&ndir).with_context(|| format!("create {}", ndir.display()))?;
-    let log = std::fs::File::create(ndir.join("node.log"))?;
+    let log = ndir.join("node.log");
+    // A fresh log per run (the gateways' logs are appended to).
+    let _ = std::fs::remove_file(&log);
     let mut cmd = Command::new(bin);
     cmd.args([
         "run",
@@ -119,18 +110,8 @@ fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result
         &format!("{host}:7200"),
         "--admin-addr",
         &format!("{host}:7300"),
-    ])
-    .stdin(Stdio::null())
-    .stdout(log.try_clone()?)
-    .stderr(log);
-    // SAFETY: prctl in the child before exec, async-signal-safe: the node dies with us.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    cmd.spawn().with_context(|| format!("start node {id}"))
+    ]);
+    process::spawn(&mut cmd, &log, libc::SIGTERM).with_context(|| format!("start node {id}"))
 }
 
 /// Whether something already listens on `addr`.
@@ -264,23 +245,15 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let api_addrs: Vec<String> = nodes.0.iter().map(|n| format!("{}:7200", n.host)).collect();
     let mut gateways = Gateways(Vec::new());
     for dc in 1..=3 {
-        let gw = gateway::spawn(&gw_bin, &a.dir, dc, &api_addrs)?;
+        let mut gw = gateway::local(&gw_bin, &a.dir, dc, &api_addrs)?;
+        gw.spawn()?;
         gateways.0.push(gw);
     }
-    for g in &gateways.0 {
-        wait_until(
-            &format!("the dc{} gateway at {}", g.dc, g.http),
-            Duration::from_secs(30),
-            || gateway::ready(&g.http),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "the dc{} gateway did not become ready; see {}",
-                g.dc,
-                g.log.display()
-            )
-        })?;
+    for g in &mut gateways.0 {
+        let log = g.log.display().to_string();
+        g.wait_ready(Duration::from_secs(30))
+            .await
+            .with_context(|| format!("the dc{} gateway did not become ready; see {log}", g.dc))?;
     }
 
     println!();
@@ -291,11 +264,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     println!();
     println!("  web client (open any; they are interchangeable):");
     for g in &gateways.0 {
-        println!("    dc{}  http://{}/", g.dc, g.http);
+        println!("    dc{}  {}/", g.dc, g.http_url);
     }
     println!("  gRPC API (the SDK and the CLI use all three):");
     for g in &gateways.0 {
-        println!("    dc{}  http://{}", g.dc, g.grpc);
+        println!("    dc{}  {}", g.dc, g.grpc_url);
     }
     println!("  nodes:");
     for n in &nodes.0 {
@@ -325,7 +298,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                     }
                 }
                 for g in &mut gateways.0 {
-                    let Ok(Some(status)) = g.child.try_wait() else { continue };
+                    let Some(status) = g.exited() else { continue };
                     // A gateway holds nothing, so losing one is a drill, not a disaster: start
                     // it again (clients have moved to the other gateways meanwhile). One that
                     // exits by itself right after being restarted is broken, and restarting it
@@ -337,9 +310,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
                         bail!("the dc{} gateway exited ({status}) right after starting; see {}", g.dc, g.log.display());
                     }
                     println!("bongsu: the dc{} gateway exited ({status}); starting it again", g.dc);
-                    let restarts = g.restarts + 1;
-                    *g = gateway::spawn(&gw_bin, &a.dir, g.dc, &api_addrs)?;
-                    g.restarts = restarts;
+                    g.restarts += 1;
+                    g.spawn()?;
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! `bench-gateway`: what the gateway adds to a write, measured against the node in one run.
 //!
-//! One run starts a three-datacenter cluster with the chaos harness (portable mode: one
-//! `bongsu-node` per datacenter on `127.0.d.x`, 8 shards, 3 replicas) and one `bongsu-gateway`
-//! per datacenter on `127.0.d.100`, with the per-user, per-IP and sign-in rate limits off
+//! One run starts a three-datacenter cluster with the test kit (one `bongsu-node` per
+//! datacenter on `127.0.d.x`, 8 shards, 3 replicas) and one `bongsu-gateway` per datacenter
+//! on `127.0.d.100`, with the per-user, per-IP and sign-in rate limits off
 //! (`--user-rate=0 --ip-rate=0 --auth-rate-per-min=0`: 0 turns a limit off, see
 //! `gateway/src/limits.rs`). Then, with 256-byte text messages, for `--seconds` each:
 //!
@@ -32,19 +32,14 @@
 //! when the run ends.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::future::Future;
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bongsu_chaos::harness::{Cluster, Mode, Spec};
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{write_reply, write_request, AppendMessage, WriteRequest};
 use bongsu_proto::model::shard_of;
@@ -53,6 +48,9 @@ use bongsu_proto::v1::auth_client::AuthClient;
 use bongsu_proto::v1::messenger_client::MessengerClient;
 use bongsu_proto::v1::{self, push_event::Event};
 use bongsu_proto::ErrorCode;
+use bongsu_testkit::cluster::{Cluster, Spec};
+use bongsu_testkit::gateway::start_gateways;
+use bongsu_testkit::{process, turn};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Barrier};
@@ -71,7 +69,6 @@ const WARMUP_PIPE: usize = 5;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a push may take before the run gives up on it.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser, Debug)]
 #[command(about = "Latency and throughput of sends through the gateway, against the node")]
@@ -103,171 +100,9 @@ impl Args {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// The directory of the workspace binaries: this example runs from `target/<profile>/examples/`.
-fn profile_dir() -> Result<PathBuf> {
-    let me = std::env::current_exe().context("find this example's path")?;
-    me.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("this example is not under target/<profile>/examples")
-}
-
-fn binary(name: &str) -> Result<PathBuf> {
-    let bin = profile_dir()?.join(name);
-    if !bin.is_file() {
-        bail!(
-            "{} not found: build the workspace binaries first \
-             (`cargo build --release --workspace --bins`)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// Waits for the lock the node's cluster tests and the gateway's API tests take turns with.
-fn take_turn() -> Result<Option<File>> {
-    let Some(target) = profile_dir()?.parent().map(Path::to_path_buf) else {
-        return Ok(None);
-    };
-    let tmp = target.join("tmp");
-    fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    let path = tmp.join("bongsu-cluster-tests.lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        eprintln!(
-            "bench-gateway: waiting for {} (cluster tests are running)",
-            path.display()
-        );
-        // SAFETY: as above.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "lock {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(Some(f))
-}
-
-fn free_port(ip: Ipv4Addr) -> Result<u16> {
-    let l = TcpListener::bind((ip, 0)).with_context(|| format!("bind a free port on {ip}"))?;
-    Ok(l.local_addr()?.port())
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// One gateway process, killed by PID when dropped.
-struct GatewayProc {
-    id: String,
-    grpc_url: String,
-    http_url: String,
-    log: PathBuf,
-    child: Child,
-}
-
-impl GatewayProc {
-    fn spawn(bin: &Path, dir: &Path, dc: u8, nodes: &[String]) -> Result<GatewayProc> {
-        let ip = Ipv4Addr::new(127, 0, dc, 100);
-        let (grpc, http) = (free_port(ip)?, free_port(ip)?);
-        let id = format!("gw{dc}");
-        let log_path = dir.join(format!("{id}.log"));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            format!("--id={id}"),
-            format!("--dc=dc{dc}"),
-            format!("--nodes={}", nodes.join(",")),
-            format!("--grpc-addr={ip}:{grpc}"),
-            format!("--http-addr={ip}:{http}"),
-            "--user-rate=0".to_string(),
-            "--ip-rate=0".to_string(),
-            "--auth-rate-per-min=0".to_string(),
-        ])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-        // SAFETY: prctl is async-signal-safe; the gateway dies with this process.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("spawn bongsu-gateway")?;
-        Ok(GatewayProc {
-            id,
-            grpc_url: format!("http://{ip}:{grpc}"),
-            http_url: format!("http://{ip}:{http}"),
-            log: log_path,
-            child,
-        })
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "gateway {} exited at start ({status}); log:\n{}",
-                    self.id,
-                    tail(&self.log, 30)
-                );
-            }
-            if let Ok(r) = http
-                .get(format!("{}/readyz", self.http_url))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "gateway {} not ready within {READY_TIMEOUT:?}; log:\n{}",
-                    self.id,
-                    tail(&self.log, 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for GatewayProc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this process spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-/// User plus system CPU ticks of a process.
+/// User plus system CPU ticks of a process (0 once it is gone).
 fn cpu_ticks(pid: u32) -> u64 {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = text.rsplit_once(')') else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
+    process::cpu_ticks(pid).unwrap_or(0)
 }
 
 /// CPU of the processes a case is charged to: the dc1 gateway, the nodes, this benchmark.
@@ -803,8 +638,8 @@ async fn main() -> Result<()> {
     ensure!(args.seconds > 0.0, "--seconds must be positive");
     ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
     let dur = Duration::from_secs_f64(args.seconds);
-    let node_bin = binary("bongsu-node")?;
-    let gw_bin = binary("bongsu-gateway")?;
+    let node_bin = process::binary("bongsu-node")?;
+    let gw_bin = process::binary("bongsu-gateway")?;
     let started = Instant::now();
     let note = |what: &str| {
         eprintln!(
@@ -813,7 +648,7 @@ async fn main() -> Result<()> {
         )
     };
 
-    let _turn = take_turn()?;
+    let _turn = turn::take_turn("bench-gateway").await?;
     let nodes_dir = args.dir.join("nodes");
     if nodes_dir.exists() {
         fs::remove_dir_all(&nodes_dir).with_context(|| format!("wipe {}", nodes_dir.display()))?;
@@ -823,13 +658,8 @@ async fn main() -> Result<()> {
         let _ = fs::remove_file(args.dir.join(format!("gw{dc}.log")));
     }
 
-    let spec = Spec {
-        dcs: DCS,
-        nodes_per_dc: 1,
-        shards: SHARDS,
-        replicas: DCS as u32,
-    };
-    let cluster = Cluster::start(spec, Mode::Portable, &nodes_dir, &node_bin, Instant::now())
+    let spec = Spec::new(DCS, 1).shards(SHARDS).binary(&node_bin);
+    let cluster = Cluster::start_in("bench-gateway", spec, &nodes_dir)
         .await
         .context("start a three-datacenter cluster")?;
     let node_addrs: Vec<String> = cluster.api_addrs().into_iter().map(|(_, a)| a).collect();
@@ -842,24 +672,20 @@ async fn main() -> Result<()> {
         .tcp_nodelay(true)
         .timeout(SEND_TIMEOUT)
         .build()?;
-    let mut gateways = Vec::new();
-    for dc in 1..=DCS {
-        gateways.push(GatewayProc::spawn(&gw_bin, &args.dir, dc, &node_addrs)?);
-    }
-    for g in &mut gateways {
-        g.wait_ready(&http).await?;
-    }
+    let no_limits = ["--user-rate=0", "--ip-rate=0", "--auth-rate-per-min=0"].map(String::from);
+    let gateways = start_gateways(&gw_bin, &args.dir, DCS, &node_addrs, &no_limits).await?;
     note(&format!(
         "{DCS} gateways ready (rate limits off), logs in {}/gw<d>.log",
         args.dir.display()
     ));
     let (gw1, gw2) = (gateways[0].grpc_url.clone(), gateways[1].grpc_url.clone());
     let probe = CpuProbe {
-        gateway: gateways[0].child.id(),
+        gateway: gateways[0]
+            .pid()
+            .context("the dc1 gateway is not running")?,
         nodes: cluster.nodes.iter().filter_map(|n| n.pid()).collect(),
         me: std::process::id(),
-        // SAFETY: sysconf has no preconditions.
-        ticks_per_sec: (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64,
+        ticks_per_sec: process::clock_ticks_per_sec(),
     };
 
     // Users (argon2 on sign-up: a few at a time) and one conversation per sender.

@@ -24,34 +24,23 @@
 //! however it ends, and die with this process if it is killed.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bongsu_proto::internal::admin_client::AdminClient;
-use bongsu_proto::internal::{ClusterStatus, HelloRequest, InitRequest, StatusRequest};
+use bongsu_proto::internal::ClusterStatus;
+use bongsu_testkit::cluster::{Cluster, NodeProc, Site, Spec};
+use bongsu_testkit::process;
 use clap::Parser;
-use tonic::transport::{Channel, Endpoint};
 
 /// The issue's target: one node hosting 1,000 idle groups uses under 5 % of a core.
 const TARGET_CPU_PCT: f64 = 5.0;
 /// Datacenters, one node each; every group has one voter per datacenter.
 const NODES: u8 = 3;
-/// How long a node may take from spawn to answering on its admin port.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How many times a node is spawned again, on fresh ports, when it exits at start (another
-/// process took a port between this bench finding it free and the node binding it).
-const SPAWN_ATTEMPTS: u32 = 3;
-/// Init creates every group on every node; give it time on a slow disk.
-const INIT_TIMEOUT: Duration = Duration::from_secs(45);
 /// A status call covers every hosted group, so it is allowed more than a ping.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the bench asks for status while waiting for leaders.
-const POLL: Duration = Duration::from_millis(250);
 /// Resolution of the peak CPU figure within the measured window.
 const PEAK_SLICE: Duration = Duration::from_secs(1);
 /// How many WARN/ERROR lines of each node's log are shown.
@@ -84,183 +73,11 @@ struct Args {
     node_bin: Option<PathBuf>,
 }
 
-/// One node process and where it listens.
-struct NodeProc {
-    id: u64,
-    dc: String,
-    ip: Ipv4Addr,
-    raft_addr: String,
-    api_addr: String,
-    admin_addr: String,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl NodeProc {
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("node.log")
-    }
-
-    fn pid(&self) -> Result<u32> {
-        self.child
-            .as_ref()
-            .map(|c| c.id())
-            .with_context(|| format!("node {} is not running", self.id))
-    }
-
-    /// Three distinct free ports on this node's address. Another process may take one before
-    /// the node binds it; the node then exits at once and is spawned again.
-    fn pick_ports(&mut self) -> Result<()> {
-        let mut ports = Vec::new();
-        let mut held = Vec::new();
-        while ports.len() < 3 {
-            let l = TcpListener::bind((self.ip, 0))
-                .with_context(|| format!("bind a free port on {}", self.ip))?;
-            ports.push(l.local_addr()?.port());
-            // Held until all three are picked, so the kernel cannot hand out one port twice.
-            held.push(l);
-        }
-        self.raft_addr = format!("{}:{}", self.ip, ports[0]);
-        self.api_addr = format!("{}:{}", self.ip, ports[1]);
-        self.admin_addr = format!("{}:{}", self.ip, ports[2]);
-        Ok(())
-    }
-
-    fn spawn(&mut self, bin: &Path) -> Result<()> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .with_context(|| format!("open {}", self.log_path().display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .args(["--node-id", &self.id.to_string(), "--dc", &self.dc])
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args([
-                "--raft-addr",
-                &self.raft_addr,
-                "--api-addr",
-                &self.api_addr,
-                "--admin-addr",
-                &self.admin_addr,
-            ])
-            .env(
-                "RUST_LOG",
-                std::env::var("BONGSU_NODE_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn,h2=warn,tower=warn".into()),
-            )
-            .env("NO_COLOR", "1")
-            .env_remove("BONGSU_CONFIG")
-            .env_remove("BONGSU_SEEDS")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state. The node
-        // dies with this process even when it is killed, so no node outlives the benchmark.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(
-            cmd.spawn()
-                .with_context(|| format!("spawn {}", bin.display()))?,
-        );
-        Ok(())
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    async fn admin(&self, timeout: Duration) -> Result<AdminClient<Channel>> {
-        let ep = Endpoint::from_shared(format!("http://{}", self.admin_addr))?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(timeout);
-        let ch = ep.connect().await.with_context(|| {
-            format!(
-                "connect to node {}'s admin API at {}",
-                self.id, self.admin_addr
-            )
-        })?;
-        Ok(AdminClient::new(ch))
-    }
-
-    async fn status(&self) -> Result<ClusterStatus> {
-        let s = self
-            .admin(STATUS_TIMEOUT)
-            .await?
-            .status(StatusRequest {})
-            .await
-            .map_err(|s| {
-                anyhow::anyhow!("status of node {}: {:?} {}", self.id, s.code(), s.message())
-            })?;
-        Ok(s.into_inner())
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(self.log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-/// The node processes of this run. Dropping it kills (by PID) and reaps every one still running.
-struct Nodes(Vec<NodeProc>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for n in &mut self.0 {
-            if let Some(mut c) = n.child.take() {
-                // Child::kill sends SIGKILL to this child's PID, which cannot have been reused
-                // while the child is unreaped.
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
 /// Cumulative CPU time and resident memory of one process.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Instant,
     cpu_ticks: u64,
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// utime + stime of a process, in clock ticks, from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    // The command name (field 2) is in parentheses and may contain spaces; fields after the
-    // last ')' start with field 3 (state), so utime (14) and stime (15) are at 11 and 12.
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .with_context(|| format!("parse {path}: no ')'"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize, name: &str| -> Result<u64> {
-        fields
-            .get(i)
-            .with_context(|| format!("parse {path}: no {name}"))?
-            .parse::<u64>()
-            .with_context(|| format!("parse {path}: {name}"))
-    };
-    Ok(field(11, "utime")? + field(12, "stime")?)
 }
 
 /// A `kB` field of `/proc/<pid>/status`, or a plain count such as `Threads`.
@@ -283,7 +100,7 @@ fn status_field(pid: u32, key: &str) -> Result<u64> {
 fn sample(pid: u32) -> Result<Sample> {
     Ok(Sample {
         at: Instant::now(),
-        cpu_ticks: cpu_ticks(pid)?,
+        cpu_ticks: process::cpu_ticks(pid)?,
     })
 }
 
@@ -296,130 +113,38 @@ fn cpu_pct(a: Sample, b: Sample, ticks_per_sec: f64) -> f64 {
     b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks_per_sec / wall * 100.0
 }
 
-fn samples(nodes: &Nodes) -> Result<Vec<Sample>> {
-    nodes.0.iter().map(|n| sample(n.pid()?)).collect()
+fn samples(cluster: &Cluster) -> Result<Vec<Sample>> {
+    cluster.nodes.iter().map(|n| sample(pid(n)?)).collect()
+}
+
+fn pid(n: &NodeProc) -> Result<u32> {
+    n.pid()
+        .with_context(|| format!("node {} is not running", n.id))
 }
 
 fn sleep_secs(s: f64) -> tokio::time::Sleep {
     tokio::time::sleep(Duration::from_secs_f64(s.max(0.0)))
 }
 
-/// The node binary: `--node-bin`, or `bongsu-node` next to `target/<profile>/examples/`.
+/// The node binary: `--node-bin`, or `bongsu-node` beside this example's directory.
 fn node_bin(args: &Args) -> Result<PathBuf> {
-    let bin = match &args.node_bin {
-        Some(p) => p.clone(),
-        None => {
-            let me = std::env::current_exe().context("find this example's path")?;
-            let profile_dir = me
-                .parent()
-                .and_then(Path::parent)
-                .context("this example is not under target/<profile>/examples")?;
-            profile_dir.join("bongsu-node")
-        }
-    };
-    if !bin.is_file() {
-        bail!(
-            "no node binary at {}: run `cargo build --release -p bongsu-node --bin bongsu-node` first \
-             (`make bench-node` does), or pass --node-bin",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// Waits until the node answers on its admin port; if it exits first, spawns it again on
-/// fresh ports.
-async fn spawn_until_ready(n: &mut NodeProc, bin: &Path) -> Result<()> {
-    let mut attempts = 1;
-    let mut deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = n.exited() {
-            n.child = None;
-            if attempts >= SPAWN_ATTEMPTS {
-                bail!(
-                    "node {} exited at start {attempts} times; last: {status}; log:\n{}",
-                    n.id,
-                    n.log_tail(20)
-                );
-            }
-            attempts += 1;
-            n.pick_ports()?;
-            n.spawn(bin)?;
-            deadline = Instant::now() + READY_TIMEOUT;
-            continue;
-        }
-        if let Ok(mut a) = n.admin(Duration::from_secs(1)).await {
-            if a.hello(HelloRequest {}).await.is_ok() {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "node {} did not answer on {} within {READY_TIMEOUT:?}; log:\n{}",
-                n.id,
-                n.admin_addr,
-                n.log_tail(20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    match &args.node_bin {
+        Some(p) if p.is_file() => Ok(p.clone()),
+        Some(p) => bail!("no node binary at {} (--node-bin)", p.display()),
+        None => process::binary("bongsu-node"),
     }
 }
 
 /// Every node's status; a node that does not answer is an error.
-async fn statuses(nodes: &Nodes) -> Result<BTreeMap<u64, ClusterStatus>> {
-    let calls = nodes
-        .0
-        .iter()
-        .map(|n| async move { (n.id, n.status().await) });
-    let mut out = BTreeMap::new();
-    for (id, r) in futures::future::join_all(calls).await {
-        out.insert(id, r?);
-    }
-    Ok(out)
-}
-
-/// Groups (of `0..groups`) that no node reports a leader for.
-fn leaderless(st: &BTreeMap<u64, ClusterStatus>, groups: u32) -> Vec<u64> {
-    (0..groups as u64)
-        .filter(|g| {
-            !st.values()
-                .any(|s| s.groups.iter().any(|x| x.group == *g && x.leader != 0))
-        })
-        .collect()
-}
-
-/// Waits until every group has a leader; returns the statuses that showed it.
-async fn wait_all_leaders(
-    nodes: &Nodes,
-    groups: u32,
-    timeout: Duration,
-) -> Result<BTreeMap<u64, ClusterStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut last_report = Instant::now();
-    loop {
-        let why = match statuses(nodes).await {
-            Ok(st) => {
-                let missing = leaderless(&st, groups);
-                if missing.is_empty() {
-                    return Ok(st);
-                }
-                format!(
-                    "{} of {groups} groups without a leader, e.g. {:?}",
-                    missing.len(),
-                    &missing[..missing.len().min(8)]
-                )
-            }
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("after {timeout:?}: {why}");
-        }
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            eprintln!("bench-node:   still waiting: {why}");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(POLL).await;
-    }
+async fn statuses(cluster: &mut Cluster) -> Result<BTreeMap<u64, ClusterStatus>> {
+    let st = cluster.statuses().await;
+    let missing: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| !st.contains_key(id))
+        .collect();
+    ensure!(missing.is_empty(), "nodes {missing:?} do not answer status");
+    Ok(st)
 }
 
 /// (group, node) → (leader, term, commit index), to tell whether anything happened in a window.
@@ -466,7 +191,7 @@ async fn main() -> Result<()> {
     );
     let bin = node_bin(&args)?;
     let started = Instant::now();
-    let ticks = clock_ticks_per_sec();
+    let ticks = process::clock_ticks_per_sec();
     let shards = args.groups - 1;
     let note = |what: &str| {
         eprintln!(
@@ -476,63 +201,31 @@ async fn main() -> Result<()> {
     };
 
     fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
-    let mut nodes = Nodes(Vec::new());
-    for d in 1..=NODES {
-        let id = d as u64;
+    for id in 1..=NODES {
         let dir = args.dir.join(format!("n{id}"));
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("wipe {}", dir.display()))?;
         }
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        nodes.0.push(NodeProc {
-            id,
-            dc: format!("dc{d}"),
-            ip: Ipv4Addr::new(127, 0, d, 1),
-            raft_addr: String::new(),
-            api_addr: String::new(),
-            admin_addr: String::new(),
-            dir,
-            child: None,
-        });
     }
-    for n in &mut nodes.0 {
-        n.pick_ports()?;
-        n.spawn(&bin)?;
-    }
-    for n in &mut nodes.0 {
-        spawn_until_ready(n, &bin).await?;
-    }
+    let spec = Spec::new(NODES, 1)
+        .shards(shards)
+        .binary(&bin)
+        .log_filter("info,openraft=warn,h2=warn,tower=warn")
+        .status_timeout(STATUS_TIMEOUT);
+    let mut cluster = Cluster::create("bench-node", spec, &args.dir, Arc::new(Site::loopback))?;
+    cluster.boot().await?;
     note(&format!(
         "{NODES} nodes up ({}), logs in {}/n<id>/node.log",
         bin.display(),
         args.dir.display()
     ));
-
-    let init = InitRequest {
-        node_admin_addrs: nodes.0.iter().map(|n| n.admin_addr.clone()).collect(),
-        shards,
-        replicas: NODES as u32,
-    };
-    let reply = nodes.0[0]
-        .admin(INIT_TIMEOUT)
-        .await?
-        .init(init)
+    cluster
+        .init_within(Duration::from_secs_f64(args.leader_timeout))
         .await
-        .map_err(|s| anyhow::anyhow!("init through node 1: {:?} {}", s.code(), s.message()))?;
-    note(&format!(
-        "initialized {shards} shards x {NODES} replicas, shard map version {}",
-        reply.into_inner().shard_map_version
-    ));
-
-    let st = wait_all_leaders(
-        &nodes,
-        args.groups,
-        Duration::from_secs_f64(args.leader_timeout),
-    )
-    .await
-    .context("wait for every group to elect a leader")?;
+        .context("initialize and wait for every group to elect a leader")?;
+    let st = statuses(&mut cluster).await?;
     let all_led = Instant::now();
-    let ramp_from = samples(&nodes)?;
+    let ramp_from = samples(&cluster)?;
     let hosted: BTreeMap<u64, usize> = st.iter().map(|(id, s)| (*id, s.groups.len())).collect();
     note(&format!(
         "every one of {} groups has a leader; settling {} s",
@@ -542,15 +235,15 @@ async fn main() -> Result<()> {
     let ramp = args.ramp.min(args.settle);
     if ramp > 0.0 {
         sleep_secs(ramp).await;
-        let to = samples(&nodes)?;
+        let to = samples(&cluster)?;
         let pct: Vec<f64> = ramp_from
             .iter()
             .zip(&to)
             .map(|(a, b)| cpu_pct(*a, *b, ticks))
             .collect();
         let max = pct.iter().cloned().fold(0.0, f64::max);
-        let per: Vec<String> = nodes
-            .0
+        let per: Vec<String> = cluster
+            .nodes
             .iter()
             .zip(&pct)
             .map(|(n, p)| format!("n{}={p:.2}", n.id))
@@ -565,19 +258,19 @@ async fn main() -> Result<()> {
 
     // Status calls cost the nodes CPU, so they are made just outside the measured window.
     let before = group_states(
-        &statuses(&nodes)
+        &statuses(&mut cluster)
             .await
             .context("status before the idle window")?,
     );
     note(&format!("measuring idle CPU for {} s", args.seconds));
-    let first = samples(&nodes)?;
+    let first = samples(&cluster)?;
     let window_end = Instant::now() + Duration::from_secs_f64(args.seconds);
     let mut prev = first.clone();
-    let mut peak = vec![0.0f64; nodes.0.len()];
+    let mut peak = vec![0.0f64; cluster.nodes.len()];
     while Instant::now() < window_end {
         let left = window_end.saturating_duration_since(Instant::now());
         tokio::time::sleep(left.min(PEAK_SLICE)).await;
-        let now = samples(&nodes)?;
+        let now = samples(&cluster)?;
         for (i, (a, b)) in prev.iter().zip(&now).enumerate() {
             // A slice much shorter than a second is too coarse in clock ticks to be a peak.
             if b.at.duration_since(a.at) >= PEAK_SLICE / 2 {
@@ -589,12 +282,12 @@ async fn main() -> Result<()> {
     let last = prev;
     let mut rss_mb = Vec::new();
     let mut threads = Vec::new();
-    for n in &nodes.0 {
-        let pid = n.pid()?;
+    for n in &cluster.nodes {
+        let pid = pid(n)?;
         rss_mb.push(status_field(pid, "VmRSS")? as f64 / 1024.0);
         threads.push(status_field(pid, "Threads")?);
     }
-    let after_st = statuses(&nodes)
+    let after_st = statuses(&mut cluster)
         .await
         .context("status after the idle window")?;
     let after = group_states(&after_st);
@@ -622,7 +315,7 @@ async fn main() -> Result<()> {
          startup: groups_reelected={reelected} max_term={highest}",
         after.len()
     );
-    for n in &nodes.0 {
+    for n in &cluster.nodes {
         let (warn, error, shown) = scan_log(n);
         println!(
             "log: id={} warn={warn} error={error} path={}",
@@ -636,7 +329,7 @@ async fn main() -> Result<()> {
 
     let mut max_cpu = 0.0f64;
     let mut max_rss = 0.0f64;
-    for (i, n) in nodes.0.iter().enumerate() {
+    for (i, n) in cluster.nodes.iter().enumerate() {
         let cpu = cpu_pct(first[i], last[i], ticks);
         let groups = after_st.get(&n.id).map(|s| s.groups.len()).unwrap_or(0);
         let leads = after_st
@@ -647,7 +340,7 @@ async fn main() -> Result<()> {
             "node: id={} cpu_pct={cpu:.2} rss_mb={:.1} dc={} groups={groups} leads={leads} peak_1s_cpu_pct={:.1} threads={} rss_kb_per_group={:.0}",
             n.id,
             rss_mb[i],
-            n.dc,
+            n.dc_name(),
             peak[i],
             threads[i],
             rss_mb[i] * 1024.0 / groups.max(1) as f64,
@@ -670,6 +363,6 @@ async fn main() -> Result<()> {
     };
     println!("target: idle cpu_pct < {TARGET_CPU_PCT:.0} per node with {} groups: {met} (max {max_cpu:.2})", args.groups);
     note("done; stopping the nodes");
-    drop(nodes);
+    drop(cluster);
     Ok(())
 }

@@ -11,13 +11,14 @@
 use std::path::{Path, PathBuf};
 
 /// The workspace's crates, by directory.
-const CRATES: [&str; 7] = [
+const CRATES: [&str; 8] = [
     "proto",
     "raft-store",
     "node",
     "gateway",
     "client",
     "cli",
+    "testkit",
     "chaos-tests",
 ];
 

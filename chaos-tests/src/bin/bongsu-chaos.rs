@@ -17,8 +17,6 @@
 //! and writes `report.json` and `timeline.svg` into `<out>/<scenario>/`; the command fails if
 //! any checker found a violation or the cluster did not recover.
 
-use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -109,21 +107,11 @@ fn time_seed() -> u64 {
 /// The node binary: the flag, or `bongsu-node-chaos` (failpoints armed) beside this
 /// executable.
 fn node_binary(flag: Option<PathBuf>) -> Result<PathBuf> {
-    let path = match flag {
-        Some(p) => p,
-        None => {
-            let me = std::env::current_exe().context("find this executable")?;
-            me.parent()
-                .context("this executable has no directory")?
-                .join("bongsu-node-chaos")
-        }
+    let Some(path) = flag else {
+        return bongsu_testkit::process::binary("bongsu-node-chaos");
     };
     if !path.is_file() {
-        bail!(
-            "no node binary at {}; build it with `cargo build --release --workspace --all-targets` \
-             (or run `make chaos-ci`), or pass --node-bin",
-            path.display()
-        );
+        bail!("no node binary at {} (--node-bin)", path.display());
     }
     Ok(path)
 }
@@ -146,29 +134,7 @@ fn pin_binary(path: &Path, out: &Path) -> Result<PathBuf> {
 /// Chaos runs take turns on a machine: they measure failover times, and netns mode uses one
 /// address range.
 fn take_turn() -> Result<std::fs::File> {
-    let path = std::env::temp_dir().join("bongsu-chaos.lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor this function owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        eprintln!(
-            "chaos: waiting for another chaos run to finish ({})",
-            path.display()
-        );
-        // SAFETY: as above.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "lock {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(f)
+    bongsu_testkit::turn::lock(&std::env::temp_dir().join("bongsu-chaos.lock"), "chaos")
 }
 
 fn print_result(r: &RunResult) {
@@ -257,12 +223,7 @@ async fn run_all(cli: Cli) -> Result<bool> {
     }
     let cfg = RunConfig {
         mode,
-        spec: Spec {
-            dcs: cli.dcs,
-            nodes_per_dc: cli.nodes_per_dc,
-            shards: cli.shards,
-            replicas: 3,
-        },
+        spec: Spec::new(cli.dcs, cli.nodes_per_dc).shards(cli.shards),
         out: cli.out,
         node_binary: node_bin,
         seed,

@@ -130,6 +130,11 @@ impl Netns {
         Ipv4Addr::new(10, 213, d, k)
     }
 
+    /// How many datacenters the network has.
+    pub fn dcs(&self) -> u8 {
+        self.dcs
+    }
+
     pub fn namespace(&self, d: u8) -> String {
         format!("bch-{}-dc{d}", self.pid)
     }

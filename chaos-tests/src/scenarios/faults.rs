@@ -254,7 +254,7 @@ impl<C: ChatClient> Env<'_, C> {
                     None => anyhow::bail!("meta-leader-kill: the meta group has no leader"),
                 };
                 let f = self.open(kind.name(), format!("n{id}"));
-                self.cluster.kill(id, libc::SIGKILL)?;
+                self.cluster.kill_with(id, libc::SIGKILL)?;
                 self.say(&format!(
                     "meta-leader-kill: SIGKILLed node {id} (dc{})",
                     self.cluster.dc_of(id)
@@ -269,7 +269,7 @@ impl<C: ChatClient> Env<'_, C> {
                 let ids = self.cluster.ids();
                 let f = self.open(kind.name(), format!("n{}..n{}", ids[0], ids[ids.len() - 1]));
                 for id in ids {
-                    self.cluster.kill(id, libc::SIGTERM)?;
+                    self.cluster.kill_with(id, libc::SIGTERM)?;
                     self.cluster.restart(id).await?;
                     self.catch_up(&[id]).await;
                     self.say(&format!(
@@ -283,7 +283,7 @@ impl<C: ChatClient> Env<'_, C> {
                 for round in 1..=3 {
                     let (id, why) = self.pick_node(Target::Busiest).await;
                     let f = self.open("leader-kill", format!("n{id}"));
-                    self.cluster.kill(id, libc::SIGKILL)?;
+                    self.cluster.kill_with(id, libc::SIGKILL)?;
                     self.say(&format!(
                         "leader-kills: round {round}: SIGKILLed node {id} ({why})"
                     ));
@@ -365,7 +365,7 @@ impl<C: ChatClient> Env<'_, C> {
                 self.problems.push(format!(
                     "{what}: node {id} did not stop within {bound:?} of the fault"
                 ));
-                self.cluster.kill(id, libc::SIGKILL)?;
+                self.cluster.kill_with(id, libc::SIGKILL)?;
             }
         }
         Ok(exit)

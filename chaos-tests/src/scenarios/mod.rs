@@ -518,12 +518,7 @@ mod tests {
     fn cfg() -> RunConfig {
         RunConfig {
             mode: Mode::Portable,
-            spec: Spec {
-                dcs: 3,
-                nodes_per_dc: 2,
-                shards: 12,
-                replicas: 3,
-            },
+            spec: Spec::new(3, 2).shards(12),
             out: PathBuf::from("/nonexistent"),
             node_binary: PathBuf::from("/nonexistent"),
             seed: 1,

@@ -15,7 +15,6 @@
 //! [`History`]: crate::history::History
 
 pub mod body;
-pub mod client;
 pub mod gate;
 pub mod subscriber;
 
@@ -32,7 +31,9 @@ use futures::StreamExt;
 
 use crate::history::{Load, Ms, Op, OpKind, Outcome, Seen};
 pub use body::BodyMix;
-pub use client::{body_crc, CallError, ChatClient, NodeClient, OutMsg, ReadPage, SendAck};
+pub use bongsu_testkit::chat::{
+    body_crc, CallError, ChatClient, NodeClient, OutMsg, ReadPage, SendAck,
+};
 pub use gate::RateGate;
 
 /// Messages per page when the final logs are read back (a page of the largest bodies is then

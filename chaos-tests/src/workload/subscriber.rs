@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::SubscribeRequest;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::client::seen;
 use super::Recorder;
 use crate::history::{Ms, OpKind, Outcome, Seen};
+use bongsu_testkit::chat::{node_api, seen};
 
 /// A stream with no delivery for this long is given up for another replica (the workload
 /// writes to every shard many times a second).
@@ -48,16 +48,7 @@ impl Subscriber {
     ) -> anyhow::Result<Self> {
         let mut out = Vec::new();
         for (id, addr) in nodes {
-            let ep = Endpoint::from_shared(format!("http://{addr}"))?
-                .connect_timeout(Duration::from_millis(250))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1));
-            out.push((
-                *id,
-                NodeApiClient::new(ep.connect_lazy())
-                    .max_decoding_message_size(super::client::MAX_DECODE),
-            ));
+            out.push((*id, node_api(addr)?));
         }
         anyhow::ensure!(!out.is_empty(), "a subscriber needs at least one node");
         Ok(Self {

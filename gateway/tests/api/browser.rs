@@ -7,14 +7,13 @@
 //! chromium, chromium-driver and fonts-noto-cjk as root on Debian/Ubuntu). Screenshots of both
 //! windows, Korean included, are written to the test's `out_dir`.
 
-use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bongsu_testkit::process;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -327,34 +326,20 @@ async fn wait_gone(c: &Client, css: &str) -> Result<()> {
 
 /// A chromedriver child process on a free loopback port, SIGKILLed by PID on drop.
 struct Chromedriver {
-    child: Child,
+    child: Option<Child>,
     url: String,
 }
 
 impl Chromedriver {
     fn start(log: &Path) -> Result<Chromedriver> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("find a free port for chromedriver")?
-            .local_addr()?
-            .port();
-        let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let port = process::free_ports(Ipv4Addr::LOCALHOST, 1)
+            .context("find a free port for chromedriver")?[0];
+        let _ = std::fs::remove_file(log);
         let mut cmd = Command::new(CHROMEDRIVER);
-        cmd.arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        // SAFETY: prctl is async-signal-safe; chromedriver dies with the test process.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {CHROMEDRIVER}"))?;
+        cmd.arg(format!("--port={port}"));
+        let child = process::spawn(&mut cmd, log, libc::SIGKILL)?;
         Ok(Chromedriver {
-            child,
+            child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
         })
     }
@@ -419,8 +404,8 @@ impl Chromedriver {
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        let _ = self.child.wait();
+        if let Some(c) = self.child.take() {
+            process::stop(c, libc::SIGKILL);
+        }
     }
 }

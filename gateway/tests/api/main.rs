@@ -12,16 +12,4 @@ mod harness;
 mod http;
 mod sdk;
 
-use std::future::Future;
-use std::time::Duration;
-
-/// Runs a test body with a hard time limit, so that a stuck deployment ends the test by itself.
-pub async fn bounded<F: Future<Output = anyhow::Result<()>>>(
-    limit: Duration,
-    body: F,
-) -> anyhow::Result<()> {
-    match tokio::time::timeout(limit, body).await {
-        Ok(r) => r,
-        Err(_) => anyhow::bail!("the test did not finish within {limit:?}"),
-    }
-}
+pub use bongsu_testkit::bounded;

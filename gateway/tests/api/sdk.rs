@@ -17,7 +17,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::bounded;
-use crate::harness::{gateway_binary, Env, Opts};
+use crate::harness::{Env, Opts};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -405,13 +405,7 @@ async fn sessions_refresh_by_themselves_and_spent_tokens_get_one_more_chance() -
 
 /// The `bongsu` binary beside the gateway binary (a workspace build makes both).
 fn cli_binary() -> Result<PathBuf> {
-    let bin = gateway_binary().with_file_name("bongsu");
-    ensure!(
-        bin.exists(),
-        "{} not found: build the workspace first (`cargo build --release -p bongsu`)",
-        bin.display()
-    );
-    Ok(bin)
+    bongsu_testkit::process::binary("bongsu")
 }
 
 fn cli(bin: &Path, gateways: &str, session: &Path) -> tokio::process::Command {

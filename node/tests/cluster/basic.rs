@@ -11,9 +11,10 @@ use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, UserId};
 use bongsu_proto::{v1, ErrorCode};
 use rand::seq::SliceRandom;
 
-use crate::client::{append, appended, create, read_from};
-use crate::harness::{shard_group, Cluster, Spec, META_GROUP};
-use crate::{bounded, conv_on_shard};
+use crate::harness::{plain, shard_group, spec, Cluster, Spec, META_GROUP};
+use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, appended, create, read_from};
+use bongsu_testkit::writers::conv_on_shard;
 
 /// Messages appended to each conversation.
 const MESSAGES: usize = 8;
@@ -22,7 +23,7 @@ const MESSAGES: usize = 8;
 async fn messaging_three_dcs_one_node_each() -> Result<()> {
     bounded(
         Duration::from_secs(90),
-        messaging("basic-3x1", Spec::new(3, 1).shards(8)),
+        messaging("basic-3x1", spec(3, 1).shards(8)),
     )
     .await
 }
@@ -31,7 +32,7 @@ async fn messaging_three_dcs_one_node_each() -> Result<()> {
 async fn messaging_three_dcs_two_nodes_each() -> Result<()> {
     bounded(
         Duration::from_secs(90),
-        messaging("basic-3x2", Spec::new(3, 2).shards(16)),
+        messaging("basic-3x2", spec(3, 2).shards(16)),
     )
     .await
 }
@@ -47,7 +48,7 @@ type Expected = Vec<(UserId, ClientMsgId, String)>;
 
 fn expect_code<T: std::fmt::Debug>(
     what: &str,
-    r: Result<T, crate::client::Failure>,
+    r: Result<T, bongsu_testkit::client::Failure>,
     code: ErrorCode,
 ) -> Result<()> {
     match r {
@@ -345,7 +346,7 @@ async fn check_voter_spread(cluster: &mut Cluster) -> Result<()> {
         let map = st.map.as_ref().context("status without a shard map")?;
         for n in &map.nodes {
             ensure!(
-                n.dc == cluster.dc_of(n.node_id),
+                n.dc == cluster.node(n.node_id).dc_name(),
                 "node {id} places node {} in {}",
                 n.node_id,
                 n.dc
@@ -360,7 +361,7 @@ async fn check_voter_spread(cluster: &mut Cluster) -> Result<()> {
     let leaders = cluster.wait_all_leaders(Duration::from_secs(10)).await?;
     for group in cluster.all_groups() {
         let voters = &leaders[&group].status.voters;
-        let dcs: BTreeSet<&str> = voters.iter().map(|v| cluster.dc_of(*v)).collect();
+        let dcs: BTreeSet<u8> = voters.iter().map(|v| cluster.dc_of(*v)).collect();
         let label = if group == META_GROUP {
             "meta".to_string()
         } else {
@@ -427,7 +428,7 @@ async fn check_hints(cluster: &mut Cluster) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_node_refuses_failpoints_and_fault_rules() -> Result<()> {
     bounded(Duration::from_secs(90), async {
-        let mut cluster = Cluster::start("plain", Spec::new(3, 1).shards(2).plain_binary()).await?;
+        let mut cluster = Cluster::start("plain", plain(spec(3, 1).shards(2))).await?;
         let client = cluster.client()?;
         let conv = conv_on_shard(0, 2, 0x91a1_0000);
         let sender = UserId::from_u128(0x91a1);

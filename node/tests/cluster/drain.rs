@@ -16,11 +16,11 @@ use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::internal::{DrainRequest, SafeToStopRequest, ShardMap, StatusRequest};
 use bongsu_proto::ErrorCode;
 
-use crate::bounded;
-use crate::client::ShardWriters;
 use crate::harness::{
-    placement_violations, replica_counts, Cluster, MapRecorder, Spec, META_GROUP,
+    placement_violations, replica_counts, spec, Cluster, MapRecorder, META_GROUP,
 };
+use bongsu_testkit::bounded;
+use bongsu_testkit::writers::ShardWriters;
 
 const SHARDS: u32 = 16;
 /// The drained node must end with nothing within this long of the drain.
@@ -42,7 +42,7 @@ async fn drain_that_cannot_finish_is_refused() -> Result<()> {
 
 async fn drain(name: &str) -> Result<()> {
     let started = Instant::now();
-    let mut cluster = Cluster::start(name, Spec::new(3, 2).shards(SHARDS)).await?;
+    let mut cluster = Cluster::start(name, spec(3, 2).shards(SHARDS)).await?;
     let replicas = cluster.spec.replicas;
     let maps = cluster.record_shard_maps(&cluster.ids());
     maps.wait_started(cluster.ids().len(), Duration::from_secs(10))
@@ -272,7 +272,7 @@ async fn wait_drained(cluster: &mut Cluster, maps: &MapRecorder, victim: u64) ->
 /// With one node per datacenter, no replica of a drained node has anywhere to go: the drain is
 /// refused with `FAILED_PRECONDITION` and changes nothing.
 async fn refused(name: &str) -> Result<()> {
-    let mut cluster = Cluster::start(name, Spec::new(3, 1).shards(4)).await?;
+    let mut cluster = Cluster::start(name, spec(3, 1).shards(4)).await?;
     let before = cluster
         .status(1)
         .await?

@@ -8,18 +8,19 @@
 //! it. The gap is a benchmark figure and is not asserted; that every shard resumes within
 //! [`RESUME_BOUND`] and that no acknowledged message is lost are.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::model::{ClientMsgId, ConvId, UserId};
 use bongsu_proto::v1;
 
-use crate::client::{append, appended, create, TestClient};
-use crate::harness::{shard_group, Cluster, Spec, META_GROUP};
-use crate::{bounded, conv_on_shard};
+use crate::harness::{shard_group, spec, Cluster, Spec, META_GROUP};
+use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, appended, create};
+use bongsu_testkit::writers::conv_on_shard;
+use bongsu_testkit::writers::{judge, read_back, Ack, Resumed, ShardWriters, READER, SENDER};
 
 const TRIALS: usize = 5;
 /// Every shard must take a write again within this long after the kill.
@@ -37,7 +38,7 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 async fn leader_kill_loses_no_ack() -> Result<()> {
     bounded(
         Duration::from_secs(180),
-        leader_kill("failover-3x1", "node-failover", Spec::new(3, 1).shards(8)),
+        leader_kill("failover-3x1", "node-failover", spec(3, 1).shards(8)),
     )
     .await
 }
@@ -51,7 +52,7 @@ async fn leader_kill_loses_no_ack_two_nodes_per_dc() -> Result<()> {
         leader_kill(
             "failover-3x2",
             "node-failover (3 dc x 2 nodes)",
-            Spec::new(3, 2).shards(12),
+            spec(3, 2).shards(12),
         ),
     )
     .await
@@ -63,7 +64,7 @@ async fn leader_kill_loses_no_ack_two_nodes_per_dc() -> Result<()> {
 async fn idle_leader_kill_resumes_every_shard() -> Result<()> {
     bounded(
         Duration::from_secs(150),
-        idle_leader_kill("failover-idle-3x1", Spec::new(3, 1).shards(8)),
+        idle_leader_kill("failover-idle-3x1", spec(3, 1).shards(8)),
     )
     .await
 }
@@ -207,11 +208,10 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
     let mut lost = 0;
     let mut problems = Vec::new();
     for (shard, conv) in convs.iter().enumerate() {
-        let msgs = client
-            .read_all(*conv, UserId::from_u128(READER), None)
-            .await
-            .with_context(|| format!("read shard {shard}"))?;
-        problems.extend(check_shard(shard as u32, &msgs, &acks[shard], &mut lost));
+        let msgs = read_back(&client, shard as u32, *conv).await?;
+        let v = judge(shard as u32, *conv, started, &msgs, &acks[shard]);
+        lost += v.lost;
+        problems.extend(v.problems);
     }
     let mut sorted = resume_times.clone();
     sorted.sort();
@@ -231,199 +231,6 @@ async fn idle_leader_kill(name: &str, spec: Spec) -> Result<()> {
     Ok(())
 }
 
-/// One acknowledged append.
-#[derive(Debug, Clone)]
-pub struct Ack {
-    cmid: ClientMsgId,
-    seq: u64,
-    duplicate: bool,
-    body: String,
-    pub at: Instant,
-    /// When the write that this acknowledges was first sent.
-    pub sent: Instant,
-    /// How many nodes were asked (hints followed and retries).
-    pub attempts: u32,
-    pub node: u64,
-}
-
-/// What one shard's writer has seen.
-#[derive(Default)]
-pub struct History {
-    pub acks: Vec<Ack>,
-    /// Writes that never got an answer before their deadline (their fate is unknown).
-    pub unanswered: Vec<String>,
-    /// Answers that were not a successful append.
-    pub errors: Vec<String>,
-}
-
-pub struct Writer {
-    pub shard: u32,
-    pub conv: ConvId,
-    pub history: Arc<Mutex<History>>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-pub const SENDER: u128 = 0x5e4d_0001;
-pub const READER: u128 = 0x5e4d_0002;
-
-/// Appends to one conversation, one write at a time, until `stop`; each write goes first to
-/// the node that answered the previous one, as a gateway with a leader cache would do.
-/// Bodies name the writer and the message and are padded to `body_len` bytes.
-pub async fn write_loop(
-    client: Arc<TestClient>,
-    writer: u32,
-    conv: ConvId,
-    stop: Arc<AtomicBool>,
-    history: Arc<Mutex<History>>,
-    body_len: usize,
-) {
-    let sender = UserId::from_u128(SENDER);
-    let mut prefer = None;
-    let mut n: u64 = 0;
-    let shard = writer;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let cmid = ClientMsgId::from_u128(((shard as u128 + 1) << 96) | n as u128);
-        let mut body = format!("shard {shard} message {n}");
-        if body.len() < body_len {
-            body.push(' ');
-            body.extend(std::iter::repeat_n('x', body_len - body.len()));
-        }
-        let sent = Instant::now();
-        let r = client
-            .write(append(conv, sender, cmid, &body), prefer)
-            .await;
-        let at = Instant::now();
-        let mut h = history.lock().expect("history lock");
-        match r {
-            Ok(a) => match appended(&a.reply) {
-                Some(ap) => {
-                    prefer = Some(a.node);
-                    h.acks.push(Ack {
-                        cmid,
-                        seq: ap.seq,
-                        duplicate: ap.duplicate,
-                        body,
-                        at,
-                        sent,
-                        attempts: a.attempts,
-                        node: a.node,
-                    });
-                }
-                None => h
-                    .errors
-                    .push(format!("message {n}: unexpected reply {:?}", a.reply)),
-            },
-            Err(f) if f.gave_up => h.unanswered.push(format!("message {n}: {f}")),
-            Err(f) => h.errors.push(format!("message {n}: {f}")),
-        }
-    }
-}
-
-/// Creates one conversation per shard (ids from `base`) and starts its writer, with bodies
-/// padded to `body_len`; the writers run until `stop`.
-pub async fn start_writers(
-    client: &Arc<TestClient>,
-    shards: u32,
-    base: u128,
-    stop: &Arc<AtomicBool>,
-    body_len: usize,
-) -> Result<Vec<Writer>> {
-    let mut writers = Vec::new();
-    for shard in 0..shards {
-        let conv = conv_on_shard(shard, shards, base);
-        let members = [UserId::from_u128(READER)];
-        let r = client
-            .write(
-                create(
-                    conv,
-                    v1::ConversationKind::Group,
-                    UserId::from_u128(SENDER),
-                    &members,
-                ),
-                None,
-            )
-            .await
-            .with_context(|| format!("create the conversation of shard {shard}"))?;
-        ensure!(
-            r.reply.shard == shard,
-            "conversation for shard {shard} went to shard {}",
-            r.reply.shard
-        );
-        let history = Arc::new(Mutex::new(History::default()));
-        let task = tokio::spawn(write_loop(
-            client.clone(),
-            shard,
-            conv,
-            stop.clone(),
-            history.clone(),
-            body_len,
-        ));
-        writers.push(Writer {
-            shard,
-            conv,
-            history,
-            task,
-        });
-    }
-    Ok(writers)
-}
-
-/// Stops the writers, waiting for each one's write in flight (at most `deadline` and a bit).
-pub async fn stop_writers(stop: &AtomicBool, writers: &mut [Writer], deadline: Duration) {
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        if tokio::time::timeout(deadline + Duration::from_secs(5), &mut w.task)
-            .await
-            .is_err()
-        {
-            w.task.abort();
-        }
-    }
-}
-
-/// How one shard came through a kill.
-#[derive(Debug, Clone, Copy)]
-pub struct Resumed {
-    /// From the last acknowledgement before the kill to the first after it.
-    pub gap: Duration,
-    /// From the kill to the first acknowledgement after it.
-    pub after_kill: Duration,
-}
-
-/// Per shard: how it came through the kill at `kill`, or `None` if it has not acknowledged a
-/// write after it yet.
-pub fn resumed(writers: &[Writer], kill: Instant) -> BTreeMap<u32, Option<Resumed>> {
-    writers
-        .iter()
-        .map(|w| {
-            let h = w.history.lock().expect("history lock");
-            let before = h
-                .acks
-                .iter()
-                .rev()
-                .find(|a| a.at <= kill)
-                .map(|a| a.at)
-                .unwrap_or(kill);
-            let after = h.acks.iter().find(|a| a.at > kill).map(|a| a.at);
-            (
-                w.shard,
-                after.map(|after| Resumed {
-                    gap: after - before,
-                    after_kill: after - kill,
-                }),
-            )
-        })
-        .collect()
-}
-
-pub fn ack_count(writers: &[Writer]) -> Vec<usize> {
-    writers
-        .iter()
-        .map(|w| w.history.lock().expect("history lock").acks.len())
-        .collect()
-}
-
 /// Runs the trials and prints `<label>: trials=...`.
 async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
     let started = Instant::now();
@@ -432,19 +239,18 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
     let client = Arc::new(cluster.client()?.with_deadline(WRITE_DEADLINE));
 
     // One conversation per shard, each with its own writer.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = start_writers(&client, shards, 0xfa11_0000_0000, &stop, 0).await?;
+    let mut writers = ShardWriters::start(client.clone(), shards, 0xfa11_0000_0000).await?;
 
     let mut trial_gaps = Vec::new();
     let outcome: Result<()> = async {
         for trial in 1..=TRIALS {
             // Steady writing first: every shard has acknowledged writes since the last trial.
-            let before = ack_count(&writers);
+            let before = writers.ack_counts();
             tokio::time::sleep(STEADY).await;
             let deadline = Instant::now() + RESUME_BOUND;
-            while ack_count(&writers).iter().zip(&before).any(|(now, then)| now <= then) {
+            while writers.ack_counts().iter().zip(&before).any(|(now, then)| now <= then) {
                 if Instant::now() >= deadline {
-                    bail!("trial {trial}: shards not writing before the kill: {:?} -> {:?}", before, ack_count(&writers));
+                    bail!("trial {trial}: shards not writing before the kill: {:?} -> {:?}", before, writers.ack_counts());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -460,7 +266,7 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
 
             // Writes resume on every shard.
             let shards_resumed: BTreeMap<u32, Resumed> = loop {
-                let r = resumed(&writers, kill);
+                let r = writers.resumed(kill);
                 if r.values().all(Option::is_some) {
                     break r.into_iter().filter_map(|(s, r)| Some((s, r?))).collect();
                 }
@@ -493,34 +299,13 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
     }
     .await;
 
-    stop_writers(&stop, &mut writers, WRITE_DEADLINE).await;
+    writers.stop().await;
     outcome?;
 
     // Nothing acknowledged is lost: read every conversation in full from its leader.
-    let reader = UserId::from_u128(READER);
-    let mut lost = 0usize;
-    let mut problems = Vec::new();
-    let (mut acked, mut duplicates, mut unanswered) = (0, 0, 0);
-    for w in &writers {
-        let acks = {
-            let h = w.history.lock().expect("history lock");
-            unanswered += h.unanswered.len();
-            problems.extend(h.errors.iter().map(|e| format!("shard {}: {e}", w.shard)));
-            problems.extend(
-                h.unanswered
-                    .iter()
-                    .map(|e| format!("shard {}: unanswered {e}", w.shard)),
-            );
-            h.acks.clone()
-        };
-        acked += acks.len();
-        duplicates += acks.iter().filter(|a| a.duplicate).count();
-        let msgs = client
-            .read_all(w.conv, reader, None)
-            .await
-            .with_context(|| format!("read the conversation of shard {}", w.shard))?;
-        problems.extend(check_shard(w.shard, &msgs, &acks, &mut lost));
-    }
+    let summary = writers.verify().await?;
+    let (lost, problems) = (summary.lost, summary.problems);
+    let (acked, duplicates, unanswered) = (summary.acked, summary.duplicates, summary.unanswered);
     let mut sorted = trial_gaps.clone();
     sorted.sort();
     let p50 = sorted
@@ -547,67 +332,4 @@ async fn leader_kill(name: &str, label: &str, spec: Spec) -> Result<()> {
     );
     cluster.pass();
     Ok(())
-}
-
-/// Checks one conversation against its writer's acknowledgements: seqs are dense from 1; every
-/// acknowledged append is stored at its seq with its body; no client message id is stored
-/// twice; a sequential writer's acknowledged seqs increase. Returns the problems found and
-/// adds the acknowledged appends missing or altered to `lost`.
-pub fn check_shard(
-    shard: u32,
-    msgs: &[v1::Message],
-    acks: &[Ack],
-    lost: &mut usize,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
-        if m.seq != i as u64 + 1 {
-            problems.push(format!(
-                "shard {shard}: message {i} has seq {} (not dense)",
-                m.seq
-            ));
-            break;
-        }
-    }
-    let mut by_cmid: HashMap<&[u8], &v1::Message> = HashMap::new();
-    for m in msgs {
-        if let Some(first) = by_cmid.insert(m.client_msg_id.as_slice(), m) {
-            problems.push(format!(
-                "shard {shard}: client_msg_id stored twice, at seqs {} and {}",
-                first.seq, m.seq
-            ));
-        }
-    }
-    for a in acks {
-        match by_cmid.get(a.cmid.0.as_slice()) {
-            Some(m) if m.seq == a.seq && m.body == a.body.as_bytes() => {}
-            Some(m) => {
-                *lost += 1;
-                problems.push(format!(
-                    "shard {shard}: acked {:?} at seq {} (node {}), stored at seq {} with body {:?}",
-                    a.body,
-                    a.seq,
-                    a.node,
-                    m.seq,
-                    String::from_utf8_lossy(&m.body)
-                ));
-            }
-            None => {
-                *lost += 1;
-                problems.push(format!(
-                    "shard {shard}: acked {:?} at seq {} (node {}) is missing",
-                    a.body, a.seq, a.node
-                ));
-            }
-        }
-    }
-    for pair in acks.windows(2) {
-        if pair[1].seq <= pair[0].seq {
-            problems.push(format!(
-                "shard {shard}: acked seqs go back: {} then {}",
-                pair[0].seq, pair[1].seq
-            ));
-        }
-    }
-    problems
 }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::internal::{ReadyRequest, ShardMap};
 
-use crate::bounded;
-use crate::client::ShardWriters;
-use crate::harness::{placement_violations, replica_counts, Cluster, MapRecorder, Spec};
+use crate::harness::{placement_violations, replica_counts, spec, Cluster, MapRecorder};
+use bongsu_testkit::bounded;
+use bongsu_testkit::writers::ShardWriters;
 
 const SHARDS: u32 = 16;
 /// The datacenter the new node joins.
@@ -39,7 +39,7 @@ async fn seventh_node_takes_its_share() -> Result<()> {
 
 async fn join(name: &str) -> Result<()> {
     let started = Instant::now();
-    let mut cluster = Cluster::start(name, Spec::new(3, 2).shards(SHARDS)).await?;
+    let mut cluster = Cluster::start(name, spec(3, 2).shards(SHARDS)).await?;
     let replicas = cluster.spec.replicas;
     let new_id = cluster.add_node(JOIN_DC)?;
     let originals: Vec<u64> = cluster.running_ids();
@@ -259,7 +259,7 @@ async fn stopped_newcomer_is_not_made_a_voter() -> Result<()> {
 const STOPPED_FOR: Duration = Duration::from_secs(6);
 
 async fn stopped_newcomer(name: &str) -> Result<()> {
-    let mut cluster = Cluster::start(name, Spec::new(3, 2).shards(SHARDS)).await?;
+    let mut cluster = Cluster::start(name, spec(3, 2).shards(SHARDS)).await?;
     let new_id = cluster.add_node(JOIN_DC)?;
     let maps = cluster.record_shard_maps(&cluster.running_ids());
     maps.wait_started(cluster.running_ids().len(), Duration::from_secs(10))

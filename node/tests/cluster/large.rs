@@ -19,18 +19,14 @@
 //! On a quiet machine the worst gap is well under a second: about one leader lease plus a
 //! round trip for a kill, a few round trips for a leader handed back to the returned node.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bongsu_proto::model::UserId;
+use bongsu_testkit::bounded;
+use bongsu_testkit::writers::{ShardWriter, ShardWriters};
 
-use crate::bounded;
-use crate::failover::{
-    ack_count, check_shard, resumed, start_writers, stop_writers, Writer, READER,
-};
-use crate::harness::{Cluster, Spec};
+use crate::harness::{spec, Cluster};
 
 /// The body size: just under the 64 KiB limit.
 const BODY: usize = 60_000;
@@ -61,7 +57,7 @@ async fn large_messages_survive_a_voter_loss_and_return() -> Result<()> {
 
 /// The longest time between consecutive acknowledgements of any shard within `[from, to]`,
 /// counting from `from` and up to `to`.
-fn worst_gap(writers: &[Writer], from: Instant, to: Instant) -> Gap {
+fn worst_gap(writers: &[ShardWriter], from: Instant, to: Instant) -> Gap {
     let mut worst = Gap::default();
     for w in writers {
         let h = w.history.lock().expect("history lock");
@@ -133,20 +129,20 @@ fn wall(at: Instant) -> f64 {
 
 async fn run() -> Result<()> {
     let started = Instant::now();
-    let mut cluster = Cluster::start("large-messages", Spec::new(3, 1).shards(8)).await?;
+    let mut cluster = Cluster::start("large-messages", spec(3, 1).shards(8)).await?;
     let shards = cluster.spec.shards;
     let client = Arc::new(cluster.client()?.with_deadline(WRITE_DEADLINE));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writers = start_writers(&client, shards, 0x1a56_0000_0000, &stop, BODY).await?;
+    let mut writers =
+        ShardWriters::start_padded(client.clone(), shards, 0x1a56_0000_0000, BODY).await?;
 
     let (mut gaps, mut catch_up_gaps, mut catch_ups, mut rates) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let outcome: Result<()> = async {
         for trial in 1..=TRIALS {
-            let before = ack_count(&writers);
+            let before = writers.ack_counts();
             tokio::time::sleep(STEADY).await;
-            let now = ack_count(&writers);
+            let now = writers.ack_counts();
             ensure!(
                 now.iter().zip(&before).all(|(n, b)| n > b),
                 "trial {trial}: shards not writing before the kill: {before:?} -> {now:?}"
@@ -159,13 +155,13 @@ async fn run() -> Result<()> {
             let kill = Instant::now();
             cluster.kill(victim)?;
             tokio::time::sleep(DOWN).await;
-            let r = resumed(&writers, kill);
+            let r = writers.resumed(kill);
             let stuck: Vec<u32> = r.iter().filter(|(_, v)| v.is_none()).map(|(s, _)| *s).collect();
             if !stuck.is_empty() {
                 bail!("trial {trial}: shards {stuck:?} took no write in the {DOWN:?} after killing node {victim}");
             }
             // From a moment before the kill, so that the gap the kill opens counts whole.
-            let down = worst_gap(&writers, kill - LEAD_IN, Instant::now());
+            let down = worst_gap(writers.writers(), kill - LEAD_IN, Instant::now());
             gaps.push(down.gap);
 
             let restart = Instant::now();
@@ -190,7 +186,7 @@ async fn run() -> Result<()> {
                 .saturating_sub(bytes_at_start);
             let took = caught_up - restart;
             let rate = received as f64 / took.as_secs_f64() / 1e6;
-            let catching_up = worst_gap(&writers, restart, caught_up);
+            let catching_up = worst_gap(writers.writers(), restart, caught_up);
             // Leaders return to their preferred nodes before the next kill, so that a kill
             // never lands in the middle of a leadership transfer. The transfers pause their
             // shards too: the gaps they cause count, up to a moment after the last one.
@@ -202,7 +198,7 @@ async fn run() -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             tokio::time::sleep(HAND_BACK_TAIL).await;
-            let hand_back = worst_gap(&writers, caught_up, Instant::now());
+            let hand_back = worst_gap(writers.writers(), caught_up, Instant::now());
             catch_up_gaps.push(catching_up.gap.max(hand_back.gap));
             catch_ups.push(took);
             rates.push(rate);
@@ -218,7 +214,7 @@ async fn run() -> Result<()> {
     }
     .await;
 
-    stop_writers(&stop, &mut writers, WRITE_DEADLINE).await;
+    writers.stop().await;
     outcome?;
 
     let transport: Vec<_> = cluster
@@ -234,22 +230,8 @@ async fn run() -> Result<()> {
         .unwrap_or(0);
     let probes: u64 = transport.iter().map(|t| t.probes).sum();
     let probes_matched: u64 = transport.iter().map(|t| t.probes_matched).sum();
-    let reader = UserId::from_u128(READER);
-    let (mut lost, mut acked) = (0usize, 0usize);
-    let mut problems = Vec::new();
-    for w in &writers {
-        let acks = {
-            let h = w.history.lock().expect("history lock");
-            problems.extend(h.errors.iter().map(|e| format!("shard {}: {e}", w.shard)));
-            h.acks.clone()
-        };
-        acked += acks.len();
-        let msgs = client
-            .read_all(w.conv, reader, None)
-            .await
-            .with_context(|| format!("read the conversation of shard {}", w.shard))?;
-        problems.extend(check_shard(w.shard, &msgs, &acks, &mut lost));
-    }
+    let summary = writers.verify().await?;
+    let (lost, acked, problems) = (summary.lost, summary.acked, summary.problems);
     let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default().as_millis();
     println!(
         "node-large-messages: trials={TRIALS} gap_ms_max={} catch_up_gap_ms_max={} largest_append_bytes={largest} \

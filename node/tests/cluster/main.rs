@@ -1,8 +1,9 @@
 //! Cluster tests: real `bongsu-node` processes on loopback, each datacenter an address group
 //! (`127.0.<dc>.<node>`), driven through the nodes' internal and admin gRPC APIs.
 //!
-//! - [`harness`] starts, kills, restarts and watches the processes;
-//! - [`client`] is a test-only client that follows leader hints and retries idempotently;
+//! - [`harness`] is the test kit's cluster (`bongsu_testkit`) running this package's node, and
+//!   the node's placement rules applied to recorded shard maps; the kit also has the client
+//!   (`bongsu_testkit::client`), the writers and the checkers that judge what they wrote;
 //! - [`basic`] checks messaging end to end and replica placement over datacenters;
 //! - [`failover`] SIGKILLs shard leaders under a continuous write load and checks that writes
 //!   resume and nothing acknowledged is lost;
@@ -19,7 +20,6 @@
 //! Cluster tests take turns (a file lock), so that one does not skew another's timing.
 
 mod basic;
-mod client;
 mod drain;
 mod failover;
 mod harness;
@@ -27,28 +27,3 @@ mod join;
 mod large;
 mod subscribe;
 mod users;
-
-use std::future::Future;
-use std::time::Duration;
-
-use bongsu_proto::model::{shard_of, ConvId};
-
-/// The first conversation id at or after `base` that lives in `shard`.
-pub fn conv_on_shard(shard: u32, shards: u32, base: u128) -> ConvId {
-    (base..)
-        .map(ConvId::from_u128)
-        .find(|c| shard_of(&c.0, shards) == shard)
-        .expect("FNV-1a reaches every shard within a few ids")
-}
-
-/// Runs a test body with a hard time limit, so that a stuck cluster ends the test by itself
-/// (the body owns its cluster, which kills its nodes and prints their logs when dropped).
-pub async fn bounded<F: Future<Output = anyhow::Result<()>>>(
-    limit: Duration,
-    body: F,
-) -> anyhow::Result<()> {
-    match tokio::time::timeout(limit, body).await {
-        Ok(r) => r,
-        Err(_) => anyhow::bail!("the test did not finish within {limit:?}"),
-    }
-}

@@ -11,9 +11,10 @@ use bongsu_proto::model::{ClientMsgId, UserId};
 use bongsu_proto::v1;
 use tonic::transport::Endpoint;
 
-use crate::client::{append, create};
-use crate::harness::{Cluster, Spec};
-use crate::{bounded, conv_on_shard};
+use crate::harness::{spec, Cluster};
+use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, create};
+use bongsu_testkit::writers::conv_on_shard;
 
 const SHARDS: u32 = 8;
 
@@ -38,7 +39,7 @@ async fn next_events(
 }
 
 async fn subscribe(name: &str) -> Result<()> {
-    let mut cluster = Cluster::start(name, Spec::new(3, 1).shards(SHARDS)).await?;
+    let mut cluster = Cluster::start(name, spec(3, 1).shards(SHARDS)).await?;
     let client = cluster.client()?;
     let shard = 3;
     let conv = conv_on_shard(shard, SHARDS, 500);

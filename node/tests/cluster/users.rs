@@ -17,9 +17,10 @@ use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId};
 use bongsu_proto::v1;
 use tonic::transport::Endpoint;
 
-use crate::client::{append, create, Failure, TestClient};
-use crate::harness::{Cluster, Spec};
-use crate::{bounded, conv_on_shard};
+use crate::harness::{spec, Cluster};
+use bongsu_testkit::bounded;
+use bongsu_testkit::client::{append, create, Failure, TestClient};
+use bongsu_testkit::writers::conv_on_shard;
 
 const SHARDS: u32 = 8;
 /// How long a membership change may take to reach a member's list (eventually consistent).
@@ -186,7 +187,7 @@ async fn next_user_event(
 }
 
 async fn users(name: &str) -> Result<()> {
-    let mut cluster = Cluster::start(name, Spec::new(3, 1).shards(SHARDS)).await?;
+    let mut cluster = Cluster::start(name, spec(3, 1).shards(SHARDS)).await?;
     let client = cluster.client()?.with_deadline(Duration::from_secs(10));
     // Three users and their conversation on four different shards, so that deliveries cross
     // shards, and the conversation's shard led by another node than Alice's, so that at least

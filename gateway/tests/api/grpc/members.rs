@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::v1::{self, push_event::Event};
 use tonic::{Response, Status};
 
-use bongsu_chaos::harness::Cluster;
+use bongsu_testkit::cluster::Cluster;
 
 use super::*;
 use crate::bounded;

@@ -1,6 +1,6 @@
-//! The workload's client: the three calls a chat client makes (create a group, send, read),
-//! behind the [`ChatClient`] trait so that a gateway client can replace [`NodeClient`] once
-//! the gateway exists, without touching the workload or the scenarios.
+//! The chaos workload's client: the three calls a chat client makes (create a group, send,
+//! read), behind the [`ChatClient`] trait so that a gateway client can replace [`NodeClient`]
+//! without touching the workload or the scenarios.
 //!
 //! [`NodeClient`] talks to the nodes' internal API the way a gateway would: it keeps a leader
 //! cache per shard shared by every workload task, follows `NOT_LEADER` hints, starts another
@@ -17,7 +17,9 @@ use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{
     write_reply, write_request, AppendMessage, CreateConversation, ReadRequest, WriteRequest,
 };
-use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId};
+use bongsu_proto::model::{
+    shard_of, ClientMsgId, ConvId, DeviceId, UserId, CODE_KEY, LEADER_ID_KEY,
+};
 use bongsu_proto::v1;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
@@ -25,8 +27,6 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::history::Seen;
 
-const CODE_KEY: &str = "bongsu-code";
-const LEADER_ID_KEY: &str = "bongsu-leader-id";
 /// Hints followed in a row without a pause, so that two nodes naming each other (stale
 /// hints) cannot make the client spin.
 const MAX_HINT_HOPS: u32 = 3;
@@ -112,6 +112,18 @@ pub trait ChatClient: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ReadPage, CallError>> + Send;
 }
 
+/// A lazily connected client of a node's internal API at `addr` (`ip:port`), as the
+/// workload uses it: keep-alive pings notice a node that is gone within a second or two,
+/// and answers may be as large as [`MAX_DECODE`].
+pub fn node_api(addr: &str) -> anyhow::Result<NodeApiClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(250))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(1));
+    Ok(NodeApiClient::new(ep.connect_lazy()).max_decoding_message_size(MAX_DECODE))
+}
+
 /// The CRC-32 of a body, as the history records it.
 pub fn body_crc(body: &[u8]) -> u32 {
     crc32fast::hash(body)
@@ -164,14 +176,9 @@ impl NodeClient {
         anyhow::ensure!(!nodes.is_empty(), "a client needs at least one node");
         let mut out = Vec::new();
         for (id, addr) in nodes {
-            let ep = Endpoint::from_shared(format!("http://{addr}"))?
-                .connect_timeout(Duration::from_millis(250))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(1));
             out.push(Node {
                 id: *id,
-                api: NodeApiClient::new(ep.connect_lazy()).max_decoding_message_size(MAX_DECODE),
+                api: node_api(addr)?,
             });
         }
         Ok(Self {

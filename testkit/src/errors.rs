@@ -1,9 +1,10 @@
-//! The error type of the chaos library.
+//! The error type of histories and reports: JSON that does not decode or encode, files that
+//! cannot be read or written.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ChaosError {
+pub enum HistoryError {
     /// A history (or another JSON document) could not be decoded.
     #[error("decode {what} from JSON: {source}")]
     Decode {
@@ -30,4 +31,4 @@ pub enum ChaosError {
     },
 }
 
-pub type Result<T, E = ChaosError> = std::result::Result<T, E>;
+pub type Result<T, E = HistoryError> = std::result::Result<T, E>;

@@ -28,6 +28,12 @@ const CASES: &[Case] = &[
         mentions: &[],
     },
     Case {
+        name: "order: a client's later ack has a lower seq",
+        mutate: |h| push(h, |id| send(id, 250, CONV_A, SHARD_A, ALICE, 99, sent(1))),
+        expect: &[(no_lost_ack::PROPERTY, 1), (same_order::PROPERTY, 1)],
+        mentions: &["acked seqs go back: op 2 got seq 2"],
+    },
+    Case {
         name: "lost ack: the conversation's log lost an acked message",
         mutate: |h| log(h, CONV_B).truncate(1),
         expect: &[(no_lost_ack::PROPERTY, 1)],

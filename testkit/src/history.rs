@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors::{ChaosError, Result};
+use crate::errors::{HistoryError, Result};
 
 /// Milliseconds since the run started.
 pub type Ms = u64;
@@ -232,7 +232,7 @@ impl Seen {
 impl History {
     /// Decodes a history written by [`History::to_json`].
     pub fn from_json(json: &str) -> Result<History> {
-        serde_json::from_str(json).map_err(|source| ChaosError::Decode {
+        serde_json::from_str(json).map_err(|source| HistoryError::Decode {
             what: "history",
             source,
         })
@@ -240,21 +240,21 @@ impl History {
 
     /// Encodes the history as pretty-printed JSON.
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|source| ChaosError::Encode {
+        serde_json::to_string_pretty(self).map_err(|source| HistoryError::Encode {
             what: "history",
             source,
         })
     }
 
     /// Loads a history from a JSON file: either a bare history or a report written by
-    /// [`crate::report::write_json`], whose `history` field holds it.
+    /// the chaos report (`bongsu_chaos::report::write_json`), whose `history` field holds it.
     pub fn load(path: &Path) -> Result<History> {
-        let json = std::fs::read_to_string(path).map_err(|source| ChaosError::Read {
+        let json = std::fs::read_to_string(path).map_err(|source| HistoryError::Read {
             path: path.to_owned(),
             source,
         })?;
         let mut value: serde_json::Value =
-            serde_json::from_str(&json).map_err(|source| ChaosError::Decode {
+            serde_json::from_str(&json).map_err(|source| HistoryError::Decode {
                 what: "history file",
                 source,
             })?;
@@ -262,7 +262,7 @@ impl History {
             Some(inner) => inner.take(),
             None => value,
         };
-        serde_json::from_value(value).map_err(|source| ChaosError::Decode {
+        serde_json::from_value(value).map_err(|source| HistoryError::Decode {
             what: "history",
             source,
         })

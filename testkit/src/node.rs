@@ -1,26 +1,27 @@
-//! One `bongsu-node-chaos` process of a chaos cluster: its configuration, its log, and the
-//! signals the harness sends it.
+//! One node process of a cluster, running or not: its addresses, configuration, log, and the
+//! signals sent to it.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bongsu_proto::internal::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-/// How a node stopped, as the harness saw it.
+use crate::process;
+
+/// How a node stopped, as the kit saw it.
 #[derive(Clone, Debug)]
 pub struct Exit {
     pub node: u64,
     pub status: ExitStatus,
-    /// The harness killed it (SIGKILL or SIGTERM); otherwise it exited by itself.
+    /// The kit ended it (SIGKILL or SIGTERM); otherwise it exited by itself.
     pub expected: bool,
-    /// Milliseconds since the harness started, when the exit was noticed.
+    /// Milliseconds since the cluster's epoch, when the exit was noticed.
     pub noticed_ms: u64,
 }
 
@@ -34,6 +35,24 @@ impl Exit {
     }
 }
 
+/// Where a node lives: its address and, in a chaos run's netns mode, the network namespace
+/// it runs in (such a node has the address to itself, so it takes fixed ports).
+#[derive(Clone, Debug)]
+pub struct Site {
+    pub ip: Ipv4Addr,
+    pub netns: Option<String>,
+}
+
+impl Site {
+    /// Node `k` of datacenter `d` on loopback: `127.0.d.k`.
+    pub fn loopback(d: u8, k: u8) -> Site {
+        Site {
+            ip: Ipv4Addr::new(127, 0, d, k),
+            netns: None,
+        }
+    }
+}
+
 pub struct NodeProc {
     pub id: u64,
     /// Datacenter number, from 1.
@@ -43,33 +62,50 @@ pub struct NodeProc {
     pub api_addr: String,
     pub admin_addr: String,
     pub dir: PathBuf,
-    /// The network namespace the node runs in (netns mode).
+    /// The network namespace the node runs in (a chaos run's netns mode).
     pub netns: Option<String>,
+    /// Admin addresses the node registers through on first boot (`seeds`); empty for the
+    /// nodes a cluster starts with, which `init` registers.
+    pub seeds: Vec<String>,
+    binary: PathBuf,
+    /// `RUST_LOG` for the node; `None` leaves the node's own default.
+    log_filter: Option<String>,
     child: Option<Child>,
-    /// The harness sent the running process a signal that ends it.
+    /// The kit sent the running process a signal that ends it.
     killing: bool,
     pub paused: bool,
     pub starts: u32,
+    /// How long the calls of [`NodeProc::admin`] may take.
+    pub status_timeout: Duration,
     admin: Option<AdminClient<Channel>>,
 }
 
 impl NodeProc {
-    pub fn new(id: u64, dc: u8, ip: Ipv4Addr, dir: PathBuf, netns: Option<String>) -> Self {
+    pub fn new(id: u64, dc: u8, site: Site, dir: PathBuf, binary: PathBuf) -> Self {
         Self {
             id,
             dc,
-            ip,
+            ip: site.ip,
             raft_addr: String::new(),
             api_addr: String::new(),
             admin_addr: String::new(),
             dir,
-            netns,
+            netns: site.netns,
+            seeds: Vec::new(),
+            binary,
+            log_filter: None,
             child: None,
             killing: false,
             paused: false,
             starts: 0,
+            status_timeout: Duration::from_secs(1),
             admin: None,
         }
+    }
+
+    /// Sets the node's `RUST_LOG`.
+    pub fn log_filter(&mut self, filter: Option<String>) {
+        self.log_filter = filter;
     }
 
     pub fn dc_name(&self) -> String {
@@ -96,24 +132,13 @@ impl NodeProc {
         self.child.is_some()
     }
 
-    /// Fixed ports (each node has its own address in netns mode).
-    pub fn fixed_ports(&mut self) {
-        self.raft_addr = format!("{}:7100", self.ip);
-        self.api_addr = format!("{}:7200", self.ip);
-        self.admin_addr = format!("{}:7300", self.ip);
-        self.admin = None;
-    }
-
-    /// Three free ports on the node's loopback address (portable mode). Another process may
-    /// take one before the node binds it; the harness then picks again.
-    pub fn pick_ports(&mut self) -> Result<()> {
-        let mut ports = std::collections::BTreeSet::new();
-        while ports.len() < 3 {
-            let l = TcpListener::bind((self.ip, 0))
-                .with_context(|| format!("bind a free port on {}", self.ip))?;
-            ports.insert(l.local_addr()?.port());
-        }
-        let p: Vec<u16> = ports.into_iter().collect();
+    /// Ports: fixed ones (7100, 7200, 7300) for a node with an address of its own (netns),
+    /// otherwise three free ports on its loopback address.
+    pub fn assign_ports(&mut self) -> Result<()> {
+        let p = match self.netns {
+            Some(_) => vec![7100, 7200, 7300],
+            None => process::free_ports(self.ip, 3)?,
+        };
         self.raft_addr = format!("{}:{}", self.ip, p[0]);
         self.api_addr = format!("{}:{}", self.ip, p[1]);
         self.admin_addr = format!("{}:{}", self.ip, p[2]);
@@ -121,9 +146,10 @@ impl NodeProc {
         Ok(())
     }
 
+    /// Writes `node.toml`: identity, data directory, addresses, and seeds if any.
     pub fn write_config(&self) -> Result<()> {
         fs::create_dir_all(&self.dir).with_context(|| format!("create {}", self.dir.display()))?;
-        let text = format!(
+        let mut text = format!(
             "node_id = {}\ndc = {:?}\ndata_dir = {:?}\nraft_addr = {:?}\napi_addr = {:?}\nadmin_addr = {:?}\n",
             self.id,
             self.dc_name(),
@@ -132,35 +158,47 @@ impl NodeProc {
             self.api_addr,
             self.admin_addr,
         );
+        if !self.seeds.is_empty() {
+            text += &format!("seeds = {:?}\n", self.seeds);
+        }
         fs::write(self.config_path(), text)
             .with_context(|| format!("write {}", self.config_path().display()))
     }
 
-    /// Appends a line to the node's log, so that its log tells what the harness did to it.
+    /// Appends a line to the node's log, so that its log tells what the kit did to it.
     pub fn note(&self, line: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let day_ms = now.as_millis() % 86_400_000;
-        let (h, m, s, ms) = (
-            day_ms / 3_600_000,
-            day_ms / 60_000 % 60,
-            day_ms / 1000 % 60,
-            day_ms % 1000,
-        );
-        if let Ok(mut f) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-        {
-            let _ = writeln!(
-                f,
-                "=== {h:02}:{m:02}:{s:02}.{ms:03}Z chaos harness: {line} ==="
-            );
-        }
+        process::note(&self.log_path(), "harness", line);
     }
 
-    pub fn spawn(&mut self, binary: &Path) -> Result<()> {
+    /// The command that runs the node: its binary, inside its namespace when it has one.
+    fn command(&self) -> Command {
+        let bin = &self.binary;
+        let mut cmd = match &self.netns {
+            // `ip netns exec` enters the namespace and execs the node, so the child's PID is
+            // the node's own.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("BONGSU_CONFIG");
+        // BONGSU_NODE_LOG asks for another filter (`info,openraft=info` to see elections).
+        match std::env::var("BONGSU_NODE_LOG")
+            .ok()
+            .or(self.log_filter.clone())
+        {
+            Some(filter) => cmd.env("RUST_LOG", filter),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        cmd
+    }
+
+    pub fn spawn(&mut self) -> Result<()> {
         if self.child.is_some() {
             bail!("node {} is already running", self.id);
         }
@@ -169,66 +207,19 @@ impl NodeProc {
             "start #{} (raft {}, api {}, admin {})",
             self.starts, self.raft_addr, self.api_addr, self.admin_addr
         ));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .with_context(|| format!("open {}", self.log_path().display()))?;
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                // `ip netns exec` enters the namespace and execs the node, so the child's PID
-                // is the node's own.
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        cmd.arg("run")
-            .arg("--config")
-            .arg(self.config_path())
-            .env("NO_COLOR", "1")
-            .env_remove("BONGSU_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // The node's own log filter, unless BONGSU_NODE_LOG asks for another (for example
-        // `info,openraft=info` to see elections).
-        match std::env::var("BONGSU_NODE_LOG") {
-            Ok(filter) => cmd.env("RUST_LOG", filter),
-            Err(_) => cmd.env_remove("RUST_LOG"),
-        };
-        // SAFETY: prctl is async-signal-safe and touches none of the parent's state. The node
-        // dies with the harness even when the harness is killed, so no node outlives its run.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(
-            cmd.spawn()
-                .with_context(|| format!("spawn node {} ({})", self.id, binary.display()))?,
-        );
+        let child = process::spawn(&mut self.command(), &self.log_path(), libc::SIGKILL)
+            .with_context(|| format!("spawn node {} ({})", self.id, self.binary.display()))?;
+        self.child = Some(child);
         self.killing = false;
         self.paused = false;
         Ok(())
     }
 
     fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let Some(pid) = self.pid() else {
+        let Some(child) = &self.child else {
             bail!("node {} is not running", self.id)
         };
-        // SAFETY: kill(2) on the PID of a child this harness spawned and has not reaped, so
-        // the PID cannot belong to another process.
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-            bail!(
-                "signal {sig} to node {} (pid {pid}): {}",
-                self.id,
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+        process::signal(child, sig).with_context(|| format!("node {}", self.id))
     }
 
     /// SIGKILL (or SIGTERM), then reaps the process.
@@ -256,6 +247,7 @@ impl NodeProc {
         }))
     }
 
+    /// SIGSTOP: the node keeps its sockets but answers nothing.
     pub fn pause(&mut self) -> Result<()> {
         self.signal(libc::SIGSTOP)?;
         self.paused = true;
@@ -291,38 +283,25 @@ impl NodeProc {
 
     /// Kills the process (if any) without waiting for anything else; for cleanup.
     pub fn kill_now(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: as in `signal`: our own unreaped child.
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGKILL);
-            }
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            process::stop(c, libc::SIGKILL);
         }
     }
 
-    /// The node's admin client; calls give up after a second, so that a stopped node does not
-    /// hold up the harness.
+    /// The node's admin client; calls give up after `status_timeout` (a second by default),
+    /// so that a stopped node does not hold up the kit.
     pub fn admin(&mut self) -> Result<AdminClient<Channel>> {
         if let Some(a) = &self.admin {
             return Ok(a.clone());
         }
-        let a = admin_client(&self.admin_addr, Duration::from_secs(1))?;
+        let a = admin_client(&self.admin_addr, self.status_timeout)?;
         self.admin = Some(a.clone());
         Ok(a)
     }
 
     /// The last `lines` lines of the node's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(self.log_path()) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 * 1024)));
-            let mut bytes = Vec::new();
-            let _ = f.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        process::log_tail(&self.log_path(), lines)
     }
 }
 
