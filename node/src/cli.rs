@@ -106,7 +106,7 @@ pub fn main() {
     }
 }
 
-async fn real_main() -> anyhow::Result<()> {
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -119,6 +119,10 @@ async fn real_main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    init_logging();
     match Cli::parse().cmd {
         Cmd::Run { config, overrides } => {
             let cfg = NodeConfig::load(config.as_deref(), &overrides)
@@ -130,24 +134,7 @@ async fn real_main() -> anyhow::Result<()> {
             nodes,
             shards,
             replicas,
-        } => {
-            if nodes.is_empty() {
-                bail!("--nodes: give the admin addresses of the first nodes");
-            }
-            let reply = admin(&addr)
-                .await?
-                .init(InitRequest {
-                    node_admin_addrs: nodes,
-                    shards,
-                    replicas,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
-            println!(
-                "initialized: shard map version {}",
-                reply.into_inner().shard_map_version
-            );
-        }
+        } => init(&addr, nodes, shards, replicas).await?,
         Cmd::Status { admin: addr } => {
             let s = admin(&addr)
                 .await?
@@ -156,21 +143,7 @@ async fn real_main() -> anyhow::Result<()> {
                 .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?;
             println!("{:#?}", s.into_inner());
         }
-        Cmd::Ready { admin: addr } => {
-            let r = admin(&addr)
-                .await?
-                .ready(ReadyRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!("ready: {}", s.message()))?
-                .into_inner();
-            println!("ready: {}", r.ready);
-            for reason in &r.reasons {
-                println!("  {reason}");
-            }
-            if !r.ready {
-                std::process::exit(1);
-            }
-        }
+        Cmd::Ready { admin: addr } => ready(&addr).await?,
         Cmd::Remove {
             admin: addr,
             node_id,
@@ -197,21 +170,63 @@ async fn real_main() -> anyhow::Result<()> {
             admin: addr,
             node_id,
             dc,
-        } => {
-            let r = admin(&addr)
-                .await?
-                .safe_to_stop(SafeToStopRequest { node_id, dc })
-                .await
-                .map_err(|s| anyhow::anyhow!("safe-to-stop: {}", s.message()))?
-                .into_inner();
-            println!("safe: {}", r.safe);
-            for reason in r.reasons {
-                println!("  {reason}");
-            }
-            if !r.safe {
-                std::process::exit(3);
-            }
-        }
+        } => safe_to_stop(&addr, node_id, dc).await?,
+    }
+    Ok(())
+}
+
+async fn init(addr: &str, nodes: Vec<String>, shards: u32, replicas: u32) -> anyhow::Result<()> {
+    if nodes.is_empty() {
+        bail!("--nodes: give the admin addresses of the first nodes");
+    }
+    let reply = admin(addr)
+        .await?
+        .init(InitRequest {
+            node_admin_addrs: nodes,
+            shards,
+            replicas,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
+    println!(
+        "initialized: shard map version {}",
+        reply.into_inner().shard_map_version
+    );
+    Ok(())
+}
+
+/// Prints whether the node is caught up; exits with 1 when it is not.
+async fn ready(addr: &str) -> anyhow::Result<()> {
+    let r = admin(addr)
+        .await?
+        .ready(ReadyRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("ready: {}", s.message()))?
+        .into_inner();
+    println!("ready: {}", r.ready);
+    for reason in &r.reasons {
+        println!("  {reason}");
+    }
+    if !r.ready {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Prints whether stopping the node or datacenter is safe; exits with 3 when it is not.
+async fn safe_to_stop(addr: &str, node_id: u64, dc: String) -> anyhow::Result<()> {
+    let r = admin(addr)
+        .await?
+        .safe_to_stop(SafeToStopRequest { node_id, dc })
+        .await
+        .map_err(|s| anyhow::anyhow!("safe-to-stop: {}", s.message()))?
+        .into_inner();
+    println!("safe: {}", r.safe);
+    for reason in r.reasons {
+        println!("  {reason}");
+    }
+    if !r.safe {
+        std::process::exit(3);
     }
     Ok(())
 }
