@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
-use bongsu_proto::internal::{raft_reply, RaftBatch, RaftKind, RaftMessage};
+use bongsu_proto::internal::{raft_reply, RaftBatch, RaftKind, RaftMessage, RaftReplyBatch};
 use bongsu_raft_store::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -273,6 +273,8 @@ fn fail_all(pending: &Pending, why: &str) {
     }
 }
 
+/// One link to a peer node: (re)connects, sends what is queued as batched frames and matches
+/// the replies, until the link's queue is closed.
 async fn run_link(
     me: NodeId,
     target: NodeId,
@@ -294,19 +296,7 @@ async fn run_link(
                 return;
             }
         };
-        let stream = async {
-            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-            let (btx, brx) = mpsc::channel::<RaftBatch>(64);
-            let inbound = RaftTransportClient::new(channel)
-                .max_decoding_message_size(256 << 20)
-                .max_encoding_message_size(256 << 20)
-                .exchange(ReceiverStream::new(brx))
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            Ok::<_, String>((btx, inbound))
-        };
-        let (btx, mut inbound) = match stream.await {
+        let (btx, inbound) = match open_exchange(endpoint).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(target_node = target, %addr, error = %e, "cannot reach peer");
@@ -325,37 +315,7 @@ async fn run_link(
             }
         };
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let reader_pending = pending.clone();
-        let mut reader = tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(batch)) => {
-                        for r in batch.replies {
-                            let waiting = reader_pending
-                                .lock()
-                                .expect("pending lock poisoned")
-                                .remove(&r.id);
-                            // The request's budget is released here, with the reply.
-                            if let Some((tx, _permit)) = waiting {
-                                let res = match r.result {
-                                    Some(raft_reply::Result::Payload(p)) => Ok(p),
-                                    Some(raft_reply::Result::Unreachable(e)) => {
-                                        Err(Failure::Unreachable(e))
-                                    }
-                                    Some(raft_reply::Result::NotHosted(e)) => {
-                                        Err(Failure::NotHosted(e))
-                                    }
-                                    None => Err(Failure::Unreachable("empty reply".to_string())),
-                                };
-                                let _ = tx.send(res);
-                            }
-                        }
-                    }
-                    Ok(None) => return "stream ended".to_string(),
-                    Err(e) => return e.to_string(),
-                }
-            }
-        });
+        let mut reader = tokio::spawn(read_replies(inbound, pending.clone()));
         let why = loop {
             let first = tokio::select! {
                 o = rx.recv() => match o {
@@ -364,46 +324,11 @@ async fn run_link(
                 },
                 r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
             };
-            let mut batch = vec![first];
-            let mut bytes = batch[0].payload.len();
-            while batch.len() < MAX_BATCH && bytes < MAX_FRAME_BYTES {
-                match rx.try_recv() {
-                    Ok(o) => {
-                        bytes += o.payload.len();
-                        batch.push(o);
-                    }
-                    Err(_) => break,
-                }
-            }
-            // openraft stopped waiting for these (a timeout): sending them now would only put
-            // stale copies ahead of their retries.
-            let before = batch.len();
-            batch.retain(|o| !o.reply.is_closed());
-            let dropped = before - batch.len();
-            if dropped > 0 {
-                stats
-                    .dropped_stale
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
-            }
+            let batch = gather(first, &mut rx, &stats);
             if batch.is_empty() {
                 continue;
             }
-            let messages: Vec<RaftMessage> = {
-                let mut p = pending.lock().expect("pending lock poisoned");
-                batch
-                    .into_iter()
-                    .map(|o| {
-                        let id = next_id.fetch_add(1, Ordering::Relaxed);
-                        p.insert(id, (o.reply, o.permit));
-                        RaftMessage {
-                            id,
-                            group: o.group,
-                            kind: o.kind as i32,
-                            payload: o.payload,
-                        }
-                    })
-                    .collect()
-            };
+            let messages = register(batch, &pending, &next_id);
             if btx
                 .send(RaftBatch {
                     from_node: me,
@@ -424,6 +349,99 @@ async fn run_link(
         }
         tokio::time::sleep(RECONNECT_BACKOFF).await;
     }
+}
+
+/// Connects and opens the link's one `Exchange` stream: the sender of request frames and the
+/// stream of reply frames.
+async fn open_exchange(
+    endpoint: tonic::transport::Endpoint,
+) -> Result<(mpsc::Sender<RaftBatch>, tonic::Streaming<RaftReplyBatch>), String> {
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let (btx, brx) = mpsc::channel::<RaftBatch>(64);
+    let inbound = RaftTransportClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20)
+        .exchange(ReceiverStream::new(brx))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok((btx, inbound))
+}
+
+/// Hands each reply to the request waiting for it, until the stream ends; returns why.
+async fn read_replies(mut inbound: tonic::Streaming<RaftReplyBatch>, pending: Pending) -> String {
+    loop {
+        match inbound.message().await {
+            Ok(Some(batch)) => {
+                for r in batch.replies {
+                    let waiting = pending.lock().expect("pending lock poisoned").remove(&r.id);
+                    // The request's budget is released here, with the reply.
+                    if let Some((tx, _permit)) = waiting {
+                        let res = match r.result {
+                            Some(raft_reply::Result::Payload(p)) => Ok(p),
+                            Some(raft_reply::Result::Unreachable(e)) => {
+                                Err(Failure::Unreachable(e))
+                            }
+                            Some(raft_reply::Result::NotHosted(e)) => Err(Failure::NotHosted(e)),
+                            None => Err(Failure::Unreachable("empty reply".to_string())),
+                        };
+                        let _ = tx.send(res);
+                    }
+                }
+            }
+            Ok(None) => return "stream ended".to_string(),
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// One frame's requests: `first` and whatever is queued behind it, up to [`MAX_BATCH`]
+/// requests and until [`MAX_FRAME_BYTES`] are gathered, without the ones openraft gave up on.
+fn gather(
+    first: Outgoing,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    stats: &TransportStats,
+) -> Vec<Outgoing> {
+    let mut batch = vec![first];
+    let mut bytes = batch[0].payload.len();
+    while batch.len() < MAX_BATCH && bytes < MAX_FRAME_BYTES {
+        match rx.try_recv() {
+            Ok(o) => {
+                bytes += o.payload.len();
+                batch.push(o);
+            }
+            Err(_) => break,
+        }
+    }
+    // openraft stopped waiting for these (a timeout): sending them now would only put stale
+    // copies ahead of their retries.
+    let before = batch.len();
+    batch.retain(|o| !o.reply.is_closed());
+    let dropped = before - batch.len();
+    if dropped > 0 {
+        stats
+            .dropped_stale
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+    batch
+}
+
+/// Gives each request an id and keeps its reply channel (and budget) until the reply comes.
+fn register(batch: Vec<Outgoing>, pending: &Pending, next_id: &AtomicU64) -> Vec<RaftMessage> {
+    let mut p = pending.lock().expect("pending lock poisoned");
+    batch
+        .into_iter()
+        .map(|o| {
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            p.insert(id, (o.reply, o.permit));
+            RaftMessage {
+                id,
+                group: o.group,
+                kind: o.kind as i32,
+                payload: o.payload,
+            }
+        })
+        .collect()
 }
 
 /// A request as the transport carries it (postcard).
