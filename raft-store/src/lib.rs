@@ -22,8 +22,8 @@
 //! [`result`] is the result every machine returns.
 //!
 //! Invariant: an append is reported durable to openraft only after the RocksDB write-ahead log
-//! holding it has been fsynced. A failed write poisons the writer, and nothing is acknowledged
-//! after it (fail-stop).
+//! holding it has been fsynced (ARCHITECTURE.md invariant 1). A failed write poisons the
+//! writer, and nothing is acknowledged after it (fail-stop, invariant 6).
 //!
 //! This crate must not depend on networking (tonic, the node, the gateway): it is the storage
 //! layer only.
