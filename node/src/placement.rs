@@ -272,13 +272,40 @@ pub fn initial_placement(
     shards: u32,
     replicas: u32,
 ) -> Result<Vec<ShardReplicas>, PlacementError> {
+    let topo = Topology::new(nodes);
+    let per_dc = check_placeable(&topo, shards, replicas)?;
+    let r = replicas as usize;
+    let mut loads = Loads::new(&topo);
+    let mut map = Vec::with_capacity(shards as usize);
+    for shard in 0..shards {
+        let slots = loads.datacenter_slots(&topo, r, per_dc);
+        let (voters, lead_dc) = loads.pick_voters(&topo, &slots);
+        loads.node_leaders[voters[0]] += 1;
+        loads.dc_leaders[lead_dc] += 1;
+        map.push(ShardReplicas {
+            shard,
+            voters: voters.iter().map(|&v| topo.active[v]).collect(),
+            learners: Vec::new(),
+        });
+    }
+
+    let leaders = balance_leaders(&topo, &map);
+    for (entry, leader) in map.iter_mut().zip(leaders) {
+        let leader = leader.map(|l| topo.active[l]);
+        entry.voters.sort_by_key(|&v| (Some(v) != leader, v));
+    }
+    Ok(map)
+}
+
+/// Whether `shards` shards of `replicas` voters can be placed on these nodes at all; returns
+/// the most voters one datacenter may hold.
+fn check_placeable(topo: &Topology, shards: u32, replicas: u32) -> Result<usize, PlacementError> {
     if !replication_factor_ok(replicas) {
         return Err(PlacementError::ReplicationFactor { replicas });
     }
     if shards == 0 {
         return Err(PlacementError::NoShards);
     }
-    let topo = Topology::new(nodes);
     if let Some(&id) = topo.duplicates.first() {
         return Err(PlacementError::DuplicateNode { id });
     }
@@ -305,36 +332,61 @@ pub fn initial_placement(
         });
     }
 
-    let mut node_replicas = vec![0usize; topo.active.len()];
-    let mut node_leaders = vec![0usize; topo.active.len()];
-    let mut dc_replicas = vec![0usize; topo.dcs.len()];
-    let mut dc_leaders = vec![0usize; topo.dcs.len()];
-    // How many shards each pair of nodes holds together.
-    let mut together = vec![vec![0usize; topo.active.len()]; topo.active.len()];
-    let mut map = Vec::with_capacity(shards as usize);
-    for shard in 0..shards {
-        // Slots per datacenter. Comparing load/size as cross products keeps it in integers.
-        // Every pick uses one unit of the capacity checked above, so a slot is always left.
+    Ok(per_dc)
+}
+
+/// What initial placement has handed out so far: replicas and preferred leaders per node and
+/// per datacenter, and how many shards each pair of nodes holds together.
+struct Loads {
+    node_replicas: Vec<usize>,
+    node_leaders: Vec<usize>,
+    dc_replicas: Vec<usize>,
+    dc_leaders: Vec<usize>,
+    together: Vec<Vec<usize>>,
+}
+
+impl Loads {
+    fn new(topo: &Topology) -> Self {
+        Self {
+            node_replicas: vec![0usize; topo.active.len()],
+            node_leaders: vec![0usize; topo.active.len()],
+            dc_replicas: vec![0usize; topo.dcs.len()],
+            dc_leaders: vec![0usize; topo.dcs.len()],
+            together: vec![vec![0usize; topo.active.len()]; topo.active.len()],
+        }
+    }
+
+    /// How many of a shard's `r` voters each datacenter gets: each slot to the datacenter with
+    /// the fewest replicas for its size, within the per-datacenter limit.
+    fn datacenter_slots(&mut self, topo: &Topology, r: usize, per_dc: usize) -> Vec<usize> {
+        // Comparing load/size as cross products keeps it in integers. Every pick uses one unit
+        // of the capacity checked by `check_placeable`, so a slot is always left.
         let mut slots = vec![0usize; topo.dcs.len()];
         for _ in 0..r {
             let dc = (0..topo.dcs.len())
                 .filter(|&d| slots[d] < per_dc.min(topo.members[d].len()))
                 .min_by(|&a, &b| {
                     let (sa, sb) = (topo.members[a].len(), topo.members[b].len());
-                    (dc_replicas[a] * sb)
-                        .cmp(&(dc_replicas[b] * sa))
+                    (self.dc_replicas[a] * sb)
+                        .cmp(&(self.dc_replicas[b] * sa))
                         .then(a.cmp(&b))
                 })
                 .expect("per-datacenter capacity was checked to cover every slot");
             slots[dc] += 1;
-            dc_replicas[dc] += 1;
+            self.dc_replicas[dc] += 1;
         }
+        slots
+    }
+
+    /// The shard's voters (indexes into `topo.active`), the preferred leader first, and the
+    /// datacenter that leads.
+    fn pick_voters(&mut self, topo: &Topology, slots: &[usize]) -> (Vec<usize>, usize) {
         // The datacenter with the fewest leaders leads; its least-loaded node takes the lead.
         let lead_dc = (0..topo.dcs.len())
             .filter(|&d| slots[d] > 0)
-            .min_by_key(|&d| (dc_leaders[d], d))
+            .min_by_key(|&d| (self.dc_leaders[d], d))
             .expect("a shard has at least 3 slots");
-        let mut voters: Vec<usize> = Vec::with_capacity(r);
+        let mut voters: Vec<usize> = Vec::with_capacity(slots.iter().sum());
         for dc in std::iter::once(lead_dc).chain(0..topo.dcs.len()) {
             let want = if dc == lead_dc && voters.is_empty() {
                 1
@@ -351,33 +403,20 @@ pub fn initial_placement(
                     .copied()
                     .filter(|n| !voters.contains(n))
                     .min_by_key(|&n| {
-                        let shared: usize = voters.iter().map(|&v| together[v][n]).sum();
-                        (node_replicas[n], shared, node_leaders[n], n)
+                        let shared: usize = voters.iter().map(|&v| self.together[v][n]).sum();
+                        (self.node_replicas[n], shared, self.node_leaders[n], n)
                     })
                     .expect("slots never exceed the datacenter's node count");
-                node_replicas[node] += 1;
+                self.node_replicas[node] += 1;
                 for &v in &voters {
-                    together[v][node] += 1;
-                    together[node][v] += 1;
+                    self.together[v][node] += 1;
+                    self.together[node][v] += 1;
                 }
                 voters.push(node);
             }
         }
-        node_leaders[voters[0]] += 1;
-        dc_leaders[lead_dc] += 1;
-        map.push(ShardReplicas {
-            shard,
-            voters: voters.iter().map(|&v| topo.active[v]).collect(),
-            learners: Vec::new(),
-        });
+        (voters, lead_dc)
     }
-
-    let leaders = balance_leaders(&topo, &map);
-    for (entry, leader) in map.iter_mut().zip(leaders) {
-        let leader = leader.map(|l| topo.active[l]);
-        entry.voters.sort_by_key(|&v| (Some(v) != leader, v));
-    }
-    Ok(map)
 }
 
 /// Every rule the registry and shard map break, one entry per breach, in map order.
