@@ -33,26 +33,14 @@ fn hash32(field: &str, b: &[u8]) -> Result<[u8; 32]> {
     })
 }
 
+/// A device kind from a forwarded write (the model's one definition, stored as is).
 pub fn device_kind(k: i32) -> Result<DeviceKind> {
-    match v1::DeviceKind::try_from(k) {
-        Ok(v1::DeviceKind::Phone) => Ok(DeviceKind::Phone),
-        Ok(v1::DeviceKind::Tablet) => Ok(DeviceKind::Tablet),
-        Ok(v1::DeviceKind::Pc) => Ok(DeviceKind::Pc),
-        Ok(v1::DeviceKind::Web) => Ok(DeviceKind::Web),
-        Ok(v1::DeviceKind::Unspecified) | Err(_) => Err(NodeError::rejected(
+    DeviceKind::try_from(k).map_err(|_| {
+        NodeError::rejected(
             ErrorCode::InvalidArgument,
             format!("kind: {k} is not a device kind"),
-        )),
-    }
-}
-
-pub fn device_kind_proto(k: DeviceKind) -> v1::DeviceKind {
-    match k {
-        DeviceKind::Phone => v1::DeviceKind::Phone,
-        DeviceKind::Tablet => v1::DeviceKind::Tablet,
-        DeviceKind::Pc => v1::DeviceKind::Pc,
-        DeviceKind::Web => v1::DeviceKind::Web,
-    }
+        )
+    })
 }
 
 /// Validates an account write. The id decides the shard: a handle claim and its confirmation
@@ -170,7 +158,7 @@ impl Node {
             .map(|(id, d)| pb::DeviceRecord {
                 device_id: id.0.to_vec(),
                 name: d.name,
-                kind: device_kind_proto(d.kind) as i32,
+                kind: v1::DeviceKind::from(d.kind) as i32,
                 created_at_ms: d.created_at_ms,
                 refresh_hash: d.refresh_hash.to_vec(),
                 revoked: d.revoked,
@@ -302,13 +290,8 @@ mod tests {
 
     #[test]
     fn device_kinds_round_trip() {
-        for k in [
-            DeviceKind::Phone,
-            DeviceKind::Tablet,
-            DeviceKind::Pc,
-            DeviceKind::Web,
-        ] {
-            assert_eq!(device_kind(device_kind_proto(k) as i32).unwrap(), k);
+        for &k in DeviceKind::ALL {
+            assert_eq!(device_kind(v1::DeviceKind::from(k) as i32).unwrap(), k);
         }
     }
 }

@@ -10,9 +10,8 @@ use bongsu_proto::internal::{
     self as pb, write_reply, write_request, ReadReply, ReadRequest, ShardMap, SubscribeEvent,
     SubscribeRequest, WatchShardMapRequest, WriteReply, WriteRequest,
 };
-use bongsu_proto::model::{
-    shard_of, ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId,
-};
+use bongsu_proto::model::requests::Append;
+use bongsu_proto::model::{shard_of, ConvId, ConversationKind, UserId};
 use bongsu_proto::{v1, ErrorCode, ModelError};
 use bongsu_raft_store::messaging::layout::UserEventKind;
 use bongsu_raft_store::messaging::{
@@ -97,17 +96,23 @@ fn command(req: WriteRequest) -> Result<([u8; 16], Command)> {
             )
         }
         write_request::Command::Append(m) => {
-            let conv_id = ConvId::try_from(m.conv_id.as_slice()).map_err(bad)?;
+            // The same validated request the gateway built from the client's send: a
+            // gateway is a client of the node too, so the node checks the rules again.
+            let Append {
+                sender,
+                device,
+                send,
+            } = Append::try_from(m).map_err(bad)?;
             let msg = AppendMessage {
-                conv_id,
-                sender: UserId::try_from(m.sender.as_slice()).map_err(bad)?,
-                device: DeviceId::try_from(m.device.as_slice()).map_err(bad)?,
-                client_msg_id: ClientMsgId::try_from(m.client_msg_id.as_slice()).map_err(bad)?,
-                kind: MessageKind::try_from(m.kind).map_err(bad)?,
-                body: m.body,
+                conv_id: send.conv,
+                sender,
+                device,
+                client_msg_id: send.client_msg_id,
+                kind: send.kind,
+                body: send.body,
                 at_ms,
             };
-            (conv_id.0, Command::Append(msg))
+            (send.conv.0, Command::Append(msg))
         }
         write_request::Command::MoveCursor(c) => {
             let user = UserId::try_from(c.user.as_slice()).map_err(bad)?;

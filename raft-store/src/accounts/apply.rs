@@ -30,7 +30,8 @@ pub(crate) fn device_prefix(g: GroupId, user: &UserId) -> Vec<u8> {
     sm_key(g, &[&[TAG_DEVICE], &user.0])
 }
 
-const MAX_DEVICE_NAME: usize = 64;
+/// The longest device name, in characters: the model's rule, checked again where it is stored.
+const MAX_DEVICE_NAME: usize = bongsu_proto::model::DEVICE_NAME_MAX;
 
 /// Whether a claim by another user id at `at_ms` may replace `h`: never a confirmed claim,
 /// and an unconfirmed one only once its grace period is over. A stamp earlier than the claim

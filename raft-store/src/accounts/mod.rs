@@ -105,13 +105,8 @@ pub struct AccountRecord {
     pub created_at_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeviceKind {
-    Phone,
-    Tablet,
-    Pc,
-    Web,
-}
+/// The model's one definition; stored by variant index (postcard), as before it moved.
+pub use bongsu_proto::model::DeviceKind;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
