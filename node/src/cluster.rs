@@ -162,13 +162,7 @@ impl Node {
         // The meta leader makes every registered node a meta learner, so that every node has
         // the shard map locally.
         if let Ok(h) = self.leading(META_GROUP) {
-            let membership = h
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .clone();
+            let membership = h.membership();
             for n in &meta.nodes {
                 if n.state == bongsu_raft_store::meta::NodeState::Removed {
                     self.drop_meta_learner(n.node_id).await;
@@ -187,13 +181,7 @@ impl Node {
         let Ok(h) = self.leading(META_GROUP) else {
             return;
         };
-        let membership = h
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = h.membership();
         if membership.get_node(&node_id).is_none() || membership.voter_ids().any(|v| v == node_id) {
             return;
         }

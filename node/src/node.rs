@@ -10,7 +10,7 @@ use bongsu_raft_store::meta::{group_shard, MetaSnapshot, MetaView, META_GROUP};
 use bongsu_raft_store::{
     GroupId, NodeId, NodeInfo, SmConfig, StateMachineStore, Store, StoreOptions, TypeConfig,
 };
-use openraft::{Raft, ServerState};
+use openraft::{Membership, Raft, ServerState};
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
@@ -34,6 +34,16 @@ impl GroupHandle {
     /// Read access to the group's messaging state.
     pub fn messaging(&self) -> MessagingView {
         MessagingView::new(self.sm.view_store(), self.group)
+    }
+
+    /// The group's membership as this replica knows it (the last one in its log).
+    pub fn membership(&self) -> Membership<NodeId, NodeInfo> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
     }
 
     /// Turns the group's timers back on; the quiescing loop (`quiesce.rs`) turns them off again
@@ -390,14 +400,7 @@ impl Node {
             );
         }
         if let Some(meta) = self.group(META_GROUP) {
-            for (id, info) in meta
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-            {
+            for (id, info) in meta.membership().nodes() {
                 peers.entry(*id).or_insert_with(|| info.clone());
             }
         }

@@ -55,15 +55,7 @@ async fn preferred_leaders(node: Arc<Node>) {
         if node.leading(META_GROUP).is_ok() && !active(&meta, node.id()) {
             let h = node.group(META_GROUP);
             let voters: Vec<NodeId> = h
-                .map(|h| {
-                    h.raft
-                        .metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .collect()
-                })
+                .map(|h| h.membership().voter_ids().collect())
                 .unwrap_or_default();
             if let Some(v) = voters
                 .into_iter()
@@ -130,15 +122,7 @@ async fn group_voters(
 ) -> Option<BTreeSet<NodeId>> {
     let g = shard_group(s.shard);
     if let Some(h) = node.group(g) {
-        return Some(
-            h.raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect(),
-        );
+        return Some(h.membership().voter_ids().collect());
     }
     for id in s.voters.iter().chain(&s.learners) {
         let Some(n) = meta.node(*id) else { continue };
@@ -279,13 +263,7 @@ async fn replace_meta_voter(node: &Node, meta: &MetaSnapshot) -> Result<bool> {
     let Ok(h) = node.leading(META_GROUP) else {
         return Ok(false);
     };
-    let membership = h
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = h.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     // The leader's own voter seat is handled by moving the leadership first.
     let Some(out) = voters

@@ -151,14 +151,7 @@ async fn swap_voter(h: &GroupHandle, from: NodeId, to: NodeId) -> Result<Vec<Nod
     let group = h.group;
     // The voter set may have changed while the learner caught up (another move): start from
     // it again.
-    let mut voters: BTreeSet<NodeId> = h
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
+    let mut voters: BTreeSet<NodeId> = h.membership().voter_ids().collect();
     if !voters.contains(&from) {
         return Err(NodeError::rejected(
             ErrorCode::StaleEpoch,
@@ -316,13 +309,7 @@ impl Node {
             Ok(h) => h,
             Err(_) => return self.forward_move(group, from, to).await,
         };
-        let membership = h
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = h.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters.contains(&to) && !voters.contains(&from) {
             return Ok(voters.into_iter().collect()); // done before

@@ -37,14 +37,7 @@ impl Node {
             ));
         }
         if let Some(h) = self.group(META_GROUP) {
-            if h.raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == node_id)
-            {
+            if h.membership().voter_ids().any(|v| v == node_id) {
                 return Err(NodeError::rejected(
                     ErrorCode::FailedPrecondition,
                     format!("node {node_id} is still a meta voter; wait for the drain to finish"),
