@@ -21,9 +21,9 @@ use tower::timeout::TimeoutLayer;
 use tower::BoxError;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Caller;
 use crate::errors::{ApiError, Result};
 use crate::limits::tower_error;
-use crate::auth::Caller;
 use crate::service::Gateway;
 
 /// Extra time tonic's own deadline allows over ours: it is a backstop that answers without a

@@ -147,7 +147,10 @@ fn with_middleware(
         .layer(GlobalConcurrencyLimitLayer::new(
             config.max_concurrency.max(1),
         ))
-        .layer(middleware::from_fn_with_state(JSON_BODY_LIMIT, drain_oversize))
+        .layer(middleware::from_fn_with_state(
+            JSON_BODY_LIMIT,
+            drain_oversize,
+        ))
         .layer(RequestBodyLimitLayer::new(JSON_BODY_LIMIT))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
 

@@ -21,9 +21,9 @@ pub mod service;
 pub mod web;
 pub mod ws;
 
+pub use auth::Caller;
 pub use config::Config;
 pub use errors::{ApiError, Result};
-pub use auth::Caller;
 pub use service::Gateway;
 
 /// Starts the gateway and serves gRPC and HTTP until one of them fails.

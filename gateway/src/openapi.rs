@@ -2,18 +2,18 @@
 //! handlers' `#[utoipa::path]` attributes and the JSON types' `ToSchema`, so it cannot drift from
 //! the code.
 
+use bongsu_proto::model::schema;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::response::ResponseBuilder;
-use bongsu_proto::model::schema;
 use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{handlers, JSON_BODY_LIMIT};
 use crate::http::json::*;
+use crate::http::{handlers, JSON_BODY_LIMIT};
 use crate::ws;
 
 const DESCRIPTION: &str = "\
@@ -161,7 +161,13 @@ fn add_common(op: &mut Operation) {
         ("503", error("`UNAVAILABLE`: no quorum or leader in time, the request deadline passed, or the gateway is shedding load (then with `Retry-After`); safe to retry", true)),
     ];
     if op.request_body.is_some() {
-        common.push(("413", error(&format!("`MESSAGE_TOO_LARGE`: the request body is over {JSON_BODY_LIMIT} bytes"), false)));
+        common.push((
+            "413",
+            error(
+                &format!("`MESSAGE_TOO_LARGE`: the request body is over {JSON_BODY_LIMIT} bytes"),
+                false,
+            ),
+        ));
     }
     if secured {
         common.push(("401", error("`UNAUTHENTICATED`: the access token is missing, malformed, expired or its device revoked", false)));

@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
+use crate::auth::Caller;
 use crate::errors::{ApiError, Result};
 use crate::http::json::{self, parse_cursors, ConversationSummary, Cursors, StableCode};
-use crate::auth::Caller;
 use crate::service::Gateway;
 
 /// How long a new connection may take to send its subscribe frame.

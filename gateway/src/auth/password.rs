@@ -61,7 +61,7 @@ pub async fn verify_dummy(password: String) -> Result<()> {
 mod tests {
     use super::*;
 
-        #[tokio::test]
+    #[tokio::test]
     async fn hashes_are_argon2id_and_verify() {
         let h = hash("correct horse".to_string()).await.expect("hash");
         assert!(h.starts_with("$argon2id$"), "{h}");

@@ -13,8 +13,8 @@ use bongsu_proto::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use super::json::parse_id;
-use crate::errors::ApiError;
 use crate::auth::Caller;
+use crate::errors::ApiError;
 use crate::service::Gateway;
 
 /// A JSON request body. Malformed JSON, a missing `Content-Type: application/json`, missing

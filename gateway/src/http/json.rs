@@ -13,8 +13,8 @@ use std::str::FromStr;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bongsu_proto::model::schema;
-pub use bongsu_proto::model::{ConversationKind, DeviceKind, MessageKind};
 use bongsu_proto::model::{ClientMsgId, ConvId, DeviceId, UserId};
+pub use bongsu_proto::model::{ConversationKind, DeviceKind, MessageKind};
 use bongsu_proto::{v1, ErrorCode, ModelError};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
@@ -506,7 +506,9 @@ pub struct SendBody {
 
 /// An optional field that, when given, is a value: `null` is refused like any other wrong
 /// type, as the schema (a non-null string) says.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
     String::deserialize(d).map(Some)
 }
 

@@ -149,7 +149,8 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
                 "/v1/auth/refresh",
                 Some("application/json"),
                 Body::from_stream(futures::stream::iter(
-                    (0..JSON_BODY_LIMIT / 1024 + 1).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])),
+                    (0..JSON_BODY_LIMIT / 1024 + 1)
+                        .map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])),
                 )),
             ),
             StatusCode::PAYLOAD_TOO_LARGE,

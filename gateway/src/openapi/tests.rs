@@ -59,8 +59,8 @@ fn every_route_is_documented_with_its_errors() {
         .as_array()
         .is_some_and(|c| c.len() == bongsu_proto::ErrorCode::ALL.len()));
     assert_eq!(
-        doc["paths"]["/v1/conversations/{conv_id}/messages"]["post"]["responses"]["429"]
-            ["headers"]["Retry-After"]["schema"]["type"],
+        doc["paths"]["/v1/conversations/{conv_id}/messages"]["post"]["responses"]["429"]["headers"]
+            ["Retry-After"]["schema"]["type"],
         "integer"
     );
 }
@@ -136,11 +136,17 @@ mod agreement {
             let by_schema = v.is_valid(s);
             let shown: String = s.to_string().chars().take(300).collect();
             match accept(s.clone()) {
-                Ok(()) => assert!(by_schema, "{name}: the schema forbids what is accepted: {shown}"),
+                Ok(()) => assert!(
+                    by_schema,
+                    "{name}: the schema forbids what is accepted: {shown}"
+                ),
                 // A byte limit a schema cannot state (it counts characters): the one refusal
                 // a body the schema allows may get, and its description says so.
                 Err(ErrorCode::MessageTooLarge) => {}
-                Err(code) => assert!(!by_schema, "{name}: the schema allows what is refused ({code}): {shown}"),
+                Err(code) => assert!(
+                    !by_schema,
+                    "{name}: the schema allows what is refused ({code}): {shown}"
+                ),
             }
             allowed += by_schema as usize;
         }
@@ -213,7 +219,11 @@ mod agreement {
     #[test]
     fn lookup_bodies() {
         let base = json!({"handles": ["jisoo"], "user_ids": [CONV]});
-        let mut samples = vary(&base, "user_ids", ids().into_iter().map(|i| json!([i])).collect());
+        let mut samples = vary(
+            &base,
+            "user_ids",
+            ids().into_iter().map(|i| json!([i])).collect(),
+        );
         samples.extend(vary(
             &base,
             "handles",
@@ -239,7 +249,11 @@ mod agreement {
             "kind",
             vec![json!("direct"), json!("channel"), json!("Group"), json!(1)],
         ));
-        samples.extend(vary(&base, "members", ids().into_iter().map(|i| json!([i])).collect()));
+        samples.extend(vary(
+            &base,
+            "members",
+            ids().into_iter().map(|i| json!([i])).collect(),
+        ));
         agree(&doc(), "CreateConversationBody", &samples, |v| {
             let r = parse::<CreateConversationBody>(v)?
                 .into_proto()
@@ -251,10 +265,25 @@ mod agreement {
     #[test]
     fn change_members_bodies() {
         let base = json!({"add": [CONV], "remove": [UUID]});
-        let mut samples = vary(&base, "add", ids().into_iter().map(|i| json!([i])).collect());
-        samples.extend(vary(&base, "remove", vec![json!([]), json!([""]), json!(null)]));
-        samples.extend([json!({}), json!({"add": []}), json!({"add": [], "remove": []})]);
-        samples.extend([json!({"remove": [CONV]}), json!({"add": [], "remove": [CONV]})]);
+        let mut samples = vary(
+            &base,
+            "add",
+            ids().into_iter().map(|i| json!([i])).collect(),
+        );
+        samples.extend(vary(
+            &base,
+            "remove",
+            vec![json!([]), json!([""]), json!(null)],
+        ));
+        samples.extend([
+            json!({}),
+            json!({"add": []}),
+            json!({"add": [], "remove": []}),
+        ]);
+        samples.extend([
+            json!({"remove": [CONV]}),
+            json!({"add": [], "remove": [CONV]}),
+        ]);
         agree(&doc(), "ChangeMembersBody", &samples, |v| {
             let r = parse::<ChangeMembersBody>(v)?
                 .into_proto(vec![1; 16])
@@ -270,12 +299,22 @@ mod agreement {
         samples.extend(vary(
             &base,
             "kind",
-            vec![json!("link_card"), json!("sealed"), json!("system"), json!("video")],
+            vec![
+                json!("link_card"),
+                json!("sealed"),
+                json!("system"),
+                json!("video"),
+            ],
         ));
         samples.extend(vary(
             &base,
             "text",
-            vec![json!(""), json!("x".repeat(65536)), json!("x".repeat(65537)), Value::Null],
+            vec![
+                json!(""),
+                json!("x".repeat(65536)),
+                json!("x".repeat(65537)),
+                Value::Null,
+            ],
         ));
         let b64 = json!({"client_msg_id": CONV, "kind": "sealed"});
         samples.extend(vary(
@@ -293,7 +332,9 @@ mod agreement {
                 Value::Null,
             ],
         ));
-        samples.push(json!({"client_msg_id": CONV, "kind": "text", "text": "hi", "body_base64": "aGk="}));
+        samples.push(
+            json!({"client_msg_id": CONV, "kind": "text", "text": "hi", "body_base64": "aGk="}),
+        );
         agree(&doc(), "SendBody", &samples, |v| {
             let r = parse::<SendBody>(v)?
                 .into_proto(vec![1; 16])
@@ -308,7 +349,9 @@ mod agreement {
     fn a_text_over_the_byte_limit_is_too_large_not_invalid() {
         let body = json!({"client_msg_id": CONV, "kind": "text", "text": "가".repeat(30_000)});
         assert!(validator(&doc(), "SendBody").is_valid(&body));
-        let r = parse::<SendBody>(body).expect("parses").into_proto(vec![1; 16]);
+        let r = parse::<SendBody>(body)
+            .expect("parses")
+            .into_proto(vec![1; 16]);
         let e = req::Send::try_from(r.expect("converts")).expect_err("90,000 bytes");
         assert_eq!(e.code, bongsu_proto::ErrorCode::MessageTooLarge);
     }
@@ -319,7 +362,13 @@ mod agreement {
         let mut samples = vary(
             &base,
             "limit_per_conversation",
-            vec![json!(0), json!(SYNC_MAX), json!(SYNC_MAX + 1), json!(-1), Value::Null],
+            vec![
+                json!(0),
+                json!(SYNC_MAX),
+                json!(SYNC_MAX + 1),
+                json!(-1),
+                Value::Null,
+            ],
         );
         let cursors = ids()
             .into_iter()

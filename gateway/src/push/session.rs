@@ -54,8 +54,8 @@ use tokio_stream::StreamMap;
 use tracing::Instrument;
 
 use super::HubEvent;
-use crate::errors::ApiError;
 use crate::auth::Caller;
+use crate::errors::ApiError;
 use crate::push::PushStream;
 use crate::service::Gateway;
 

@@ -86,8 +86,11 @@ impl ConversationKind {
 
 impl MessageKind {
     /// The kinds a client may send: `system` messages are written by the server only.
-    pub const SENDABLE: &'static [MessageKind] =
-        &[MessageKind::Text, MessageKind::LinkCard, MessageKind::Sealed];
+    pub const SENDABLE: &'static [MessageKind] = &[
+        MessageKind::Text,
+        MessageKind::LinkCard,
+        MessageKind::Sealed,
+    ];
 
     /// Text-like kinds must be valid UTF-8; sealed bodies are opaque ciphertext.
     pub fn requires_utf8(self) -> bool {

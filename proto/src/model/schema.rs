@@ -10,15 +10,14 @@
 //! still be over the limit in bytes: 413 `MESSAGE_TOO_LARGE`, as its description says.
 
 use utoipa::openapi::schema::{
-    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType,
-    Type,
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
 };
 use utoipa::openapi::RefOr;
 
 use crate::model::{
     ConversationKind, MessageKind, DEFAULT_MAX_BODY_BYTES, DEVICE_NAME_MAX, HANDLE_PATTERN,
-    HISTORY_DEFAULT, HISTORY_MAX, ID_PATTERN, LOOKUP_MAX, PASSWORD_MAX, PASSWORD_MIN,
-    SYNC_DEFAULT, SYNC_MAX,
+    HISTORY_DEFAULT, HISTORY_MAX, ID_PATTERN, LOOKUP_MAX, PASSWORD_MAX, PASSWORD_MIN, SYNC_DEFAULT,
+    SYNC_MAX,
 };
 
 fn string() -> ObjectBuilder {
@@ -127,8 +126,7 @@ pub fn text() -> Schema {
 }
 
 /// The padded standard base64 alphabet, as the gateway decodes it.
-pub const BASE64_PATTERN: &str =
-    "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
+pub const BASE64_PATTERN: &str = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
 /// A binary body in base64: at most [`DEFAULT_MAX_BODY_BYTES`] bytes once decoded.
 pub fn body_base64() -> Schema {
@@ -154,7 +152,10 @@ pub fn some_items_in_one_of(a: &str, b: &str) -> Schema {
             .required(p)
             .property(p, ArrayBuilder::new().min_items(Some(1)))
     };
-    AnyOfBuilder::new().item(nonempty(a)).item(nonempty(b)).into()
+    AnyOfBuilder::new()
+        .item(nonempty(a))
+        .item(nonempty(b))
+        .into()
 }
 
 /// An object schema with one of the constraints above added.

@@ -193,7 +193,11 @@ fn the_id_pattern_is_exactly_what_ids_parse() {
 fn the_handle_pattern_is_exactly_what_handles_normalize() {
     let re = regex::Regex::new(HANDLE_PATTERN).unwrap();
     let mut table = samples(b"aZ9_. \t-", 0..36, 200);
-    table.extend(["김민지".to_string(), "\u{a0}abc".into(), "abc\u{2003}".into()]);
+    table.extend([
+        "김민지".to_string(),
+        "\u{a0}abc".into(),
+        "abc\u{2003}".into(),
+    ]);
     let mut accepted = 0;
     for s in &table {
         let ok = normalize_handle(s).is_ok();
