@@ -147,11 +147,30 @@ where
     bail!("timed out after {timeout:?} waiting for {what}")
 }
 
+/// Starts the nodes, makes a new cluster of them (or restarts the one in `--dir`), starts the
+/// gateways, and keeps it all running until Ctrl-C.
 pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let bin = sibling_binary(a.node_bin, "bongsu-node")?;
     let gw_bin = sibling_binary(a.gateway_bin, "bongsu-gateway")?;
-    // Another `bongsu run` on this machine holds the same fixed addresses: our nodes would fail
-    // to bind while the readiness checks below talked to the other cluster.
+    ensure_addresses_free().await?;
+    let fresh = !a.dir.join("n1").exists();
+    let mut nodes = start_nodes(&bin, &a.dir, a.nodes_per_dc)?;
+    wait_nodes_answer(&nodes, &a.dir).await?;
+    let first = nodes.0[0].admin();
+    if fresh {
+        init(&nodes, &first, a.shards).await?;
+    } else {
+        println!("bongsu: restarting the cluster in {}", a.dir.display());
+    }
+    wait_leaders(&first).await?;
+    let mut gateways = start_gateways(&gw_bin, &a.dir, &nodes).await?;
+    print_summary(a.nodes_per_dc, &a.dir, &nodes, &gateways, &first);
+    supervise(&mut nodes, &mut gateways, &a.dir).await
+}
+
+/// Fails when another `bongsu run` on this machine holds the same fixed addresses: our nodes
+/// would fail to bind while the readiness checks below talked to the other cluster.
+async fn ensure_addresses_free() -> anyhow::Result<()> {
     for dc in 1..=3 {
         for addr in [
             format!("127.0.{dc}.1:7300"),
@@ -165,13 +184,18 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let fresh = !a.dir.join("n1").exists();
+    Ok(())
+}
+
+/// Starts `nodes_per_dc` nodes in each datacenter, numbered across them: node `k` of
+/// datacenter `d` is `(k - 1) * 3 + d` on `127.0.d.k`, so nodes 1 to 3 are the first of each.
+fn start_nodes(bin: &Path, dir: &Path, nodes_per_dc: u32) -> anyhow::Result<Nodes> {
     let mut nodes = Nodes(Vec::new());
-    for k in 1..=a.nodes_per_dc {
+    for k in 1..=nodes_per_dc {
         for dc in 1..=3 {
             let id = (k - 1) * 3 + dc;
             let host = format!("127.0.{dc}.{k}");
-            let child = spawn(&bin, &a.dir, id, dc, &host)?;
+            let child = spawn(bin, dir, id, dc, &host)?;
             nodes.0.push(LocalNode {
                 id,
                 dc,
@@ -180,6 +204,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             });
         }
     }
+    Ok(nodes)
+}
+
+/// Waits until every node answers on its admin API; one that does not within 20 s is named,
+/// with its log.
+async fn wait_nodes_answer(nodes: &Nodes, dir: &Path) -> anyhow::Result<()> {
     for n in &nodes.0 {
         let addr = n.admin();
         wait_until(
@@ -200,35 +230,42 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             format!(
                 "node {} did not start; see {}",
                 n.id,
-                a.dir.join(format!("n{}/node.log", n.id)).display()
+                dir.join(format!("n{}/node.log", n.id)).display()
             )
         })?;
     }
-    let first = nodes.0[0].admin();
-    if fresh {
-        let all: Vec<String> = nodes.0.iter().map(|n| n.admin()).collect();
-        let r = admin(&first)
-            .await?
-            .init(InitRequest {
-                node_admin_addrs: all,
-                shards: a.shards,
-                replicas: 3,
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
-        println!(
-            "bongsu: new cluster, {} shards (shard map version {})",
-            a.shards,
-            r.into_inner().shard_map_version
-        );
-    } else {
-        println!("bongsu: restarting the cluster in {}", a.dir.display());
-    }
+    Ok(())
+}
+
+/// Makes a new cluster of every node, with `shards` shards of three replicas, through the
+/// admin API at `first`.
+async fn init(nodes: &Nodes, first: &str, shards: u32) -> anyhow::Result<()> {
+    let all: Vec<String> = nodes.0.iter().map(|n| n.admin()).collect();
+    let r = admin(first)
+        .await?
+        .init(InitRequest {
+            node_admin_addrs: all,
+            shards,
+            replicas: 3,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("init: {}", s.message()))?;
+    println!(
+        "bongsu: new cluster, {} shards (shard map version {})",
+        shards,
+        r.into_inner().shard_map_version
+    );
+    Ok(())
+}
+
+/// Waits until every shard has a leader, as the node at `first` sees it, so that the cluster
+/// takes writes by the time its gateways start.
+async fn wait_leaders(first: &str) -> anyhow::Result<()> {
     wait_until(
         "every shard to elect a leader",
         Duration::from_secs(30),
         || {
-            let first = first.clone();
+            let first = first.to_owned();
             async move {
                 let Ok(mut c) = admin(&first).await else {
                     return false;
@@ -241,11 +278,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             }
         },
     )
-    .await?;
+    .await
+}
+
+/// Starts one gateway per datacenter, each knowing every node's internal API, and waits until
+/// all of them are ready.
+async fn start_gateways(bin: &Path, dir: &Path, nodes: &Nodes) -> anyhow::Result<Gateways> {
     let api_addrs: Vec<String> = nodes.0.iter().map(|n| format!("{}:7200", n.host)).collect();
     let mut gateways = Gateways(Vec::new());
     for dc in 1..=3 {
-        let mut gw = gateway::local(&gw_bin, &a.dir, dc, &api_addrs)?;
+        let mut gw = gateway::local(bin, dir, dc, &api_addrs)?;
         gw.spawn()?;
         gateways.0.push(gw);
     }
@@ -255,12 +297,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("the dc{} gateway did not become ready; see {log}", g.dc))?;
     }
+    Ok(gateways)
+}
 
+/// Tells the user where the cluster is (web client, gRPC API, nodes, data and logs) and what to
+/// try with it.
+fn print_summary(nodes_per_dc: u32, dir: &Path, nodes: &Nodes, gateways: &Gateways, first: &str) {
     println!();
-    println!(
-        "bongsu: local cluster up: 3 datacenters, {} node(s) each",
-        a.nodes_per_dc
-    );
+    println!("bongsu: local cluster up: 3 datacenters, {nodes_per_dc} node(s) each");
     println!();
     println!("  web client (open any; they are interchangeable):");
     for g in &gateways.0 {
@@ -277,13 +321,17 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             n.dc, n.id, n.host, n.host
         );
     }
-    println!("  data and logs: {}", a.dir.display());
+    println!("  data and logs: {}", dir.display());
     println!();
     println!("  try:  bongsu signup alice    bongsu send bob 'hi'    bongsu tail");
     println!("        bongsu status --admin {first}");
     println!();
     println!("Ctrl-C stops the cluster; `bongsu run` again with the same --dir restarts it.");
+}
 
+/// Runs until Ctrl-C, checking the children twice a second: a node that exits ends the run
+/// with an error naming its log; a gateway that exits is started again.
+async fn supervise(nodes: &mut Nodes, gateways: &mut Gateways, dir: &Path) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -294,7 +342,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 for n in &mut nodes.0 {
                     if let Ok(Some(status)) = n.child.try_wait() {
-                        bail!("node {} exited ({status}); see {}", n.id, a.dir.join(format!("n{}/node.log", n.id)).display());
+                        bail!("node {} exited ({status}); see {}", n.id, dir.join(format!("n{}/node.log", n.id)).display());
                     }
                 }
                 for g in &mut gateways.0 {

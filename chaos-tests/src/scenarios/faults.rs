@@ -209,112 +209,155 @@ impl<C: ChatClient> Env<'_, C> {
     /// Injects `kind`, holds it for `hold`, heals it.
     pub async fn apply(&mut self, kind: FaultKind, target: Target, hold: Duration) -> Result<()> {
         match kind {
-            FaultKind::DcKill => {
-                let (d, why) = self.pick_dc(target).await;
-                let ids = self.cluster.dc_nodes(d);
-                let f = self.open(kind.name(), format!("dc{d}"));
-                self.cluster.kill_dc(d)?;
-                self.say(&format!("dc-kill: SIGKILLed dc{d} (nodes {ids:?}; {why})"));
-                tokio::time::sleep(hold).await;
-                self.cluster.restart_dc(d).await?;
-                self.close(f);
-                self.say(&format!("dc-kill: dc{d} restarted"));
-                self.catch_up(&ids).await;
-            }
-            FaultKind::DcPartition => {
-                let (d, why) = self.pick_dc(target).await;
-                let f = self.open(kind.name(), format!("dc{d}"));
-                self.cluster.partition(d).await?;
-                self.say(&format!(
-                    "dc-partition: dc{d} cut off ({why}; {} mode)",
-                    self.cluster.mode.name()
-                ));
-                tokio::time::sleep(hold).await;
-                self.cluster.heal_partition().await?;
-                self.close(f);
-                self.say(&format!("dc-partition: dc{d} healed"));
-                let ids = self.cluster.dc_nodes(d);
-                self.catch_up(&ids).await;
-            }
-            FaultKind::DcPause => {
-                let (d, why) = self.pick_dc(target).await;
-                let f = self.open(kind.name(), format!("dc{d}"));
-                self.cluster.pause_dc(d)?;
-                self.say(&format!("dc-pause: SIGSTOPped dc{d} ({why})"));
-                tokio::time::sleep(hold).await;
-                self.cluster.resume_dc(d)?;
-                self.close(f);
-                self.say(&format!("dc-pause: dc{d} resumed"));
-                let ids = self.cluster.dc_nodes(d);
-                self.catch_up(&ids).await;
-            }
-            FaultKind::MetaLeaderKill => {
-                let id = match self.cluster.meta_leader().await {
-                    Some(id) => id,
-                    None => anyhow::bail!("meta-leader-kill: the meta group has no leader"),
-                };
-                let f = self.open(kind.name(), format!("n{id}"));
-                self.cluster.kill_with(id, libc::SIGKILL)?;
-                self.say(&format!(
-                    "meta-leader-kill: SIGKILLed node {id} (dc{})",
-                    self.cluster.dc_of(id)
-                ));
-                tokio::time::sleep(hold).await;
-                self.cluster.restart(id).await?;
-                self.close(f);
-                self.say(&format!("meta-leader-kill: node {id} restarted"));
-                self.catch_up(&[id]).await;
-            }
-            FaultKind::RollingRestart => {
-                let ids = self.cluster.ids();
-                let f = self.open(kind.name(), format!("n{}..n{}", ids[0], ids[ids.len() - 1]));
-                for id in ids {
-                    self.cluster.kill_with(id, libc::SIGTERM)?;
-                    self.cluster.restart(id).await?;
-                    self.catch_up(&[id]).await;
-                    self.say(&format!(
-                        "rolling-restart: node {id} restarted and caught up"
-                    ));
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                self.close(f);
-            }
-            FaultKind::LeaderKills => {
-                for round in 1..=3 {
-                    let (id, why) = self.pick_node(Target::Busiest).await;
-                    let f = self.open("leader-kill", format!("n{id}"));
-                    self.cluster.kill_with(id, libc::SIGKILL)?;
-                    self.say(&format!(
-                        "leader-kills: round {round}: SIGKILLed node {id} ({why})"
-                    ));
-                    tokio::time::sleep(hold / 3).await;
-                    self.cluster.restart(id).await?;
-                    self.close(f);
-                    self.catch_up(&[id]).await;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-            FaultKind::FsyncFail => {
-                let (id, why) = self.pick_node(target).await;
-                self.fail_fsync(kind.name(), id, &why, hold).await?;
-            }
-            FaultKind::SlowDisk => {
-                let (id, why) = self.pick_node(target).await;
-                let f = self.open(kind.name(), format!("n{id}"));
-                self.cluster
-                    .set_failpoint(id, "log_slow_fsync", true)
-                    .await?;
-                self.say(&format!("slow-disk: log_slow_fsync on node {id} ({why})"));
-                tokio::time::sleep(hold).await;
-                self.cluster
-                    .set_failpoint(id, "log_slow_fsync", false)
-                    .await?;
-                self.close(f);
-                self.say(&format!("slow-disk: node {id} back to normal"));
-            }
-            FaultKind::DcReturnBacklog => self.dc_return_backlog(target, hold).await?,
-            FaultKind::DiskFull => self.disk_full(target, hold).await?,
+            FaultKind::DcKill => self.dc_kill(target, hold).await,
+            FaultKind::DcPartition => self.dc_partition(target, hold).await,
+            FaultKind::DcPause => self.dc_pause(target, hold).await,
+            FaultKind::MetaLeaderKill => self.meta_leader_kill(hold).await,
+            FaultKind::RollingRestart => self.rolling_restart().await,
+            FaultKind::LeaderKills => self.leader_kills(hold).await,
+            FaultKind::FsyncFail => self.fsync_fail(target, hold).await,
+            FaultKind::SlowDisk => self.slow_disk(target, hold).await,
+            FaultKind::DcReturnBacklog => self.dc_return_backlog(target, hold).await,
+            FaultKind::DiskFull => self.disk_full(target, hold).await,
         }
+    }
+
+    /// dc-kill: every node of the datacenter SIGKILLed, restarted after `hold`; its nodes
+    /// must catch up.
+    async fn dc_kill(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let (d, why) = self.pick_dc(target).await;
+        let ids = self.cluster.dc_nodes(d);
+        let f = self.open(FaultKind::DcKill.name(), format!("dc{d}"));
+        self.cluster.kill_dc(d)?;
+        self.say(&format!("dc-kill: SIGKILLed dc{d} (nodes {ids:?}; {why})"));
+        tokio::time::sleep(hold).await;
+        self.cluster.restart_dc(d).await?;
+        self.close(f);
+        self.say(&format!("dc-kill: dc{d} restarted"));
+        self.catch_up(&ids).await;
+        Ok(())
+    }
+
+    /// dc-partition: the datacenter cut off from the others (as the cluster's network mode
+    /// does it), healed after `hold`; its nodes must catch up.
+    async fn dc_partition(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let (d, why) = self.pick_dc(target).await;
+        let f = self.open(FaultKind::DcPartition.name(), format!("dc{d}"));
+        self.cluster.partition(d).await?;
+        self.say(&format!(
+            "dc-partition: dc{d} cut off ({why}; {} mode)",
+            self.cluster.mode.name()
+        ));
+        tokio::time::sleep(hold).await;
+        self.cluster.heal_partition().await?;
+        self.close(f);
+        self.say(&format!("dc-partition: dc{d} healed"));
+        let ids = self.cluster.dc_nodes(d);
+        self.catch_up(&ids).await;
+        Ok(())
+    }
+
+    /// dc-pause: every node of the datacenter SIGSTOPped, SIGCONTed after `hold`; its nodes
+    /// must catch up.
+    async fn dc_pause(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let (d, why) = self.pick_dc(target).await;
+        let f = self.open(FaultKind::DcPause.name(), format!("dc{d}"));
+        self.cluster.pause_dc(d)?;
+        self.say(&format!("dc-pause: SIGSTOPped dc{d} ({why})"));
+        tokio::time::sleep(hold).await;
+        self.cluster.resume_dc(d)?;
+        self.close(f);
+        self.say(&format!("dc-pause: dc{d} resumed"));
+        let ids = self.cluster.dc_nodes(d);
+        self.catch_up(&ids).await;
+        Ok(())
+    }
+
+    /// meta-leader-kill: the meta group's leader (whatever the target) SIGKILLed, restarted
+    /// after `hold`. A meta group without a leader ends the scenario with an error: there is
+    /// no one to kill.
+    async fn meta_leader_kill(&mut self, hold: Duration) -> Result<()> {
+        let id = match self.cluster.meta_leader().await {
+            Some(id) => id,
+            None => anyhow::bail!("meta-leader-kill: the meta group has no leader"),
+        };
+        let f = self.open(FaultKind::MetaLeaderKill.name(), format!("n{id}"));
+        self.cluster.kill_with(id, libc::SIGKILL)?;
+        self.say(&format!(
+            "meta-leader-kill: SIGKILLed node {id} (dc{})",
+            self.cluster.dc_of(id)
+        ));
+        tokio::time::sleep(hold).await;
+        self.cluster.restart(id).await?;
+        self.close(f);
+        self.say(&format!("meta-leader-kill: node {id} restarted"));
+        self.catch_up(&[id]).await;
+        Ok(())
+    }
+
+    /// rolling-restart: every node in turn SIGTERMed and restarted, the next one once it
+    /// caught up; one fault over all of them (no hold: the restarts are the fault).
+    async fn rolling_restart(&mut self) -> Result<()> {
+        let ids = self.cluster.ids();
+        let f = self.open(
+            FaultKind::RollingRestart.name(),
+            format!("n{}..n{}", ids[0], ids[ids.len() - 1]),
+        );
+        for id in ids {
+            self.cluster.kill_with(id, libc::SIGTERM)?;
+            self.cluster.restart(id).await?;
+            self.catch_up(&[id]).await;
+            self.say(&format!(
+                "rolling-restart: node {id} restarted and caught up"
+            ));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.close(f);
+        Ok(())
+    }
+
+    /// leader-kills: three rounds of SIGKILLing the node leading the most shards at the time
+    /// (whatever the target), each restarted after a third of `hold` and recorded as its own
+    /// `leader-kill` fault.
+    async fn leader_kills(&mut self, hold: Duration) -> Result<()> {
+        for round in 1..=3 {
+            let (id, why) = self.pick_node(Target::Busiest).await;
+            let f = self.open("leader-kill", format!("n{id}"));
+            self.cluster.kill_with(id, libc::SIGKILL)?;
+            self.say(&format!(
+                "leader-kills: round {round}: SIGKILLed node {id} ({why})"
+            ));
+            tokio::time::sleep(hold / 3).await;
+            self.cluster.restart(id).await?;
+            self.close(f);
+            self.catch_up(&[id]).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// fsync-fail: the node's fsync fails, it must stop by itself (see
+    /// [`Env::fail_fsync`]).
+    async fn fsync_fail(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let (id, why) = self.pick_node(target).await;
+        self.fail_fsync(FaultKind::FsyncFail.name(), id, &why, hold)
+            .await
+    }
+
+    /// slow-disk: `log_slow_fsync` (200 ms more per fsync) on the node for `hold`.
+    async fn slow_disk(&mut self, target: Target, hold: Duration) -> Result<()> {
+        let (id, why) = self.pick_node(target).await;
+        let f = self.open(FaultKind::SlowDisk.name(), format!("n{id}"));
+        self.cluster
+            .set_failpoint(id, "log_slow_fsync", true)
+            .await?;
+        self.say(&format!("slow-disk: log_slow_fsync on node {id} ({why})"));
+        tokio::time::sleep(hold).await;
+        self.cluster
+            .set_failpoint(id, "log_slow_fsync", false)
+            .await?;
+        self.close(f);
+        self.say(&format!("slow-disk: node {id} back to normal"));
         Ok(())
     }
 

@@ -20,9 +20,10 @@ use rand::{Rng, SeedableRng};
 use crate::check::check_all;
 use crate::figures::{rto, rto_all, summary_line};
 use crate::harness::{disk_full_node, Cluster, Mode, SmallDiskPlan, Spec, SMALL_DISK_BYTES};
-use crate::history::{FinalState, History, OpKind, Outcome};
+use crate::history::{FinalState, History, Load, Ms, OpKind, Outcome};
 use crate::report::{write_json, write_svg};
 use crate::workload::{NodeClient, Recorder, Workload, WorkloadSpec};
+use crate::Report;
 pub use faults::{FaultKind, Target};
 
 /// One step of a scenario: a fault, its target, and how long it is held.
@@ -229,90 +230,11 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> Result<RunResult> {
 }
 
 async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> {
-    let mode = s.mode.unwrap_or(cfg.mode);
     let started = Instant::now();
     let epoch = Instant::now();
-    let say = |line: &str| eprintln!("chaos: [{:>7.3}s] {line}", epoch.elapsed().as_secs_f64());
-    say(&format!(
-        "scenario {}: {} dc x {} nodes, {} shards, {} mode, seed {}, in {}",
-        s.name,
-        cfg.spec.dcs,
-        cfg.spec.nodes_per_dc,
-        cfg.spec.shards,
-        mode.name(),
-        cfg.seed,
-        dir.display()
-    ));
-    // A node stores about every body the workload writes (its half of the shards, in the log
-    // and in the state machine): a long mix gets room for its duration too.
-    let small_disk = s.needs_small_disk().then(|| SmallDiskPlan {
-        node: disk_full_node(&cfg.spec),
-        size: match &s.plan {
-            Plan::Fixed { .. } => SMALL_DISK_BYTES,
-            Plan::Mix { duration } => SMALL_DISK_BYTES + duration.as_secs() * (8 << 20),
-        },
-    });
-    let mut cluster = Cluster::start_with_disk(
-        cfg.spec.clone(),
-        mode,
-        &dir.join("nodes"),
-        &cfg.node_binary,
-        epoch,
-        small_disk,
-    )
-    .await
-    .context("start the cluster")?;
-    say(&format!(
-        "cluster up: every group has a leader known to its replicas ({} ms)",
-        started.elapsed().as_millis()
-    ));
-
-    let recorder = Arc::new(Recorder::new(epoch));
-    let client = Arc::new(NodeClient::new(
-        &cluster.api_addrs(),
-        cfg.spec.shards,
-        Duration::from_millis(2500),
-        Duration::from_millis(600),
-    )?);
-    let mut wspec = WorkloadSpec::new(cfg.spec.shards, cfg.seed);
-    wspec.writers_per_shard = cfg.writers_per_shard;
-    let mut workload = Workload::start(client, wspec.clone(), recorder.clone())
-        .await
-        .context("start the workload")?;
-    workload.subscribe_shards(&cluster.api_addrs())?;
-    say(&format!(
-        "workload: {} writers, {} readers, {} shard subscribers, 1 non-member prober, {} conversations over {} shards; bodies: 60 % under 1 KiB, 30 % 1-16 KiB, 10 % 16 KiB to {} B (the limit; mean {:.0} B)",
-        wspec.writers(),
-        wspec.readers,
-        cfg.spec.shards,
-        workload.convs.len(),
-        cfg.spec.shards,
-        wspec.mix.max,
-        wspec.mix.mean()
-    ));
-    workload
-        .wait_all_writing(Duration::from_secs(1), Duration::from_secs(20))
-        .await
-        .context("wait for every shard to take writes")?;
-    say(&format!(
-        "calibration: {} writers sending without a pause for {:.1} s",
-        wspec.writers(),
-        cfg.calibration.as_secs_f64()
-    ));
-    let mut load = workload
-        .calibrate(cfg.calibration, cfg.load_share_percent)
-        .await;
-    let load_from = recorder.now();
-    say(&format!(
-        "calibration: capacity {:.2} MB/s ({} bytes/s, {} msgs/s acknowledged); rate held to {} %: {:.2} MB/s ({} bytes/s, about {} msgs/s) through one gate shared by every writer",
-        load.capacity_bytes_per_s as f64 / 1e6,
-        load.capacity_bytes_per_s,
-        load.capacity_msgs_per_s,
-        load.share_percent,
-        load.rate_bytes_per_s as f64 / 1e6,
-        load.rate_bytes_per_s,
-        load.rate_msgs_per_s
-    ));
+    let mut cluster = start_cluster(s, cfg, dir, started, epoch).await?;
+    let (recorder, mut workload, wspec) = start_workload(cfg, &cluster, epoch).await?;
+    let (mut load, load_from) = calibrate(cfg, &workload, &wspec, epoch).await;
     tokio::time::sleep(cfg.warmup).await;
 
     let mut faults = Vec::new();
@@ -328,115 +250,14 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
             expected_exits: &mut expected_exits,
             rng: &mut rng,
         };
-        match &s.plan {
-            Plan::Fixed { steps, gap } => {
-                for (i, step) in steps.iter().enumerate() {
-                    if i > 0 {
-                        tokio::time::sleep(*gap).await;
-                    }
-                    env.apply(step.kind, step.target, step.hold).await?;
-                }
-            }
-            Plan::Mix { duration } => {
-                let end = epoch + *duration;
-                // Leave room after the last fault for the cooldown.
-                while Instant::now() + Duration::from_secs(10) < end {
-                    let kind = FaultKind::ALL[env.rng.random_range(0..FaultKind::ALL.len())];
-                    let target = env.random_target(kind);
-                    let hold = Duration::from_millis(env.rng.random_range(2000..=6000));
-                    env.say(&format!(
-                        "mix: next fault {} (target {target:?}, hold {} ms)",
-                        kind.name(),
-                        hold.as_millis()
-                    ));
-                    env.apply(kind, target, hold).await?;
-                    tokio::time::sleep(Duration::from_millis(env.rng.random_range(1500..=4000)))
-                        .await;
-                }
-            }
-        }
+        inject(&mut env, &s.plan, epoch).await?;
     }
 
-    // Heal whatever is left, let the workload run on, and check that every shard takes
-    // writes again.
-    cluster.heal_all().await.context("heal the cluster")?;
-    tokio::time::sleep(cfg.cooldown).await;
-    if let Err(e) = cluster.wait_settled(Duration::from_secs(30)).await {
-        problems.push(format!("the cluster did not settle after healing: {e:#}"));
-    }
-    if let Err(e) = workload
-        .wait_all_writing(Duration::from_secs(1), Duration::from_secs(20))
-        .await
-    {
-        problems.push(format!(
-            "writes did not resume everywhere after healing: {e:#}"
-        ));
-    }
+    heal(cfg, &mut cluster, &workload, &mut problems).await?;
     workload.stop().await;
-    let load_to = recorder.now();
-    let (acked, unacked, reads_ok, reads_failed) = recorder.counts();
-    let achieved = recorder.acked_between(load_from, load_to);
-    (load.achieved_bytes_per_s, load.achieved_msgs_per_s) = achieved.per_s(load_to - load_from);
-    let at_limit = recorder.acked_of_len(wspec.mix.max as u64);
-    let all = recorder.acked_between(0, load_to);
-    say(&format!(
-        "workload stopped: {acked} sends acked ({:.1} MB of bodies, {at_limit} of them at the {} B limit), {unacked} not, {reads_ok} reads ok, {reads_failed} not; after the calibration {:.2} MB/s ({} msgs/s) acknowledged on average",
-        all.bytes as f64 / 1e6,
-        wspec.mix.max,
-        load.achieved_bytes_per_s as f64 / 1e6,
-        load.achieved_msgs_per_s
-    ));
-
-    // The final state: every conversation read in full from its leader, every replica's digest.
-    let read_started = Instant::now();
-    let logs = workload
-        .final_logs(Duration::from_secs(120))
-        .await
-        .context("read the final logs")?;
-    say(&format!(
-        "final logs read: {} messages in {} conversations in {} ms",
-        logs.values().map(Vec::len).sum::<usize>(),
-        logs.len(),
-        read_started.elapsed().as_millis()
-    ));
-    let digest_started = Instant::now();
-    let (replicas, unsettled) = cluster.replica_digests(Duration::from_secs(120)).await;
-    if !unsettled.is_empty() {
-        say(&format!(
-            "replicas did not reach one applied index: {}",
-            unsettled.join("; ")
-        ));
-    } else {
-        say(&format!(
-            "replica digests taken in {} ms",
-            digest_started.elapsed().as_millis()
-        ));
-    }
-
-    say(&format!(
-        "node data on disk: {}",
-        cluster
-            .data_sizes()
-            .iter()
-            .map(|(id, b)| format!("n{id} {:.0} MB", *b as f64 / 1e6))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-
-    // Nodes that stopped by themselves are a problem unless a fault asked for it.
-    cluster.poll_exits();
-    for e in cluster.exits.iter().filter(|e| !e.expected) {
-        let allowed = expected_exits
-            .iter()
-            .any(|(id, from)| *id == e.node && e.noticed_ms >= *from);
-        if !allowed {
-            problems.push(format!(
-                "{} at {} ms without being asked to",
-                e.describe(),
-                e.noticed_ms
-            ));
-        }
-    }
+    achieved_load(&recorder, &mut load, load_from, &wspec, epoch);
+    let final_state = read_final_state(&workload, &mut cluster, epoch).await?;
+    problems.extend(unexpected_exits(&mut cluster, &expected_exits));
 
     let history = History {
         scenario: s.name.clone(),
@@ -444,54 +265,12 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         load: Some(load),
         faults,
         ops: recorder.take_ops(),
-        final_state: FinalState { logs, replicas },
+        final_state,
     };
     let report = check_all(&history);
     let line = summary_line(&history, &report);
-    let rto_lines: Vec<String> = rto_all(&history)
-        .iter()
-        .map(|r| {
-            let show = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
-            format!(
-                "  rto: fault={} target={} at_ms={} shards={} rto_ms_p50={} rto_ms_p99={} rto_ms_max={} unrecovered={}",
-                r.fault,
-                r.target,
-                r.start,
-                r.shards.len(),
-                show(r.p50_ms),
-                show(r.p99_ms),
-                show(r.max_ms),
-                r.unrecovered
-            )
-        })
-        .collect();
-    if report.summary.acked == 0 {
-        problems.push("the workload got no send acknowledged".into());
-    }
-    // The mix's largest bodies are the node's limit: a refusal for size means the two differ.
-    let too_large = history
-        .ops
-        .iter()
-        .filter(|op| {
-            matches!(op.kind, OpKind::Send { .. })
-                && matches!(&op.outcome, Outcome::Failed { code } if code == "MESSAGE_TOO_LARGE")
-        })
-        .count();
-    if too_large > 0 {
-        problems.push(format!(
-            "{too_large} send(s) refused with MESSAGE_TOO_LARGE: the workload's largest body ({} B) is over the cluster's limit",
-            wspec.mix.max
-        ));
-    }
-    problems.extend(report.violations.iter().map(|v| v.to_string()));
-    for r in rto_all(&history) {
-        if r.unrecovered > 0 {
-            problems.push(format!(
-                "fault {} {}: {} shard(s) never took a write again",
-                r.fault, r.target, r.unrecovered
-            ));
-        }
-    }
+    let rto_lines = rto_lines(&history);
+    problems.extend(judge(&history, &report, wspec.mix.max));
     write_json(&dir.join("report.json"), &history, &report)?;
     write_svg(&dir.join("timeline.svg"), &history, &report)?;
     if problems.is_empty() {
@@ -509,6 +288,358 @@ async fn run_in(s: &Scenario, cfg: &RunConfig, dir: &Path) -> Result<RunResult> 
         took: started.elapsed(),
         rto_p99: history.faults.first().and_then(|f| rto(&history, f).p99_ms),
     })
+}
+
+/// Prints a progress line, stamped with the time since `epoch` (the run's clock, which the
+/// history and the faults' lines use too).
+fn say(epoch: Instant, line: &str) {
+    eprintln!("chaos: [{:>7.3}s] {line}", epoch.elapsed().as_secs_f64());
+}
+
+/// Says what runs and starts its cluster in the scenario's network mode, returning once every
+/// group has a leader known to its replicas. A scenario that may fill a disk gets a small one
+/// for the node it fills, mounted before that node starts.
+async fn start_cluster(
+    s: &Scenario,
+    cfg: &RunConfig,
+    dir: &Path,
+    started: Instant,
+    epoch: Instant,
+) -> Result<Cluster> {
+    let mode = s.mode.unwrap_or(cfg.mode);
+    say(
+        epoch,
+        &format!(
+            "scenario {}: {} dc x {} nodes, {} shards, {} mode, seed {}, in {}",
+            s.name,
+            cfg.spec.dcs,
+            cfg.spec.nodes_per_dc,
+            cfg.spec.shards,
+            mode.name(),
+            cfg.seed,
+            dir.display()
+        ),
+    );
+    // A node stores about every body the workload writes (its half of the shards, in the log
+    // and in the state machine): a long mix gets room for its duration too.
+    let small_disk = s.needs_small_disk().then(|| SmallDiskPlan {
+        node: disk_full_node(&cfg.spec),
+        size: match &s.plan {
+            Plan::Fixed { .. } => SMALL_DISK_BYTES,
+            Plan::Mix { duration } => SMALL_DISK_BYTES + duration.as_secs() * (8 << 20),
+        },
+    });
+    let cluster = Cluster::start_with_disk(
+        cfg.spec.clone(),
+        mode,
+        &dir.join("nodes"),
+        &cfg.node_binary,
+        epoch,
+        small_disk,
+    )
+    .await
+    .context("start the cluster")?;
+    say(
+        epoch,
+        &format!(
+            "cluster up: every group has a leader known to its replicas ({} ms)",
+            started.elapsed().as_millis()
+        ),
+    );
+    Ok(cluster)
+}
+
+/// Starts the recorded workload on the cluster (writers, readers, one subscriber per shard and
+/// the non-member prober) and waits until every shard takes writes, so that the calibration
+/// measures the whole cluster. Returns the recorder, the workload and its spec.
+async fn start_workload(
+    cfg: &RunConfig,
+    cluster: &Cluster,
+    epoch: Instant,
+) -> Result<(Arc<Recorder>, Workload<NodeClient>, WorkloadSpec)> {
+    let recorder = Arc::new(Recorder::new(epoch));
+    let client = Arc::new(NodeClient::new(
+        &cluster.api_addrs(),
+        cfg.spec.shards,
+        Duration::from_millis(2500),
+        Duration::from_millis(600),
+    )?);
+    let mut wspec = WorkloadSpec::new(cfg.spec.shards, cfg.seed);
+    wspec.writers_per_shard = cfg.writers_per_shard;
+    let mut workload = Workload::start(client, wspec.clone(), recorder.clone())
+        .await
+        .context("start the workload")?;
+    workload.subscribe_shards(&cluster.api_addrs())?;
+    say(
+        epoch,
+        &format!(
+            "workload: {} writers, {} readers, {} shard subscribers, 1 non-member prober, {} conversations over {} shards; bodies: 60 % under 1 KiB, 30 % 1-16 KiB, 10 % 16 KiB to {} B (the limit; mean {:.0} B)",
+            wspec.writers(),
+            wspec.readers,
+            cfg.spec.shards,
+            workload.convs.len(),
+            cfg.spec.shards,
+            wspec.mix.max,
+            wspec.mix.mean()
+        ),
+    );
+    workload
+        .wait_all_writing(Duration::from_secs(1), Duration::from_secs(20))
+        .await
+        .context("wait for every shard to take writes")?;
+    Ok((recorder, workload, wspec))
+}
+
+/// Measures the cluster's capacity with the writers unthrottled and holds the workload to the
+/// configured share of it (see [`Workload::calibrate`]). Returns the load and the time from
+/// which the achieved load is averaged.
+async fn calibrate(
+    cfg: &RunConfig,
+    workload: &Workload<NodeClient>,
+    wspec: &WorkloadSpec,
+    epoch: Instant,
+) -> (Load, Ms) {
+    say(
+        epoch,
+        &format!(
+            "calibration: {} writers sending without a pause for {:.1} s",
+            wspec.writers(),
+            cfg.calibration.as_secs_f64()
+        ),
+    );
+    let load = workload
+        .calibrate(cfg.calibration, cfg.load_share_percent)
+        .await;
+    let load_from = workload.recorder.now();
+    say(
+        epoch,
+        &format!(
+            "calibration: capacity {:.2} MB/s ({} bytes/s, {} msgs/s acknowledged); rate held to {} %: {:.2} MB/s ({} bytes/s, about {} msgs/s) through one gate shared by every writer",
+            load.capacity_bytes_per_s as f64 / 1e6,
+            load.capacity_bytes_per_s,
+            load.capacity_msgs_per_s,
+            load.share_percent,
+            load.rate_bytes_per_s as f64 / 1e6,
+            load.rate_bytes_per_s,
+            load.rate_msgs_per_s
+        ),
+    );
+    (load, load_from)
+}
+
+/// Applies the plan's faults through `env`: a fixed plan's in order with its gap between them,
+/// a mix's drawn from the run's seed until its duration (from `epoch`) has passed.
+async fn inject(env: &mut faults::Env<'_, NodeClient>, plan: &Plan, epoch: Instant) -> Result<()> {
+    match plan {
+        Plan::Fixed { steps, gap } => {
+            for (i, step) in steps.iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(*gap).await;
+                }
+                env.apply(step.kind, step.target, step.hold).await?;
+            }
+        }
+        Plan::Mix { duration } => {
+            let end = epoch + *duration;
+            // Leave room after the last fault for the cooldown.
+            while Instant::now() + Duration::from_secs(10) < end {
+                let kind = FaultKind::ALL[env.rng.random_range(0..FaultKind::ALL.len())];
+                let target = env.random_target(kind);
+                let hold = Duration::from_millis(env.rng.random_range(2000..=6000));
+                env.say(&format!(
+                    "mix: next fault {} (target {target:?}, hold {} ms)",
+                    kind.name(),
+                    hold.as_millis()
+                ));
+                env.apply(kind, target, hold).await?;
+                tokio::time::sleep(Duration::from_millis(env.rng.random_range(1500..=4000))).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Heals whatever is left, lets the workload run on for the cooldown, and checks that every
+/// shard takes writes again (a cluster that does not is a problem, not an error: the run
+/// still reads back and judges what it has).
+async fn heal(
+    cfg: &RunConfig,
+    cluster: &mut Cluster,
+    workload: &Workload<NodeClient>,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    cluster.heal_all().await.context("heal the cluster")?;
+    tokio::time::sleep(cfg.cooldown).await;
+    if let Err(e) = cluster.wait_settled(Duration::from_secs(30)).await {
+        problems.push(format!("the cluster did not settle after healing: {e:#}"));
+    }
+    if let Err(e) = workload
+        .wait_all_writing(Duration::from_secs(1), Duration::from_secs(20))
+        .await
+    {
+        problems.push(format!(
+            "writes did not resume everywhere after healing: {e:#}"
+        ));
+    }
+    Ok(())
+}
+
+/// Once the workload stopped: records in `load` what was acknowledged per second on average
+/// from `load_from` (the end of the calibration) on, and says what the workload did.
+fn achieved_load(
+    recorder: &Recorder,
+    load: &mut Load,
+    load_from: Ms,
+    wspec: &WorkloadSpec,
+    epoch: Instant,
+) {
+    let load_to = recorder.now();
+    let (acked, unacked, reads_ok, reads_failed) = recorder.counts();
+    let achieved = recorder.acked_between(load_from, load_to);
+    (load.achieved_bytes_per_s, load.achieved_msgs_per_s) = achieved.per_s(load_to - load_from);
+    let at_limit = recorder.acked_of_len(wspec.mix.max as u64);
+    let all = recorder.acked_between(0, load_to);
+    say(
+        epoch,
+        &format!(
+            "workload stopped: {acked} sends acked ({:.1} MB of bodies, {at_limit} of them at the {} B limit), {unacked} not, {reads_ok} reads ok, {reads_failed} not; after the calibration {:.2} MB/s ({} msgs/s) acknowledged on average",
+            all.bytes as f64 / 1e6,
+            wspec.mix.max,
+            load.achieved_bytes_per_s as f64 / 1e6,
+            load.achieved_msgs_per_s
+        ),
+    );
+}
+
+/// The final state: every conversation read in full from its leader, every replica's digest.
+/// Also says how much data each node holds on disk.
+async fn read_final_state(
+    workload: &Workload<NodeClient>,
+    cluster: &mut Cluster,
+    epoch: Instant,
+) -> Result<FinalState> {
+    let read_started = Instant::now();
+    let logs = workload
+        .final_logs(Duration::from_secs(120))
+        .await
+        .context("read the final logs")?;
+    say(
+        epoch,
+        &format!(
+            "final logs read: {} messages in {} conversations in {} ms",
+            logs.values().map(Vec::len).sum::<usize>(),
+            logs.len(),
+            read_started.elapsed().as_millis()
+        ),
+    );
+    let digest_started = Instant::now();
+    let (replicas, unsettled) = cluster.replica_digests(Duration::from_secs(120)).await;
+    if !unsettled.is_empty() {
+        say(
+            epoch,
+            &format!(
+                "replicas did not reach one applied index: {}",
+                unsettled.join("; ")
+            ),
+        );
+    } else {
+        say(
+            epoch,
+            &format!(
+                "replica digests taken in {} ms",
+                digest_started.elapsed().as_millis()
+            ),
+        );
+    }
+
+    say(
+        epoch,
+        &format!(
+            "node data on disk: {}",
+            cluster
+                .data_sizes()
+                .iter()
+                .map(|(id, b)| format!("n{id} {:.0} MB", *b as f64 / 1e6))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    Ok(FinalState { logs, replicas })
+}
+
+/// Nodes that stopped by themselves are a problem unless a fault asked for it: one problem
+/// per exit of a node not in `expected` (node, from when) by then.
+fn unexpected_exits(cluster: &mut Cluster, expected: &[(u64, u64)]) -> Vec<String> {
+    cluster.poll_exits();
+    let mut problems = Vec::new();
+    for e in cluster.exits.iter().filter(|e| !e.expected) {
+        let allowed = expected
+            .iter()
+            .any(|(id, from)| *id == e.node && e.noticed_ms >= *from);
+        if !allowed {
+            problems.push(format!(
+                "{} at {} ms without being asked to",
+                e.describe(),
+                e.noticed_ms
+            ));
+        }
+    }
+    problems
+}
+
+/// One `rto:` line per fault: its write-unavailability window over the shards.
+fn rto_lines(history: &History) -> Vec<String> {
+    rto_all(history)
+        .iter()
+        .map(|r| {
+            let show = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+            format!(
+                "  rto: fault={} target={} at_ms={} shards={} rto_ms_p50={} rto_ms_p99={} rto_ms_max={} unrecovered={}",
+                r.fault,
+                r.target,
+                r.start,
+                r.shards.len(),
+                show(r.p50_ms),
+                show(r.p99_ms),
+                show(r.max_ms),
+                r.unrecovered
+            )
+        })
+        .collect()
+}
+
+/// Everything in the judged history that fails the run, in this order: no send acknowledged
+/// at all, sends refused as too large (`max_body` is the workload's largest body), the
+/// checkers' violations, and shards that never took a write again after a fault.
+fn judge(history: &History, report: &Report, max_body: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    if report.summary.acked == 0 {
+        problems.push("the workload got no send acknowledged".into());
+    }
+    // The mix's largest bodies are the node's limit: a refusal for size means the two differ.
+    let too_large = history
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(op.kind, OpKind::Send { .. })
+                && matches!(&op.outcome, Outcome::Failed { code } if code == "MESSAGE_TOO_LARGE")
+        })
+        .count();
+    if too_large > 0 {
+        problems.push(format!(
+            "{too_large} send(s) refused with MESSAGE_TOO_LARGE: the workload's largest body ({max_body} B) is over the cluster's limit"
+        ));
+    }
+    problems.extend(report.violations.iter().map(|v| v.to_string()));
+    for r in rto_all(history) {
+        if r.unrecovered > 0 {
+            problems.push(format!(
+                "fault {} {}: {} shard(s) never took a write again",
+                r.fault, r.target, r.unrecovered
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
