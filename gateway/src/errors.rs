@@ -70,7 +70,9 @@ impl ApiError {
             ErrorCode::CorruptData => 500,
             ErrorCode::AlreadyInitialized
             | ErrorCode::StaleEpoch
-            | ErrorCode::FailedPrecondition => 412,
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::NodeReplaced
+            | ErrorCode::ClusterMismatch => 412,
             ErrorCode::InvalidArgument
             | ErrorCode::InvalidMembers
             | ErrorCode::DirectImmutable

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
 use bongsu_proto::internal::{JoinRequest, MetaProposeRequest, NodeIdentity, PingRequest};
+use bongsu_proto::ErrorCode;
 use bongsu_raft_store::meta::{shard_group, MetaCommand, NodeRecord, META_GROUP};
 use bongsu_raft_store::{Command, CommandResult, GroupId, NodeId, NodeInfo};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -34,6 +35,7 @@ pub fn identity(node: &Node) -> NodeIdentity {
         raft_addr: c.raft_addr.clone(),
         api_addr: c.api_addr.clone(),
         admin_addr: c.admin_addr.clone(),
+        admitted: node.admitted(),
     }
 }
 
@@ -196,6 +198,7 @@ impl Node {
 pub fn spawn(node: Arc<Node>) {
     tokio::spawn(follow_meta(node.clone()));
     tokio::spawn(liveness(node.clone()));
+    tokio::spawn(crate::identity::record(node.clone()));
     tokio::spawn(join(node));
 }
 
@@ -264,30 +267,62 @@ async fn liveness(node: Arc<Node>) {
     }
 }
 
-/// On first boot with seeds: asks them to register this node until the meta state shows it.
+/// On first boot with seeds: asks them to register this node until the meta state shows it,
+/// and admits the data directory once the meta group accepted it. A refusal for this node id
+/// (`NODE_REPLACED`: the id is a member and this directory is not its data) or for this
+/// directory (`CLUSTER_MISMATCH`) stops the process with [`EXIT_REFUSED`].
 async fn join(node: Arc<Node>) {
     if node.cfg.seeds.is_empty() {
         return;
     }
     loop {
-        if node.meta().node(node.id()).is_some() {
+        if node.admitted() && node.meta().node(node.id()).is_some() {
             return;
         }
         for seed in &node.cfg.seeds {
+            let id = node.data_identity();
             let req = JoinRequest {
                 node: Some(identity(&node)),
+                incarnation: id.incarnation.to_be_bytes().to_vec(),
+                cluster_id: id
+                    .cluster_id
+                    .map(|c| c.to_be_bytes().to_vec())
+                    .unwrap_or_default(),
+                admitted: id.admitted,
             };
-            match admin_client(seed).await {
-                Ok(mut c) => match c.join(req).await {
-                    Ok(_) => {
+            let reply = match admin_client(seed).await {
+                Ok(mut c) => c.join(req).await,
+                Err(e) => {
+                    tracing::debug!(%seed, error = %e, "join");
+                    continue;
+                }
+            };
+            match reply {
+                Ok(r) => match <[u8; 16]>::try_from(r.into_inner().cluster_id.as_slice()) {
+                    Ok(c) => {
+                        if let Err(e) = node.admit_joined(u128::from_be_bytes(c)) {
+                            tracing::error!(error = %e, "store the admitted identity");
+                            continue;
+                        }
                         tracing::info!(%seed, "registered with the cluster");
                         break;
                     }
-                    Err(s) => tracing::info!(%seed, error = %s.message(), "join"),
+                    Err(_) => tracing::warn!(%seed, "join reply without a cluster id"),
                 },
-                Err(e) => tracing::debug!(%seed, error = %e, "join"),
+                Err(s) => match ErrorCode::of_status(&s) {
+                    Some(code @ (ErrorCode::NodeReplaced | ErrorCode::ClusterMismatch)) => {
+                        tracing::error!(%seed, %code, "the cluster refused this node: {}", s.message());
+                        eprintln!("bongsu-node: {code}: {}", s.message());
+                        std::process::exit(EXIT_REFUSED);
+                    }
+                    _ => tracing::info!(%seed, error = %s.message(), "join"),
+                },
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The exit code of a node the cluster refused to admit (sysexits' `EX_CONFIG`): restarting it
+/// as it is cannot help; see the message it printed.
+pub const EXIT_REFUSED: i32 = 78;

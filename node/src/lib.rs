@@ -13,6 +13,7 @@ pub mod config;
 pub mod errors;
 pub mod failstop;
 pub mod faults;
+pub mod identity;
 pub mod node;
 pub mod outbox;
 pub mod placement;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::NodeConfig;
 use crate::errors::{NodeError, Result};
 use crate::faults::Faults;
+use crate::identity::IdentityState;
 use crate::transport::server::RaftHost;
 use crate::transport::{GroupNetworkFactory, Transport};
 
@@ -78,10 +79,23 @@ pub struct Node {
     /// Since when this node has led each group it leads (as first seen by the quiescing
     /// loop, so never earlier than openraft's own moment of election).
     leading: Mutex<HashMap<GroupId, Instant>>,
+    /// The data directory's identity; Raft traffic is refused until it is admitted
+    /// (`identity.rs`, ARCHITECTURE.md invariant 8).
+    pub(crate) identity: Mutex<IdentityState>,
+    /// `bongsu-node-chaos` only, to show what the identity check prevents.
+    pub(crate) skip_identity_check: bool,
 }
 
 impl Node {
     pub(crate) fn shard_count(&self) -> Result<u32> {
+        if !self.admitted() && self.meta().config.is_none() {
+            // A node whose data directory was never admitted may be a wiped member the
+            // cluster is serving without: a client should try another node.
+            return Err(NodeError::Unavailable(format!(
+                "node {} is not admitted to a cluster (its data directory is new); try another node",
+                self.id()
+            )));
+        }
         self.meta()
             .config
             .as_ref()
@@ -111,6 +125,11 @@ impl Node {
     pub async fn open(cfg: NodeConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(cfg.data_dir.join("store"), StoreOptions::default())?;
+        let identity = crate::identity::open(&store, &cfg)?;
+        let skip_identity_check = crate::identity::unsafe_skip();
+        if skip_identity_check {
+            tracing::warn!("UNSAFE: the data-directory identity check is off (chaos test switch)");
+        }
         let t = &cfg.timing;
         let raft_config = openraft::Config {
             cluster_name: "bongsu".into(),
@@ -147,6 +166,8 @@ impl Node {
             started: Instant::now(),
             transferring: Mutex::new(HashSet::new()),
             leading: Mutex::new(HashMap::new()),
+            identity: Mutex::new(IdentityState::new(identity)),
+            skip_identity_check,
         });
         // A restarted node must not disrupt healthy leaders: its groups do not campaign until
         // they have heard from their leader or found they have none (see `quiesce`).
@@ -449,5 +470,9 @@ impl RaftHost for Node {
 
     fn transport_stats(&self) -> &crate::transport::client::TransportStats {
         &self.transport.stats
+    }
+
+    fn raft_refusal(&self, from: NodeId) -> Option<String> {
+        Node::raft_refusal(self, from)
     }
 }

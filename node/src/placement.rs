@@ -48,7 +48,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use input::{from_meta, node_state};
+pub use input::{from_map, from_meta, node_state};
 
 /// A node's id in the registry of the meta group.
 pub type NodeId = u64;

@@ -166,11 +166,13 @@ pub enum ErrorCode {
     FailedPrecondition,
     HandleTaken,
     UnknownUser,
+    NodeReplaced,
+    ClusterMismatch,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::NotMember,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownConversation,
@@ -191,6 +193,8 @@ impl ErrorCode {
         ErrorCode::FailedPrecondition,
         ErrorCode::HandleTaken,
         ErrorCode::UnknownUser,
+        ErrorCode::NodeReplaced,
+        ErrorCode::ClusterMismatch,
     ];
 
     /// The protobuf enum value, whose name is the stable string clients match on.
@@ -216,6 +220,8 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => v1::ErrorCode::FailedPrecondition,
             ErrorCode::HandleTaken => v1::ErrorCode::HandleTaken,
             ErrorCode::UnknownUser => v1::ErrorCode::UnknownUser,
+            ErrorCode::NodeReplaced => v1::ErrorCode::NodeReplaced,
+            ErrorCode::ClusterMismatch => v1::ErrorCode::ClusterMismatch,
         }
     }
 
@@ -281,9 +287,10 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorCode::CorruptData => tonic::Code::DataLoss,
-            ErrorCode::StaleEpoch | ErrorCode::FailedPrecondition => {
-                tonic::Code::FailedPrecondition
-            }
+            ErrorCode::StaleEpoch
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::NodeReplaced
+            | ErrorCode::ClusterMismatch => tonic::Code::FailedPrecondition,
             ErrorCode::MessageTooLarge
             | ErrorCode::InvalidArgument
             | ErrorCode::InvalidMembers

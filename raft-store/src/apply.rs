@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | `00` | the engine: applied log id and membership ([`crate::keys::TAG_APPLIED`]) |
 //! | `01`–`09` | [`crate::messaging`] (its module docs list them) |
-//! | `10`–`14` | [`crate::meta`]: cluster configuration, nodes, shards, map version, signing keys |
+//! | `10`–`16` | [`crate::meta`]: cluster configuration, nodes, shards, map version, signing keys, cluster id, incarnations |
 //! | `20`–`22` | [`crate::accounts`]: handles, accounts, devices |
 //!
 //! A machine's effects beyond its group reach the node through the store's

@@ -1,4 +1,5 @@
-//! Key layout: four column families shared by every group, keys prefixed by the group id.
+//! Key layout: four column families shared by every group, keys prefixed by the group id, and
+//! one for the node itself.
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
@@ -6,6 +7,7 @@
 //! | `raft` | group(8) · tag(1) | vote, committed log id, last purged log id |
 //! | `sm` | group(8) · tag(1) · … | state machine: tag `00` the applied state, the rest its machines' (see [`crate::apply`]) |
 //! | `snap` | group(8) | the group's current snapshot (meta and data) |
+//! | `node` | `identity` | the data directory's identity (see [`crate::identity`]) |
 //!
 //! All integers are big-endian so that RocksDB's bytewise order is numeric order, which makes
 //! a group's log one contiguous range and "last entry" one reverse seek.
@@ -18,7 +20,9 @@ pub const CF_LOG: &str = "log";
 pub const CF_RAFT: &str = "raft";
 pub const CF_SM: &str = "sm";
 pub const CF_SNAP: &str = "snap";
-pub const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT, CF_SM, CF_SNAP];
+/// The node's own records, not any group's: the data directory's identity.
+pub const CF_NODE: &str = "node";
+pub const ALL_CFS: [&str; 5] = [CF_LOG, CF_RAFT, CF_SM, CF_SNAP, CF_NODE];
 
 pub const RAFT_VOTE: u8 = 1;
 pub const RAFT_COMMITTED: u8 = 2;

@@ -14,7 +14,7 @@
 //!   with snapshots.
 //!
 //! The crate has two halves. The engine (`store`, `log_store`, `state_machine`, `applied`,
-//! `snapshot`, `group_commit`, `keys`, `overlay`, `signal`, `codec`) stores and applies entries without
+//! `snapshot`, `group_commit`, `keys`, `overlay`, `signal`, `codec`, `identity`) stores and applies entries without
 //! knowing what they mean. The state machine it applies is defined by its root, [`command`]
 //! (what an entry carries) and [`apply`] (which machine applies it), over three sibling
 //! machines that never import one another: [`messaging`] (conversations, messages, the
@@ -36,6 +36,7 @@ pub mod command;
 pub mod errors;
 pub mod failpoints;
 pub mod group_commit;
+pub mod identity;
 pub mod keys;
 pub mod log_store;
 pub mod messaging;

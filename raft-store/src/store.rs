@@ -174,6 +174,10 @@ impl Store {
         self.writer.stats()
     }
 
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
     pub(crate) fn writer(&self) -> &GroupCommitWriter {
         &self.writer
     }

@@ -58,6 +58,8 @@ pub struct Spec {
     /// How long the kit's admin calls (status, hello) wait for a node: short, so that a
     /// stopped node does not hold up a wait.
     pub status_timeout: Duration,
+    /// Environment variables every node process gets.
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -71,6 +73,7 @@ impl Spec {
             binary: None,
             log_filter: None,
             status_timeout: Duration::from_secs(1),
+            env: Vec::new(),
         }
     }
 
@@ -91,6 +94,12 @@ impl Spec {
 
     pub fn log_filter(mut self, filter: &str) -> Self {
         self.log_filter = Some(filter.to_string());
+        self
+    }
+
+    /// Sets an environment variable in every node process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -190,6 +199,7 @@ impl Cluster {
         let dir = self.dir.join(format!("n{id}"));
         let mut n = NodeProc::new(id, d, (self.sites)(d, k), dir, self.binary.clone());
         n.seeds = seeds;
+        n.env = self.spec.env.clone();
         n.log_filter(self.spec.log_filter.clone());
         n.status_timeout = self.spec.status_timeout;
         n.assign_ports()?;

@@ -67,6 +67,8 @@ pub struct NodeProc {
     /// Admin addresses the node registers through on first boot (`seeds`); empty for the
     /// nodes a cluster starts with, which `init` registers.
     pub seeds: Vec<String>,
+    /// Environment variables the process gets.
+    pub env: Vec<(String, String)>,
     binary: PathBuf,
     /// `RUST_LOG` for the node; `None` leaves the node's own default.
     log_filter: Option<String>,
@@ -92,6 +94,7 @@ impl NodeProc {
             dir,
             netns: site.netns,
             seeds: Vec::new(),
+            env: Vec::new(),
             binary,
             log_filter: None,
             child: None,
@@ -186,7 +189,8 @@ impl NodeProc {
         cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
-            .env_remove("BONGSU_CONFIG");
+            .env_remove("BONGSU_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         // BONGSU_NODE_LOG asks for another filter (`info,openraft=info` to see elections).
         match std::env::var("BONGSU_NODE_LOG")
             .ok()

@@ -39,9 +39,10 @@ impl Admin for AdminService {
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let req = req.into_inner();
         let id = req
-            .into_inner()
             .node
+            .as_ref()
             .ok_or_else(|| Status::invalid_argument("node: missing"))?;
         if id.node_id == 0 || id.dc.is_empty() || id.raft_addr.is_empty() {
             return Err(NodeError::rejected(
@@ -50,13 +51,21 @@ impl Admin for AdminService {
             )
             .into());
         }
+        let cluster_id = self.node.admit_join(&req).await?;
         let version = self
             .node
-            .propose_meta(MetaCommand::RegisterNode(init::record(&id)))
+            .propose_meta(MetaCommand::RegisterNode(init::record(id)))
             .await?;
         Ok(Response::new(JoinReply {
             shard_map_version: version,
+            cluster_id: cluster_id.to_be_bytes().to_vec(),
         }))
+    }
+
+    async fn adopt(&self, req: Request<AdoptRequest>) -> Result<Response<AdoptReply>, Status> {
+        let cluster_id = init::id16(&req.into_inner().cluster_id, "cluster_id")?;
+        self.node.adopt(cluster_id)?;
+        Ok(Response::new(AdoptReply {}))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<ClusterStatus>, Status> {

@@ -170,6 +170,7 @@ fn map_summary(meta: &MetaSnapshot) -> ShardMapSummary {
                 raft_addr: n.raft_addr.clone(),
                 api_addr: n.api_addr.clone(),
                 admin_addr: n.admin_addr.clone(),
+                admitted: meta.incarnations.contains_key(&n.node_id),
             })
             .collect(),
         node_states: meta

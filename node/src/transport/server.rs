@@ -28,6 +28,9 @@ pub trait RaftHost: Send + Sync + 'static {
     fn faults(&self) -> &crate::faults::Faults;
     /// The transport's counters (bytes received are counted here).
     fn transport_stats(&self) -> &super::client::TransportStats;
+    /// `Some(why)` while this node must answer no Raft traffic: its data directory was never
+    /// admitted to a cluster (ARCHITECTURE.md invariant 8).
+    fn raft_refusal(&self, from: NodeId) -> Option<String>;
 }
 
 /// Whether the fault rules let traffic from `node` in.
@@ -141,6 +144,15 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                 }
                 if !admitted(host.as_ref(), batch.from_node).await {
                     continue; // lost in the (simulated) partition: the sender times out
+                }
+                if let Some(why) = host.raft_refusal(batch.from_node) {
+                    for m in batch.messages {
+                        let _ = reply_tx.send(RaftReply {
+                            id: m.id,
+                            result: Some(raft_reply::Result::Unreachable(why.clone())),
+                        });
+                    }
+                    continue;
                 }
                 host.heard_from(batch.from_node);
                 host.contacted_by(batch.from_node);

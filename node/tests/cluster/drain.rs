@@ -8,7 +8,6 @@
 //! Prints `drain: shards=16 moved_replicas=N max_write_gap_ms=X`, where the gap is the worst
 //! shard's longest time between two acknowledged writes over the whole test (informational).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use bongsu_proto::internal::{DrainRequest, SafeToStopRequest, ShardMap, StatusRe
 use bongsu_proto::ErrorCode;
 
 use crate::harness::{
-    placement_violations, replica_counts, spec, Cluster, MapRecorder, META_GROUP,
+    judge_maps, replica_counts, spec, Cluster, MapHistory, MapRecorder, META_GROUP,
 };
 use bongsu_testkit::bounded;
 use bongsu_testkit::writers::ShardWriters;
@@ -103,27 +102,11 @@ async fn drain(name: &str) -> Result<()> {
     let (last, took) = outcome?;
 
     // The placement rules held in every version streamed.
-    let versions = maps.versions();
-    let violations = placement_violations(&versions, SHARDS, replicas)?;
-    ensure!(
-        violations.is_empty(),
-        "placement broken:\n{}",
-        violations.join("\n")
-    );
-    let conflicts = maps.conflicts();
-    ensure!(
-        conflicts.is_empty(),
-        "nodes streamed different maps under one version:\n{}",
-        conflicts.join("\n")
-    );
-    let seen: BTreeSet<u64> = versions.range(initial.version..).map(|(v, _)| *v).collect();
-    let missed: Vec<u64> = (initial.version..=last.version)
-        .filter(|v| !seen.contains(v))
-        .collect();
-    let with_learners = versions
-        .values()
-        .filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty()))
-        .count();
+    let MapHistory {
+        seen,
+        missed,
+        with_learners,
+    } = judge_maps(&maps, initial.version, last.version, SHARDS, replicas)?;
 
     // The groups follow the final map (the drained node hosts only the meta group, as a
     // learner), and stopping the drained node now is safe, as the node itself and another

@@ -2,11 +2,11 @@
 //! package's `bongsu-node-chaos`, and the node's placement rules applied to recorded shard
 //! maps (the kit does not depend on the node's code; these tests do).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use bongsu_node::placement::{check, NodeDesc, NodeState, ShardReplicas};
+use anyhow::{ensure, Result};
+use bongsu_node::placement::{check, from_map, NodeDesc, ShardReplicas};
 use bongsu_proto::internal::ShardMap;
 
 pub use bongsu_testkit::cluster::{shard_group, Cluster, Spec, META_GROUP};
@@ -38,34 +38,7 @@ pub fn plain(spec: Spec) -> Spec {
 
 /// The shard map as `placement::check` takes it.
 pub fn placement_input(map: &ShardMap) -> Result<(Vec<NodeDesc>, Vec<ShardReplicas>)> {
-    let mut nodes = Vec::new();
-    for n in &map.nodes {
-        let state = match n.state.as_str() {
-            "active" => NodeState::Active,
-            "draining" => NodeState::Draining,
-            "removed" => NodeState::Removed,
-            other => bail!(
-                "map version {}: node {} has unknown state {other:?}",
-                map.version,
-                n.node_id
-            ),
-        };
-        nodes.push(NodeDesc {
-            id: n.node_id,
-            dc: n.dc.clone(),
-            state,
-        });
-    }
-    let shards = map
-        .shards
-        .iter()
-        .map(|s| ShardReplicas {
-            shard: s.shard,
-            voters: s.voters.clone(),
-            learners: s.learners.clone(),
-        })
-        .collect();
-    Ok((nodes, shards))
+    from_map(map).map_err(anyhow::Error::msg)
 }
 
 /// `placement::check` on every recorded version, as one line per violation; also every
@@ -92,4 +65,49 @@ pub fn placement_violations(
         );
     }
     Ok(out)
+}
+
+/// What a test learns from the map versions its nodes streamed from `first` to `last`, once
+/// the placement rules held in every version and no two nodes streamed different maps under
+/// one version (both checked here, failing the test otherwise).
+pub struct MapHistory {
+    /// The versions from `first` on that some node streamed.
+    pub seen: BTreeSet<u64>,
+    /// The versions in `first..=last` that no node streamed.
+    pub missed: Vec<u64>,
+    /// How many versions list a learner (a move in flight).
+    pub with_learners: usize,
+}
+
+pub fn judge_maps(
+    maps: &MapRecorder,
+    first: u64,
+    last: u64,
+    shards: u32,
+    replicas: u32,
+) -> Result<MapHistory> {
+    let versions = maps.versions();
+    let violations = placement_violations(&versions, shards, replicas)?;
+    ensure!(
+        violations.is_empty(),
+        "placement broken:\n{}",
+        violations.join("\n")
+    );
+    let conflicts = maps.conflicts();
+    ensure!(
+        conflicts.is_empty(),
+        "nodes streamed different maps under one version:\n{}",
+        conflicts.join("\n")
+    );
+    let seen: BTreeSet<u64> = versions.range(first..).map(|(v, _)| *v).collect();
+    let missed = (first..=last).filter(|v| !seen.contains(v)).collect();
+    let with_learners = versions
+        .values()
+        .filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty()))
+        .count();
+    Ok(MapHistory {
+        seen,
+        missed,
+        with_learners,
+    })
 }

@@ -7,14 +7,14 @@
 //! max_write_gap_ms=X settled_ms=Y`, where the gap is the worst shard's longest time between
 //! two acknowledged writes and `settled_ms` runs from starting the node to the last map change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bongsu_proto::internal::{ReadyRequest, ShardMap};
 
-use crate::harness::{placement_violations, replica_counts, spec, Cluster, MapRecorder};
+use crate::harness::{judge_maps, replica_counts, spec, Cluster, MapHistory, MapRecorder};
 use bongsu_testkit::bounded;
 use bongsu_testkit::writers::ShardWriters;
 
@@ -73,28 +73,11 @@ async fn join(name: &str) -> Result<()> {
     let (last, settled_after) = outcome?;
 
     // The placement rules held in every version streamed, from before the join to the end.
-    let versions = maps.versions();
-    let violations = placement_violations(&versions, SHARDS, replicas)?;
-    ensure!(
-        violations.is_empty(),
-        "placement broken:\n{}",
-        violations.join("\n")
-    );
-    let conflicts = maps.conflicts();
-    ensure!(
-        conflicts.is_empty(),
-        "nodes streamed different maps under one version:\n{}",
-        conflicts.join("\n")
-    );
-    let seen: BTreeSet<u64> = versions.range(initial.version..).map(|(v, _)| *v).collect();
-    let missed: Vec<u64> = (initial.version..=last.version)
-        .filter(|v| !seen.contains(v))
-        .collect();
-    // Moves list the newcomer as a learner first: those intermediate maps were checked too.
-    let with_learners = versions
-        .values()
-        .filter(|v| v.map.shards.iter().any(|s| !s.learners.is_empty()))
-        .count();
+    let MapHistory {
+        seen,
+        missed,
+        with_learners,
+    } = judge_maps(&maps, initial.version, last.version, SHARDS, replicas)?;
     ensure!(
         with_learners > 0,
         "no streamed map version had a move in flight (learners listed); versions {:?}",

@@ -15,7 +15,10 @@
 //!   nothing, and that a drain that could never finish is refused;
 //! - [`users`] creates accounts and resolves them, checks that members' conversation lists
 //!   follow membership changes through the cross-shard outbox, that a user's shard streams
-//!   JOINED and READ events, and that the shard map carries a signing key.
+//!   JOINED and READ events, and that the shard map carries a signing key;
+//! - [`wiped`] brings a voter back with a wiped disk under its old id and shows that it never
+//!   votes, so a committed entry survives (and, with the check switched off, that it is lost),
+//!   and that it is refused when it asks to join.
 //!
 //! Cluster tests take turns (a file lock), so that one does not skew another's timing.
 
@@ -27,3 +30,4 @@ mod join;
 mod large;
 mod subscribe;
 mod users;
+mod wiped;

@@ -14,6 +14,8 @@ pub(crate) const TAG_NODE: u8 = 0x11;
 pub(crate) const TAG_SHARD: u8 = 0x12;
 pub(crate) const TAG_VERSION: u8 = 0x13;
 pub(crate) const TAG_KEY: u8 = 0x14;
+pub(crate) const TAG_CLUSTER_ID: u8 = 0x15;
+pub(crate) const TAG_INCARNATION: u8 = 0x16;
 
 pub(crate) fn config_key(g: GroupId) -> Vec<u8> {
     sm_key(g, &[&[TAG_CONFIG]])
@@ -26,6 +28,12 @@ pub(crate) fn shard_key(g: GroupId, shard: u32) -> Vec<u8> {
 }
 pub(crate) fn signing_key_key(g: GroupId, kid: &str) -> Vec<u8> {
     sm_key(g, &[&[TAG_KEY], kid.as_bytes()])
+}
+pub(crate) fn cluster_id_key(g: GroupId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_CLUSTER_ID]])
+}
+pub(crate) fn incarnation_key(g: GroupId, node: u64) -> Vec<u8> {
+    sm_key(g, &[&[TAG_INCARNATION], &node.to_be_bytes()])
 }
 pub(crate) fn version_key(g: GroupId) -> Vec<u8> {
     sm_key(g, &[&[TAG_VERSION]])
@@ -54,6 +62,20 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &MetaCommand) -> Result<CommandRe
         } => set_replicas(tx, initialized, *shard, voters, learners, *expected_epoch)?,
         MetaCommand::AddSigningKey(k) => add_signing_key(tx, k)?,
         MetaCommand::RetireSigningKey { kid, at_ms } => retire_signing_key(tx, kid, *at_ms)?,
+        MetaCommand::RecordIncarnation {
+            node_id,
+            incarnation,
+            cluster_id,
+            adopt_cluster,
+            admitted,
+        } => record_incarnation(
+            tx,
+            *node_id,
+            *incarnation,
+            *cluster_id,
+            *adopt_cluster,
+            *admitted,
+        )?,
     };
     if let Err(r) = verdict {
         return Ok(CommandResult::Rejected(r));
@@ -216,6 +238,59 @@ fn retire_signing_key(tx: &mut Overlay<'_>, kid: &str, at_ms: u64) -> Result<Ver
     if k.retired_at_ms.is_none() {
         k.retired_at_ms = Some(at_ms);
         tx.put(key, &k);
+    }
+    Ok(Ok(()))
+}
+
+/// See [`MetaCommand::RecordIncarnation`]. Idempotent for the recorded incarnation.
+fn record_incarnation(
+    tx: &mut Overlay<'_>,
+    node_id: NodeId,
+    incarnation: u128,
+    cluster_id: u128,
+    adopt_cluster: bool,
+    admitted: bool,
+) -> Result<Verdict> {
+    let g = tx.group();
+    let recorded_cluster = tx.get::<u128>(&cluster_id_key(g), "cluster id")?;
+    if let Some(c) = recorded_cluster {
+        if c != cluster_id && !adopt_cluster {
+            return refuse(
+                ErrorCode::ClusterMismatch,
+                format!(
+                    "node {node_id}'s data directory belongs to cluster {cluster_id:032x}, not to this cluster ({c:032x})"
+                ),
+            );
+        }
+    }
+    let replaced = |why: String| {
+        refuse(
+            ErrorCode::NodeReplaced,
+            format!(
+                "{why}: it holds none of the member's log or votes (a wiped or replaced disk?) and must not act as node {node_id}. Restore the member's data directory, or start this one under a new node id and drain and remove node {node_id}"
+            ),
+        )
+    };
+    let key = incarnation_key(g, node_id);
+    match tx.get::<u128>(&key, "incarnation")? {
+        Some(i) if i == incarnation => {}
+        Some(i) => {
+            return replaced(format!(
+                "node {node_id} is a member as data directory {i:032x}, and this is directory {incarnation:032x}"
+            ))
+        }
+        None => {
+            let registered = tx.get::<NodeRecord>(&node_key(g, node_id), "node")?.is_some();
+            if registered && !admitted {
+                return replaced(format!(
+                    "node {node_id} is a member, and this data directory ({incarnation:032x}) is new"
+                ));
+            }
+            tx.put(key, &incarnation);
+        }
+    }
+    if recorded_cluster.is_none() {
+        tx.put(cluster_id_key(g), &cluster_id);
     }
     Ok(Ok(()))
 }

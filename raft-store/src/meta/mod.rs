@@ -58,6 +58,13 @@ impl NodeState {
             NodeState::Removed => "removed",
         }
     }
+
+    /// The inverse of `as_str` (the shard map names states by these strings).
+    pub fn parse(s: &str) -> Option<NodeState> {
+        [NodeState::Active, NodeState::Draining, NodeState::Removed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
 }
 
 /// A node as registered in the meta group.
@@ -136,6 +143,21 @@ pub enum MetaCommand {
     RetireSigningKey {
         kid: String,
         at_ms: u64,
+    },
+    /// Records which incarnation of a node's data directory is the member, and the cluster's
+    /// id if none is recorded yet (ARCHITECTURE.md invariant 8). Refused with `NODE_REPLACED`
+    /// when the node id is a member under another incarnation, or is a member and this
+    /// directory was never admitted (a wiped or replaced disk asking to join under the old
+    /// id); with `CLUSTER_MISMATCH` when the directory belongs to another cluster.
+    RecordIncarnation {
+        node_id: NodeId,
+        incarnation: u128,
+        /// The cluster id the directory holds, or a fresh candidate if it holds none.
+        cluster_id: u128,
+        /// The directory holds no cluster id: take the recorded one instead of refusing.
+        adopt_cluster: bool,
+        /// The directory was admitted before (it records itself), rather than asking to be.
+        admitted: bool,
     },
 }
 

@@ -1,14 +1,17 @@
 //! Reads of the meta state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::apply::{config_key, version_key, TAG_KEY, TAG_NODE, TAG_SHARD};
+use super::apply::{
+    cluster_id_key, config_key, version_key, TAG_INCARNATION, TAG_KEY, TAG_NODE, TAG_SHARD,
+};
 use super::{ClusterConfig, NodeRecord, ShardRecord, SigningKey};
 use crate::codec::decode;
 use crate::errors::Result;
 use crate::keys::{prefix_end, sm_key, CF_SM};
 use crate::store::Store;
-use crate::GroupId;
+use crate::{GroupId, NodeId};
 
 /// Everything in the meta state at one applied point.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +22,10 @@ pub struct MetaSnapshot {
     pub shards: Vec<ShardRecord>,
     /// In key-id order.
     pub signing_keys: Vec<SigningKey>,
+    /// The cluster's id, once a node recorded it (ARCHITECTURE.md invariant 8).
+    pub cluster_id: Option<u128>,
+    /// Each node's recorded data-directory incarnation.
+    pub incarnations: BTreeMap<NodeId, u128>,
 }
 
 impl MetaSnapshot {
@@ -61,6 +68,29 @@ impl MetaView {
             .collect()
     }
 
+    /// Every recorded incarnation, by node (the node id is the key's last 8 bytes).
+    fn incarnations(&self) -> Result<BTreeMap<NodeId, u128>> {
+        let from = sm_key(self.group, &[&[TAG_INCARNATION]]);
+        let to = prefix_end(&from);
+        self.store
+            .scan(self.group, CF_SM, &from, &to, false)
+            .map(|item| {
+                let (k, v) = item?;
+                let node = k
+                    .get(from.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| crate::StoreError::Corrupt {
+                        group: self.group,
+                        key: crate::keys::display_key(&k),
+                        what: "incarnation",
+                        reason: "key is not tag and 8-byte node id".into(),
+                    })?;
+                Ok((node, decode(self.group, &k, "incarnation", &v)?))
+            })
+            .collect()
+    }
+
     pub fn version(&self) -> Result<u64> {
         Ok(self
             .get(&version_key(self.group), "map version")?
@@ -78,6 +108,8 @@ impl MetaView {
                 nodes: self.list(TAG_NODE, "node")?,
                 shards: self.list(TAG_SHARD, "shard")?,
                 signing_keys: self.list(TAG_KEY, "signing key")?,
+                cluster_id: self.get(&cluster_id_key(self.group), "cluster id")?,
+                incarnations: self.incarnations()?,
             };
             if self.version()? == version {
                 return Ok(snap);

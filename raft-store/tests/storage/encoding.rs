@@ -73,6 +73,16 @@ fn commands() -> Vec<(&'static str, Command)> {
             }),
         ),
         (
+            "meta record incarnation",
+            Command::Meta(MetaCommand::RecordIncarnation {
+                node_id: 3,
+                incarnation: 0x0102,
+                cluster_id: 0xc1,
+                adopt_cluster: false,
+                admitted: true,
+            }),
+        ),
+        (
             "account",
             Command::Account(AccountCommand::AddDevice {
                 user_id: u(2),
@@ -142,12 +152,13 @@ fn results() -> Vec<(&'static str, CommandResult)> {
 
 /// Encoded with `codec::encode` (postcard and its CRC) while every messaging command was a
 /// variant with fields of its own, before each got its own type in `messaging::command`.
-const PINNED_COMMANDS: [(&str, &str); 8] = [
+const PINNED_COMMANDS: [(&str, &str); 9] = [
     ("create", "0000000000000000000000000000000001010000000000000000000000000000000202000000000000000000000000000000030000000000000000000000000000000480d095ffbc319a5bfa72"),
     ("change members", "0100000000000000000000000000000001000000000000000000000000000000020100000000000000000000000000000005010000000000000000000000000000000381d095ffbc3120511d2f"),
     ("append", "02000000000000000000000000000000010000000000000000000000000000000200000000000000000000000000000006000000000000000000000000000000070002686982d095ffbc31d54a1477"),
     ("move cursor", "03000000000000000000000000000000020000000000000000000000000000000109167de449"),
     ("meta", "0402030170ff88f1"),
+    ("meta record incarnation", "0406038202c1010001c963eedd"),
     ("account", "050300000000000000000000000000000002000000000000000000000000000000060570686f6e6500080808080808080808080808080808080808080808080808080808080808080883d095ffbc3155fc2cac"),
     ("user conv", "060000000000000000000000000000000200000000000000000000000000000001010b4ba9903e"),
     ("outbox done", "07020b000000000000000000000000000000020c00000000000000000000000000000003ae966be9"),
