@@ -91,6 +91,30 @@ fn matched_index(m: &RaftMetrics<NodeId, NodeInfo>, node: NodeId) -> Option<u64>
 /// writes would pause until the transfer gave up. New writes are refused meanwhile, so the
 /// leader's last index stops moving; the wait overlaps the lease the target must wait out
 /// anyway.
+/// While it lives, a group on this node takes no new writes and sends no heartbeats (the
+/// first phase of a transfer). Dropped on every way out of the transfer, an error, a panic or
+/// the admin call being cancelled (which drops the transfer's future mid-way), it turns both
+/// back on, so a group is never stranded as "transferring".
+struct Transferring<'a> {
+    node: &'a Node,
+    h: &'a GroupHandle,
+}
+
+impl<'a> Transferring<'a> {
+    fn start(node: &'a Node, h: &'a GroupHandle) -> Self {
+        node.set_transferring(h.group, true);
+        h.raft.runtime_config().heartbeat(false);
+        Self { node, h }
+    }
+}
+
+impl Drop for Transferring<'_> {
+    fn drop(&mut self) {
+        self.h.raft.runtime_config().heartbeat(true);
+        self.node.set_transferring(self.h.group, false);
+    }
+}
+
 async fn wait_target_holds_log(metrics: &mut Metrics, t: &Handover) -> Result<()> {
     loop {
         let caught_up = {
@@ -200,7 +224,7 @@ impl Node {
 
     /// Hands leadership of `group` to voter `to`; returns the new leader. Phases: check the
     /// target, stop heartbeats and new writes, then [`Node::hand_over`]; heartbeats and
-    /// writes resume whatever happened.
+    /// writes resume whatever happened, a cancelled call included ([`Transferring`]).
     pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<NodeId> {
         let h = match self.leading(group) {
             Ok(h) => h,
@@ -220,11 +244,10 @@ impl Node {
             stopped: tokio::time::Instant::now(),
             term: m.current_term,
         };
-        self.set_transferring(group, true);
-        h.raft.runtime_config().heartbeat(false);
-        let result = self.hand_over(&h, &handover).await;
-        h.raft.runtime_config().heartbeat(true);
-        self.set_transferring(group, false);
+        let result = {
+            let _stopped = Transferring::start(self, &h);
+            self.hand_over(&h, &handover).await
+        };
         let leader = result?;
         tracing::info!(
             group,

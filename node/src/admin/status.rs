@@ -84,6 +84,7 @@ impl Node {
             voters,
             learners,
             follower_lag,
+            transferring: self.is_transferring(h.group),
         }
     }
 

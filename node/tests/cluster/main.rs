@@ -16,6 +16,8 @@
 //! - [`users`] creates accounts and resolves them, checks that members' conversation lists
 //!   follow membership changes through the cross-shard outbox, that a user's shard streams
 //!   JOINED and READ events, and that the shard map carries a signing key;
+//! - [`transfer`] cancels a leader transfer's admin call mid-way and checks that the group is
+//!   not left refusing writes;
 //! - [`wiped`] brings a voter back with a wiped disk under its old id and shows that it never
 //!   votes, so a committed entry survives (and, with the check switched off, that it is lost),
 //!   and that it is refused when it asks to join.
@@ -29,5 +31,6 @@ mod harness;
 mod join;
 mod large;
 mod subscribe;
+mod transfer;
 mod users;
 mod wiped;
