@@ -14,11 +14,16 @@
 //! are then deleted with `OutboxDone`. A crash between the two repeats a delivery, which the
 //! user's shard ignores by version.
 //!
+//! Deliveries go per destination: a user shard whose delivery failed is left out of the next
+//! rounds for its own backoff ([`Blocked`]), and the rounds go on delivering to the others
+//! past its entries (the user's shard orders what it gets by version, so skipping ahead
+//! reorders nothing that matters).
+//!
 //! [`GroupSignal`]: bongsu_raft_store::GroupSignal
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{DeliverRequest, Delivery};
@@ -35,6 +40,8 @@ use crate::node::{GroupHandle, Node};
 
 /// Outbox entries read and delivered per round.
 const BATCH: usize = 256;
+/// Outbox entries one round looks at, at most, to find [`BATCH`] for reachable destinations.
+const SCAN: usize = 16 * BATCH;
 /// How often marked groups this node does not lead are looked at again.
 const RECHECK: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -144,24 +151,67 @@ fn settle(node: &Node, h: &GroupHandle) -> bool {
     }
 }
 
+/// Destinations (user shards) whose last delivery failed: each is left out of the rounds
+/// until its own backoff has passed, so that one unreachable shard does not hold back the
+/// deliveries to every other (no head-of-line blocking).
+#[derive(Default)]
+pub struct Blocked(HashMap<u32, (Instant, Duration)>);
+
+impl Blocked {
+    /// Forgets the destinations whose backoff has passed.
+    pub fn expire(&mut self, now: Instant) {
+        self.0.retain(|_, (until, _)| *until > now);
+    }
+
+    pub fn contains(&self, shard: u32) -> bool {
+        self.0.contains_key(&shard)
+    }
+
+    /// A delivery to `shard` failed: left out for twice as long as last time (from
+    /// [`BACKOFF_MIN`] to [`BACKOFF_MAX`]).
+    pub fn failed(&mut self, shard: u32, now: Instant, last: Option<Duration>) {
+        let backoff = last.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
+        self.0.insert(shard, (now + backoff, backoff));
+    }
+
+    pub fn backoff(&self, shard: u32) -> Option<Duration> {
+        self.0.get(&shard).map(|(_, b)| *b)
+    }
+
+    /// When the first left-out destination may be tried again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.0.values().map(|(until, _)| *until).min()
+    }
+}
+
 /// Delivers the group's outbox while this node leads it and something is in it.
 #[tracing::instrument(skip_all, fields(node_id = node.id(), group_id = h.group))]
 async fn pump(node: Arc<Node>, h: GroupHandle, clients: Arc<Clients>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut blocked = Blocked::default();
+    // Backoffs survive a destination's unblocking, so a shard that keeps failing waits longer.
+    let mut backoffs: HashMap<u32, Duration> = HashMap::new();
+    let mut error_backoff = BACKOFF_MIN;
     loop {
         if node.leading(h.group).is_err() {
             return; // the group stays marked; its new leader pumps
         }
-        match round(&node, &h, &clients).await {
+        blocked.expire(Instant::now());
+        match round(&node, &h, &clients, &mut blocked, &mut backoffs).await {
             Ok(Round::Empty) => {
                 if settle(&node, &h) {
                     return;
                 }
             }
-            Ok(Round::AllDelivered) => backoff = BACKOFF_MIN,
-            Ok(Round::SomeFailed) | Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            Ok(Round::Delivered) => error_backoff = BACKOFF_MIN,
+            Ok(Round::AllBlocked) => {
+                let until = blocked
+                    .next_retry()
+                    .unwrap_or_else(|| Instant::now() + BACKOFF_MIN);
+                tokio::time::sleep_until(until.into()).await;
+            }
+            Err(_) => {
+                tokio::time::sleep(error_backoff).await;
+                error_backoff = (error_backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -169,16 +219,30 @@ async fn pump(node: Arc<Node>, h: GroupHandle, clients: Arc<Clients>) {
 
 enum Round {
     Empty,
-    AllDelivered,
-    SomeFailed,
+    /// Every destination looked at was tried (some may have failed and are now blocked).
+    Delivered,
+    /// Entries wait, but only for destinations that are blocked.
+    AllBlocked,
 }
 
-async fn round(node: &Node, h: &GroupHandle, clients: &Clients) -> Result<Round> {
-    let pending = h.messaging().outbox(BATCH)?;
-    if pending.is_empty() {
-        return Ok(Round::Empty);
-    }
+async fn round(
+    node: &Node,
+    h: &GroupHandle,
+    clients: &Clients,
+    blocked: &mut Blocked,
+    backoffs: &mut HashMap<u32, Duration>,
+) -> Result<Round> {
     let shards = node.shard_count()?;
+    let pending = h
+        .messaging()
+        .outbox_skipping(BATCH, SCAN, |u| blocked.contains(shard_of(&u.0, shards)))?;
+    if pending.is_empty() {
+        return Ok(if h.messaging().outbox_is_empty()? {
+            Round::Empty
+        } else {
+            Round::AllBlocked
+        });
+    }
     let mut by_shard: BTreeMap<u32, Vec<&PendingDelivery>> = BTreeMap::new();
     for p in &pending {
         by_shard
@@ -188,17 +252,26 @@ async fn round(node: &Node, h: &GroupHandle, clients: &Clients) -> Result<Round>
     }
     let results = join_all(by_shard.iter().map(|(shard, items)| async move {
         let changes: Vec<UserConvChange> = items.iter().map(|p| UserConvChange::from(*p)).collect();
-        (items, deliver(node, clients, *shard, &changes).await)
+        (
+            *shard,
+            items,
+            deliver(node, clients, *shard, &changes).await,
+        )
     }))
     .await;
     let mut delivered = Vec::new();
-    let mut failed = false;
-    for (items, r) in results {
+    for (shard, items, r) in results {
         match r {
-            Ok(()) => delivered.extend(items.iter().map(|p| (p.log_index, p.user))),
+            Ok(()) => {
+                backoffs.remove(&shard);
+                delivered.extend(items.iter().map(|p| (p.log_index, p.user)));
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "outbox delivery failed; will retry");
-                failed = true;
+                tracing::debug!(shard, error = %e, "outbox delivery failed; will retry");
+                blocked.failed(shard, Instant::now(), backoffs.get(&shard).copied());
+                if let Some(b) = blocked.backoff(shard) {
+                    backoffs.insert(shard, b);
+                }
             }
         }
     }
@@ -218,11 +291,7 @@ async fn round(node: &Node, h: &GroupHandle, clients: &Clients) -> Result<Round>
             }
         }
     }
-    Ok(if failed {
-        Round::SomeFailed
-    } else {
-        Round::AllDelivered
-    })
+    Ok(Round::Delivered)
 }
 
 /// Delivers changes for users of one shard: locally when this node leads it, else to its
@@ -340,5 +409,28 @@ impl Node {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_destination_is_left_out_for_its_own_growing_backoff() {
+        let t0 = Instant::now();
+        let mut b = Blocked::default();
+        b.failed(3, t0, None);
+        assert!(b.contains(3) && !b.contains(4));
+        assert_eq!(b.backoff(3), Some(BACKOFF_MIN));
+        assert_eq!(b.next_retry(), Some(t0 + BACKOFF_MIN));
+        // Another destination failing does not change the first one's wait.
+        b.failed(4, t0, Some(BACKOFF_MIN));
+        assert_eq!(b.backoff(4), Some(BACKOFF_MIN * 2));
+        b.expire(t0 + BACKOFF_MIN);
+        assert!(!b.contains(3) && b.contains(4));
+        // Failing again doubles, up to the cap.
+        b.failed(3, t0, Some(BACKOFF_MAX));
+        assert_eq!(b.backoff(3), Some(BACKOFF_MAX));
     }
 }

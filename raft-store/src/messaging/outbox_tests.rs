@@ -421,3 +421,35 @@ async fn batches_without_outbox_entries_do_not_mark_the_group() {
     assert_eq!(view(&h.sm).outbox(1).unwrap()[0].entry, entry);
     assert_eq!(h.sm.view_store().group_signal().dirty(), vec![3]);
 }
+
+/// The pump skips the users of a destination it cannot reach: what is left is read in order,
+/// up to the limit, looking at no more entries than it is allowed to.
+#[tokio::test]
+async fn outbox_reads_can_skip_users_and_stay_bounded() {
+    let mut h = Harness::new(SmConfig::default());
+    for c in 1..=3u8 {
+        h.run(create(c, ConversationKind::Group, ALICE, &[BOB, CAROL]))
+            .await;
+    }
+    let v = view(&h.sm);
+    let users = |ps: Vec<PendingDelivery>| -> Vec<(u64, UserId)> {
+        ps.into_iter().map(|p| (p.log_index, p.user)).collect()
+    };
+    let mut want: Vec<(u64, UserId)> = (1..=3u64).flat_map(|i| [(i, BOB), (i, CAROL)]).collect();
+    want.sort();
+    // ALICE's destination is unreachable: her entries, first of each conversation in key
+    // order or not, are passed over and the rest come in order.
+    let got = users(v.outbox_skipping(10, 100, |u| *u == ALICE).unwrap());
+    assert_eq!(got, want);
+    assert_eq!(
+        users(v.outbox_skipping(2, 100, |u| *u == ALICE).unwrap()),
+        want[..2].to_vec()
+    );
+    // Nine entries in all; looking at four finds only those of them not skipped.
+    let seen = users(v.outbox_skipping(10, 4, |u| *u == ALICE).unwrap());
+    assert!(
+        seen.len() < 4 && seen.iter().all(|(_, u)| *u != ALICE),
+        "{seen:?}"
+    );
+    assert_eq!(v.outbox(100).unwrap().len(), 9);
+}

@@ -42,20 +42,39 @@ impl MessagingView {
 
     /// The oldest undelivered outbox entries, in (log index, user) order, at most `limit`.
     pub fn outbox(&self, limit: usize) -> Result<Vec<PendingDelivery>> {
+        self.outbox_skipping(limit, usize::MAX, |_| false)
+    }
+
+    /// The oldest undelivered outbox entries whose user `skip` does not name, in (log index,
+    /// user) order: at most `limit` of them, looking at no more than `scanned` entries. The
+    /// pump skips the users of a destination it cannot reach, so one unreachable shard does not
+    /// hold back the others.
+    pub fn outbox_skipping(
+        &self,
+        limit: usize,
+        scanned: usize,
+        skip: impl Fn(&UserId) -> bool,
+    ) -> Result<Vec<PendingDelivery>> {
         let from = layout::outbox_prefix(self.group);
         let to = prefix_end(&from);
         let mut out = Vec::new();
         for item in self
             .store
             .scan(self.group, CF_SM, &from, &to, false)
-            .take(limit)
+            .take(scanned)
         {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = item?;
             let log_index = index_at(&k, 9).ok_or_else(|| corrupt(self.group, &k, "outbox key"))?;
             let user = k
                 .get(17..)
                 .and_then(|b| UserId::try_from(b).ok())
                 .ok_or_else(|| corrupt(self.group, &k, "outbox key"))?;
+            if skip(&user) {
+                continue;
+            }
             let entry = decode(self.group, &k, "outbox entry", &v)?;
             out.push(PendingDelivery {
                 log_index,
