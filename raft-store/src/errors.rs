@@ -35,6 +35,11 @@ pub enum StoreError {
 
     #[error("snapshot for group {group} is invalid: {reason}")]
     BadSnapshot { group: GroupId, reason: String },
+
+    /// A blocking thread running RocksDB work panicked or was cancelled (see
+    /// `store::off_runtime`).
+    #[error("{what}: the storage task failed: {reason}")]
+    TaskFailed { what: &'static str, reason: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

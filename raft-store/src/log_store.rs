@@ -257,8 +257,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // need it durable, so it is written without fsync and without waiting for the group
         // commit (openraft's core waits for this call).
         let op = self.raft_op(RAFT_COMMITTED, encode(&committed));
-        self.store
-            .write_unsynced(self.group, &[op])
+        let (store, group) = (self.store.clone(), self.group);
+        crate::store::off_runtime("save committed", move || store.write_unsynced(group, &[op]))
+            .await
             .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
     }
 

@@ -55,11 +55,21 @@ impl StateMachineStore {
         crate::applied::read(&self.store, self.group)
     }
 
-    /// Applies entries: one overlay for the whole batch, one atomic RocksDB write at the end.
+    /// Applies entries: one overlay for the whole batch, one atomic RocksDB write at the end,
+    /// on a blocking thread (its reads and its write can wait on the disk).
     pub async fn apply_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<CommandResult>> {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let this = self.clone();
+        crate::store::off_runtime("apply", move || this.apply_now(entries)).await
+    }
+
+    fn apply_now(&self, entries: Vec<Entry>) -> Result<Vec<CommandResult>> {
         let mut applied = self.applied()?;
         let mut tx = Overlay::new(&self.store, self.group);
         let mut results = Vec::new();
@@ -268,9 +278,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // The scan reads the group's whole state: off the runtime. openraft waits for this
+        // call before it applies more, so the state collected is the applied point's.
+        let this = self.clone();
+        let collected =
+            crate::store::off_runtime("collect snapshot", move || this.collect_snapshot()).await;
         SnapshotBuilder {
             sm: self.clone(),
-            collected: self.collect_snapshot(),
+            collected,
         }
     }
 

@@ -19,6 +19,22 @@ use crate::GroupId;
 /// A key and value read from RocksDB.
 pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// Runs RocksDB work that can wait (a scan that reads from disk, a write that joins a write
+/// group led by another group's fsync) on a blocking thread, so that no tokio worker waits
+/// for it and no heartbeat that worker would send is late because of someone else's disk.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::TaskFailed {
+            what,
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// How the store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -182,7 +198,7 @@ impl Store {
         &self.writer
     }
 
-    /// Writes `ops` atomically without fsync, straight from the caller's thread. For
+    /// Writes `ops` atomically without fsync, from the caller's (blocking) thread. For
     /// state-machine batches: they need no fsync (the log they come from is durable and they
     /// carry their applied index), so they must not wait for another group's fsync either.
     /// They still land in the write-ahead log after the log entries they apply, which were
