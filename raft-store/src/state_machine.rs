@@ -160,13 +160,29 @@ impl StateMachineStore {
         Ok((applied, h))
     }
 
-    async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<()> {
+    /// Stores a built snapshot unless the group already has one at least as new: a build runs
+    /// beside the state machine, and an install that replaced the state meanwhile (with a newer
+    /// snapshot) must not be overwritten by it. Returns whether it was stored.
+    pub(crate) async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<bool> {
+        let _writing = self.store.snapshot_lock.lock().await;
+        if let Some(current) = self.current_snapshot()? {
+            if current.meta.last_log_id >= snap.meta.last_log_id {
+                tracing::info!(
+                    group = self.group,
+                    built = ?snap.meta.last_log_id,
+                    stored = ?current.meta.last_log_id,
+                    "a newer snapshot is stored; the built one is not saved"
+                );
+                return Ok(false);
+            }
+        }
         let op = Op::Put {
             cf: CF_SNAP,
             key: keys::group_prefix(self.group).to_vec(),
             value: encode(snap),
         };
-        self.store.writer().write(self.group, vec![op]).await
+        self.store.writer().write(self.group, vec![op]).await?;
+        Ok(true)
     }
 
     pub fn current_snapshot(&self) -> Result<Option<StoredSnapshot>> {
@@ -214,7 +230,10 @@ impl StateMachineStore {
             key: keys::group_prefix(self.group).to_vec(),
             value: encode(&stored),
         });
-        self.store.writer().write(self.group, ops).await?;
+        {
+            let _writing = self.store.snapshot_lock.lock().await;
+            self.store.writer().write(self.group, ops).await?;
+        }
         // The installed state may hold work for the node (undelivered outbox entries, say).
         self.store.group_signal().mark(self.group);
         Ok(())

@@ -81,6 +81,9 @@ pub struct Store {
     signal: GroupSignal,
     replication_max_bytes: usize,
     seek_read_max_bytes: usize,
+    /// Serializes writes of snapshots (a build being saved, an install), so that an older
+    /// build never lands after a newer install (see `StateMachineStore::save_snapshot`).
+    pub(crate) snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 impl Store {
@@ -122,6 +125,7 @@ impl Store {
             seek_read_max_bytes: opts
                 .seek_read_max_bytes
                 .max(opts.replication_max_bytes.max(1)),
+            snapshot_lock: tokio::sync::Mutex::new(()),
         }))
     }
 

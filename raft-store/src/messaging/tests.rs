@@ -653,3 +653,43 @@ async fn snapshot_round_trip_equals_the_live_state() {
     );
     assert_eq!(follower.state(), leader.state());
 }
+
+/// A snapshot build runs beside the state machine: if a newer snapshot was installed while it
+/// ran, saving the older build must not replace the installed one.
+#[tokio::test]
+async fn an_older_snapshot_build_never_replaces_a_newer_install() {
+    let mut leader = Harness::new(SmConfig::default());
+    leader.run_all(workload()).await;
+    let newer = leader
+        .sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    let mut follower = Harness::new(SmConfig::default());
+    follower
+        .run(create(7, ConversationKind::Group, BOB, &[]))
+        .await;
+    // The follower starts a build of its own (older) state, then installs the leader's.
+    let mut older_build = follower.sm.get_snapshot_builder().await;
+    let mut buf = follower.sm.begin_receiving_snapshot().await.unwrap();
+    *buf = *newer.snapshot;
+    follower
+        .sm
+        .install_snapshot(&newer.meta, buf)
+        .await
+        .unwrap();
+    let older = older_build.build_snapshot().await.unwrap();
+    assert!(older.meta.last_log_id < newer.meta.last_log_id);
+
+    let stored = follower
+        .sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot is stored");
+    assert_eq!(stored.meta, newer.meta);
+    assert_eq!(follower.state(), leader.state());
+}
