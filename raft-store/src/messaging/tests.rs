@@ -600,8 +600,8 @@ async fn the_same_log_gives_the_same_state_on_every_replica() {
     assert!(!a.state().is_empty());
 }
 
-#[tokio::test]
-async fn snapshot_round_trip_equals_the_live_state() {
+/// A replica that applied [`workload`], and the snapshot it builds of that state.
+async fn leader_snapshot() -> (Harness, openraft::storage::Snapshot<crate::TypeConfig>) {
     let mut leader = Harness::new(SmConfig::default());
     leader.run_all(workload()).await;
     let snap = leader
@@ -611,6 +611,12 @@ async fn snapshot_round_trip_equals_the_live_state() {
         .build_snapshot()
         .await
         .unwrap();
+    (leader, snap)
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_equals_the_live_state() {
+    let (mut leader, snap) = leader_snapshot().await;
     assert_eq!(
         snap.meta.last_log_id.map(|l| l.index),
         Some(leader.next_index - 1)
@@ -658,15 +664,7 @@ async fn snapshot_round_trip_equals_the_live_state() {
 /// ran, saving the older build must not replace the installed one.
 #[tokio::test]
 async fn an_older_snapshot_build_never_replaces_a_newer_install() {
-    let mut leader = Harness::new(SmConfig::default());
-    leader.run_all(workload()).await;
-    let newer = leader
-        .sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let (leader, newer) = leader_snapshot().await;
 
     let mut follower = Harness::new(SmConfig::default());
     follower
