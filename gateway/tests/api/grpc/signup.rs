@@ -116,7 +116,9 @@ async fn grpc_signup_survives_a_sign_up_that_died() -> Result<()> {
         ensure!(signed_in.user() == hana, "the old owner signs in");
         Ok(())
     })
-    .await
+    .await?;
+    env.pass();
+    Ok(())
 }
 
 /// The password `sign_up`/`sign_in` of the parent module use for a handle.
