@@ -110,21 +110,24 @@ chaos-deps:
 	fi
 
 # Raw fdatasync rate of the data directory's disk against the store's durable appends.
+# Every benchmark runs the example the workspace build made: `cargo run -p <crate>` would resolve
+# that crate's features alone and compile RocksDB a second time.
 bench-store: deps
-	$(CARGO) run $(PROFILE) -p bongsu-raft-store --example bench-store -- --dir $(BENCH_DIR) --seconds $(BENCH_SECONDS)
+	$(CARGO) build $(PROFILE) --workspace --all-targets
+	$(CARGO_TARGET_DIR)/release/examples/bench-store --dir $(BENCH_DIR) --seconds $(BENCH_SECONDS)
 
 # CPU and memory of one node process hosting 1,000 idle groups (three nodes, one per datacenter).
 # The example starts the node binary, so it is built first.
 bench-node: deps
 	$(CARGO) build $(PROFILE) --workspace --all-targets
-	$(CARGO) run $(PROFILE) -p bongsu-node --example bench-node -- --dir $(BENCH_NODE_DIR) --groups $(BENCH_NODE_GROUPS) --seconds $(BENCH_NODE_SECONDS)
+	$(CARGO_TARGET_DIR)/release/examples/bench-node --dir $(BENCH_NODE_DIR) --groups $(BENCH_NODE_GROUPS) --seconds $(BENCH_NODE_SECONDS)
 
 # Sends through the gateways (gRPC and HTTP, sequential and pipelined) against the same sends
 # straight to the nodes, and push latency across datacenters, in one run on one cluster.
 BENCH_GATEWAY_DIR ?= data/bench-gateway
 bench-gateway: deps
 	$(CARGO) build $(PROFILE) --workspace --all-targets
-	$(CARGO) run $(PROFILE) -p bongsu-gateway --example bench-gateway -- --dir $(BENCH_GATEWAY_DIR) --seconds $(BENCH_SECONDS)
+	$(CARGO_TARGET_DIR)/release/examples/bench-gateway --dir $(BENCH_GATEWAY_DIR) --seconds $(BENCH_SECONDS)
 
 clean:
 	rm -rf data

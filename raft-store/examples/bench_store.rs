@@ -4,7 +4,10 @@
 //! 1. the raw sync rate: 256-byte overwrites of a preallocated file with one `fdatasync` each,
 //!    which is the ceiling for a store that syncs once per entry;
 //! 2. the store's durable append throughput and latency with 256-byte message bodies, for
-//!    each `--groups` count, every group appending one entry at a time and waiting for it.
+//!    each `--groups` count, every group appending one entry at a time and waiting for it;
+//! 3. what a stored message costs on disk: `--disk-messages` appends (random printable text)
+//!    applied to one conversation, the log purged, the store compacted, its SST bytes divided
+//!    by the count.
 //!
 //! The ratio of the two says whether group commit works: one group can at best come near the
 //! raw rate (one entry per sync), while many concurrent groups should share each sync and go
@@ -23,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use bongsu_proto::model::{ClientMsgId, ConvId, DeviceId, MessageKind, UserId};
-use bongsu_raft_store::messaging::AppendMessage;
+use bongsu_proto::model::{ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId};
+use bongsu_raft_store::messaging::{AppendMessage, CreateConversation};
 use bongsu_raft_store::{Command, Entry, Store, StoreOptions, WriterStats};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -60,6 +63,9 @@ struct Args {
     /// Group counts to measure, one store case each.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     groups: Vec<usize>,
+    /// Messages the disk-cost case stores in one conversation (0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    disk_messages: u64,
 }
 
 fn main() -> Result<()> {
@@ -151,6 +157,22 @@ fn main() -> Result<()> {
             None => println!("target: groups={} none set", case.groups),
         }
     }
+    let disk = if args.disk_messages > 0 {
+        let d = runtime.block_on(disk_case(&args.dir.join("store-disk"), args.disk_messages))?;
+        println!(
+            "disk: {} messages of {RECORD_BYTES} B applied and the log purged: {} B in SST files ({})",
+            d.messages,
+            d.total(),
+            d.by_cf
+                .iter()
+                .map(|(cf, b)| format!("{cf} {b} B"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        Some(d)
+    } else {
+        None
+    };
     for case in &cases {
         println!(
             "bench-store: groups={} appends_per_sec={:.0} p50_ms={:.3} p99_ms={:.3} syncs_per_sec_raw={:.1} ratio={:.2}",
@@ -162,8 +184,90 @@ fn main() -> Result<()> {
             case.per_sec() / raw.per_sec(),
         );
     }
+    if let Some(d) = disk {
+        // Nothing is pruned yet but the log: messages, their dedup keys and their events all
+        // stay (no retention), so this is the cost per message kept forever.
+        println!(
+            "bench-store: disk_bytes_per_message={:.1} messages={} body_bytes={RECORD_BYTES} retention=none",
+            d.total() as f64 / d.messages as f64,
+            d.messages,
+        );
+    }
     std::io::stdout().flush().context("flush stdout")?;
     Ok(())
+}
+
+struct DiskResult {
+    messages: u64,
+    by_cf: Vec<(&'static str, u64)>,
+}
+
+impl DiskResult {
+    fn total(&self) -> u64 {
+        self.by_cf.iter().map(|(_, b)| b).sum()
+    }
+}
+
+/// What storing messages costs on disk: `messages` appends to one conversation go through the
+/// log and the state machine as on a replica, the log is purged up to the last (as openraft
+/// does after a snapshot), and the store is flushed and compacted before its SST files are
+/// measured.
+async fn disk_case(path: &Path, messages: u64) -> Result<DiskResult> {
+    use openraft::storage::RaftLogStorage;
+    if path.exists() {
+        fs::remove_dir_all(path)
+            .with_context(|| format!("remove the stale store at {}", path.display()))?;
+    }
+    let result = async {
+        let store = Store::open(path, StoreOptions::default())
+            .with_context(|| format!("open store at {}", path.display()))?;
+        let group = 1;
+        let mut log = store.log_store(group);
+        let sm = store.state_machine(group, bongsu_raft_store::SmConfig::default());
+        let create = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Command::CreateConversation(CreateConversation {
+                conv_id: ConvId::from_u128(1),
+                kind: ConversationKind::Group,
+                creator: UserId::from_u128(1),
+                members: vec![UserId::from_u128(2)],
+                at_ms: 0,
+            })),
+        };
+        let mut entries = vec![create];
+        // Bodies of random printable text: repeated bytes would compress to almost nothing
+        // and understate the cost.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        entries.extend((2..=messages + 1).map(|i| {
+            let mut e = append_entry(0, i);
+            if let EntryPayload::Normal(Command::Append(m)) = &mut e.payload {
+                for b in m.body.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *b = b' ' + (seed % 95) as u8;
+                }
+            }
+            e
+        }));
+        let mut last = None;
+        for chunk in entries.chunks(1000) {
+            last = log.append_durable(chunk.to_vec()).await?;
+            sm.apply_entries(chunk.to_vec()).await?;
+        }
+        if let Some(last) = last {
+            log.purge(last).await.context("purge the log")?;
+        }
+        store.flush_and_compact()?;
+        let by_cf = store.sst_bytes()?;
+        drop(log);
+        drop(sm);
+        drop(store);
+        anyhow::Ok(DiskResult { messages, by_cf })
+    }
+    .await;
+    let _ = fs::remove_dir_all(path);
+    result
 }
 
 struct RawResult {
