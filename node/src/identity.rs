@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bongsu_proto::internal::JoinRequest;
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::identity::DataIdentity;
 use bongsu_raft_store::meta::MetaCommand;
@@ -57,6 +58,37 @@ pub fn open(store: &Store, cfg: &NodeConfig) -> Result<DataIdentity> {
         "new data directory identity"
     );
     Ok(id)
+}
+
+/// A 16-byte id (cluster id, incarnation) from the wire.
+pub(crate) fn id16(bytes: &[u8], field: &str) -> Result<u128> {
+    <[u8; 16]>::try_from(bytes)
+        .map(u128::from_be_bytes)
+        .map_err(|_| {
+            NodeError::rejected(
+                ErrorCode::InvalidArgument,
+                format!("{field}: 16 bytes, not {}", bytes.len()),
+            )
+        })
+}
+
+/// The meta command that records `incarnation` as node `node_id`'s data directory. A
+/// directory that holds no cluster id (`held`) offers `candidate` (or a fresh id) and adopts
+/// whichever the meta group has.
+fn record_incarnation(
+    node_id: u64,
+    incarnation: u128,
+    held: Option<u128>,
+    candidate: Option<u128>,
+    admitted: bool,
+) -> MetaCommand {
+    MetaCommand::RecordIncarnation {
+        node_id,
+        incarnation,
+        cluster_id: held.or(candidate).unwrap_or_else(rand::random),
+        adopt_cluster: held.is_none(),
+        admitted,
+    }
 }
 
 /// Whether the unsafe switch is on (only ever in `bongsu-node-chaos`).
@@ -161,12 +193,39 @@ impl Node {
     /// The meta command that records this directory's incarnation.
     pub(crate) fn record_command(&self) -> MetaCommand {
         let id = self.data_identity();
-        MetaCommand::RecordIncarnation {
-            node_id: id.node_id,
-            incarnation: id.incarnation,
-            cluster_id: id.cluster_id.unwrap_or_else(rand::random),
-            adopt_cluster: id.cluster_id.is_none(),
-            admitted: id.admitted,
+        record_incarnation(id.node_id, id.incarnation, id.cluster_id, None, id.admitted)
+    }
+
+    /// On a join's seed: has the meta group record the joining directory's incarnation, which
+    /// it refuses for a new directory under a member's id (`NODE_REPLACED`), and returns the
+    /// cluster's id.
+    pub(crate) async fn admit_join(&self, req: &JoinRequest) -> Result<u128> {
+        let node_id = req.node.as_ref().map(|n| n.node_id).unwrap_or(0);
+        let incarnation = id16(&req.incarnation, "incarnation")?;
+        let held = (!req.cluster_id.is_empty())
+            .then(|| id16(&req.cluster_id, "cluster_id"))
+            .transpose()?;
+        self.propose_meta(record_incarnation(
+            node_id,
+            incarnation,
+            held,
+            self.meta().cluster_id,
+            req.admitted,
+        ))
+        .await?;
+        // This node's view of the meta state may trail the commit by an apply.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            self.refresh_meta()?;
+            if let Some(c) = self.meta().cluster_id {
+                return Ok(c);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Unavailable(
+                    "the cluster id is not applied here yet; retry".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -153,34 +153,39 @@ fn settle(node: &Node, h: &GroupHandle) -> bool {
 
 /// Destinations (user shards) whose last delivery failed: each is left out of the rounds
 /// until its own backoff has passed, so that one unreachable shard does not hold back the
-/// deliveries to every other (no head-of-line blocking).
+/// deliveries to every other (no head-of-line blocking). A destination stays listed, with its
+/// backoff, until a delivery to it succeeds, so one that keeps failing waits longer each time.
 #[derive(Default)]
 pub struct Blocked(HashMap<u32, (Instant, Duration)>);
 
 impl Blocked {
-    /// Forgets the destinations whose backoff has passed.
-    pub fn expire(&mut self, now: Instant) {
-        self.0.retain(|_, (until, _)| *until > now);
-    }
-
-    pub fn contains(&self, shard: u32) -> bool {
-        self.0.contains_key(&shard)
+    /// Whether `shard` is still left out at `now`.
+    pub fn is_blocked(&self, shard: u32, now: Instant) -> bool {
+        self.0.get(&shard).is_some_and(|(until, _)| *until > now)
     }
 
     /// A delivery to `shard` failed: left out for twice as long as last time (from
     /// [`BACKOFF_MIN`] to [`BACKOFF_MAX`]).
-    pub fn failed(&mut self, shard: u32, now: Instant, last: Option<Duration>) {
-        let backoff = last.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
+    pub fn failed(&mut self, shard: u32, now: Instant) {
+        let backoff = self
+            .0
+            .get(&shard)
+            .map_or(BACKOFF_MIN, |(_, b)| (*b * 2).min(BACKOFF_MAX));
         self.0.insert(shard, (now + backoff, backoff));
     }
 
-    pub fn backoff(&self, shard: u32) -> Option<Duration> {
-        self.0.get(&shard).map(|(_, b)| *b)
+    /// A delivery to `shard` succeeded: its backoff starts over.
+    pub fn delivered(&mut self, shard: u32) {
+        self.0.remove(&shard);
     }
 
-    /// When the first left-out destination may be tried again.
-    pub fn next_retry(&self) -> Option<Instant> {
-        self.0.values().map(|(until, _)| *until).min()
+    /// When the first destination left out at `now` may be tried again.
+    pub fn next_retry(&self, now: Instant) -> Option<Instant> {
+        self.0
+            .values()
+            .map(|(until, _)| *until)
+            .filter(|until| *until > now)
+            .min()
     }
 }
 
@@ -188,15 +193,12 @@ impl Blocked {
 #[tracing::instrument(skip_all, fields(node_id = node.id(), group_id = h.group))]
 async fn pump(node: Arc<Node>, h: GroupHandle, clients: Arc<Clients>) {
     let mut blocked = Blocked::default();
-    // Backoffs survive a destination's unblocking, so a shard that keeps failing waits longer.
-    let mut backoffs: HashMap<u32, Duration> = HashMap::new();
     let mut error_backoff = BACKOFF_MIN;
     loop {
         if node.leading(h.group).is_err() {
             return; // the group stays marked; its new leader pumps
         }
-        blocked.expire(Instant::now());
-        match round(&node, &h, &clients, &mut blocked, &mut backoffs).await {
+        match round(&node, &h, &clients, &mut blocked).await {
             Ok(Round::Empty) => {
                 if settle(&node, &h) {
                     return;
@@ -204,9 +206,8 @@ async fn pump(node: Arc<Node>, h: GroupHandle, clients: Arc<Clients>) {
             }
             Ok(Round::Delivered) => error_backoff = BACKOFF_MIN,
             Ok(Round::AllBlocked) => {
-                let until = blocked
-                    .next_retry()
-                    .unwrap_or_else(|| Instant::now() + BACKOFF_MIN);
+                let now = Instant::now();
+                let until = blocked.next_retry(now).unwrap_or(now + BACKOFF_MIN);
                 tokio::time::sleep_until(until.into()).await;
             }
             Err(_) => {
@@ -230,12 +231,12 @@ async fn round(
     h: &GroupHandle,
     clients: &Clients,
     blocked: &mut Blocked,
-    backoffs: &mut HashMap<u32, Duration>,
 ) -> Result<Round> {
     let shards = node.shard_count()?;
-    let pending = h
-        .messaging()
-        .outbox_skipping(BATCH, SCAN, |u| blocked.contains(shard_of(&u.0, shards)))?;
+    let now = Instant::now();
+    let pending = h.messaging().outbox_skipping(BATCH, SCAN, |u| {
+        blocked.is_blocked(shard_of(&u.0, shards), now)
+    })?;
     if pending.is_empty() {
         return Ok(if h.messaging().outbox_is_empty()? {
             Round::Empty
@@ -263,15 +264,12 @@ async fn round(
     for (shard, items, r) in results {
         match r {
             Ok(()) => {
-                backoffs.remove(&shard);
+                blocked.delivered(shard);
                 delivered.extend(items.iter().map(|p| (p.log_index, p.user)));
             }
             Err(e) => {
                 tracing::debug!(shard, error = %e, "outbox delivery failed; will retry");
-                blocked.failed(shard, Instant::now(), backoffs.get(&shard).copied());
-                if let Some(b) = blocked.backoff(shard) {
-                    backoffs.insert(shard, b);
-                }
+                blocked.failed(shard, Instant::now());
             }
         }
     }
@@ -420,17 +418,23 @@ mod tests {
     fn a_failed_destination_is_left_out_for_its_own_growing_backoff() {
         let t0 = Instant::now();
         let mut b = Blocked::default();
-        b.failed(3, t0, None);
-        assert!(b.contains(3) && !b.contains(4));
-        assert_eq!(b.backoff(3), Some(BACKOFF_MIN));
-        assert_eq!(b.next_retry(), Some(t0 + BACKOFF_MIN));
+        b.failed(3, t0);
+        assert!(b.is_blocked(3, t0) && !b.is_blocked(4, t0));
+        assert_eq!(b.next_retry(t0), Some(t0 + BACKOFF_MIN));
         // Another destination failing does not change the first one's wait.
-        b.failed(4, t0, Some(BACKOFF_MIN));
-        assert_eq!(b.backoff(4), Some(BACKOFF_MIN * 2));
-        b.expire(t0 + BACKOFF_MIN);
-        assert!(!b.contains(3) && b.contains(4));
-        // Failing again doubles, up to the cap.
-        b.failed(3, t0, Some(BACKOFF_MAX));
-        assert_eq!(b.backoff(3), Some(BACKOFF_MAX));
+        b.failed(4, t0);
+        b.failed(4, t0);
+        assert_eq!(b.next_retry(t0), Some(t0 + BACKOFF_MIN));
+        let later = t0 + BACKOFF_MIN;
+        assert!(!b.is_blocked(3, later) && b.is_blocked(4, later));
+        assert_eq!(b.next_retry(later), Some(t0 + BACKOFF_MIN * 2));
+        // Failing again doubles, up to the cap; a success starts over.
+        for _ in 0..20 {
+            b.failed(3, t0);
+        }
+        assert_eq!(b.next_retry(t0 + BACKOFF_MIN * 2), Some(t0 + BACKOFF_MAX));
+        b.delivered(3);
+        b.failed(3, t0);
+        assert!(!b.is_blocked(3, later));
     }
 }

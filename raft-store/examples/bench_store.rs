@@ -214,10 +214,7 @@ impl DiskResult {
 /// measured.
 async fn disk_case(path: &Path, messages: u64) -> Result<DiskResult> {
     use openraft::storage::RaftLogStorage;
-    if path.exists() {
-        fs::remove_dir_all(path)
-            .with_context(|| format!("remove the stale store at {}", path.display()))?;
-    }
+    remove_stale(path)?;
     let result = async {
         let store = Store::open(path, StoreOptions::default())
             .with_context(|| format!("open store at {}", path.display()))?;
@@ -365,10 +362,7 @@ async fn store_case(
     warmup: Duration,
     measured: Duration,
 ) -> Result<StoreResult> {
-    if path.exists() {
-        fs::remove_dir_all(path)
-            .with_context(|| format!("remove the stale store at {}", path.display()))?;
-    }
+    remove_stale(path)?;
     let result = async {
         let store = Store::open(path, StoreOptions::default())
             .with_context(|| format!("open store at {}", path.display()))?;
@@ -435,6 +429,15 @@ async fn store_case(
     .await;
     let _ = fs::remove_dir_all(path);
     result
+}
+
+/// Removes a store a previous, interrupted run left at `path`.
+fn remove_stale(path: &Path) -> Result<()> {
+    if path.exists() {
+        fs::remove_dir_all(path)
+            .with_context(|| format!("remove the stale store at {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A log entry carrying one 256-byte text message, the shape of a typical chat append.

@@ -1,9 +1,9 @@
 //! `init`: bootstrapping a cluster from a list of running nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use bongsu_proto::internal::{AdoptRequest, HelloRequest, InitRequest, JoinRequest, NodeIdentity};
+use bongsu_proto::internal::{AdoptRequest, HelloRequest, InitRequest, NodeIdentity};
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::meta::{
     ClusterConfig, MetaCommand, NodeRecord, NodeState, ShardRecord, META_GROUP,
@@ -15,18 +15,6 @@ use crate::cluster::{admin_client, identity, info_of};
 use crate::errors::{NodeError, Result};
 use crate::node::Node;
 use crate::placement::{self, NodeDesc};
-
-/// A 16-byte id (cluster id, incarnation) from the wire.
-pub(super) fn id16(bytes: &[u8], field: &str) -> Result<u128> {
-    <[u8; 16]>::try_from(bytes)
-        .map(u128::from_be_bytes)
-        .map_err(|_| {
-            NodeError::rejected(
-                ErrorCode::InvalidArgument,
-                format!("{field}: 16 bytes, not {}", bytes.len()),
-            )
-        })
-}
 
 /// A node as the meta group registers it, from what it says of itself.
 pub(super) fn record(id: &NodeIdentity) -> NodeRecord {
@@ -179,40 +167,5 @@ impl Node {
             shards,
         })
         .await
-    }
-}
-
-impl Node {
-    /// On a join's seed: has the meta group record the joining directory's incarnation, which
-    /// it refuses for a new directory under a member's id (`NODE_REPLACED`), and returns the
-    /// cluster's id.
-    pub(super) async fn admit_join(&self, req: &JoinRequest) -> Result<u128> {
-        let node_id = req.node.as_ref().map(|n| n.node_id).unwrap_or(0);
-        let incarnation = id16(&req.incarnation, "incarnation")?;
-        let held = (!req.cluster_id.is_empty())
-            .then(|| id16(&req.cluster_id, "cluster_id"))
-            .transpose()?;
-        self.propose_meta(MetaCommand::RecordIncarnation {
-            node_id,
-            incarnation,
-            cluster_id: held.or(self.meta().cluster_id).unwrap_or_else(rand::random),
-            adopt_cluster: held.is_none(),
-            admitted: req.admitted,
-        })
-        .await?;
-        // This node's view of the meta state may trail the commit by an apply.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            self.refresh_meta()?;
-            if let Some(c) = self.meta().cluster_id {
-                return Ok(c);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(NodeError::Unavailable(
-                    "the cluster id is not applied here yet; retry".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }

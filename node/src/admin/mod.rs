@@ -63,7 +63,7 @@ impl Admin for AdminService {
     }
 
     async fn adopt(&self, req: Request<AdoptRequest>) -> Result<Response<AdoptReply>, Status> {
-        let cluster_id = init::id16(&req.into_inner().cluster_id, "cluster_id")?;
+        let cluster_id = crate::identity::id16(&req.into_inner().cluster_id, "cluster_id")?;
         self.node.adopt(cluster_id)?;
         Ok(Response::new(AdoptReply {}))
     }

@@ -272,9 +272,10 @@ fn record_incarnation(
         )
     };
     let key = incarnation_key(g, node_id);
-    match tx.get::<u128>(&key, "incarnation")? {
-        Some(i) if i == incarnation => {}
-        Some(i) => {
+    // The value names the node too, so the registry reads back without parsing keys.
+    match tx.get::<(NodeId, u128)>(&key, "incarnation")? {
+        Some((_, i)) if i == incarnation => {}
+        Some((_, i)) => {
             return replaced(format!(
                 "node {node_id} is a member as data directory {i:032x}, and this is directory {incarnation:032x}"
             ))
@@ -286,7 +287,7 @@ fn record_incarnation(
                     "node {node_id} is a member, and this data directory ({incarnation:032x}) is new"
                 ));
             }
-            tx.put(key, &incarnation);
+            tx.put(key, &(node_id, incarnation));
         }
     }
     if recorded_cluster.is_none() {

@@ -68,27 +68,12 @@ impl MetaView {
             .collect()
     }
 
-    /// Every recorded incarnation, by node (the node id is the key's last 8 bytes).
+    /// Every recorded incarnation, by node.
     fn incarnations(&self) -> Result<BTreeMap<NodeId, u128>> {
-        let from = sm_key(self.group, &[&[TAG_INCARNATION]]);
-        let to = prefix_end(&from);
-        self.store
-            .scan(self.group, CF_SM, &from, &to, false)
-            .map(|item| {
-                let (k, v) = item?;
-                let node = k
-                    .get(from.len()..)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| crate::StoreError::Corrupt {
-                        group: self.group,
-                        key: crate::keys::display_key(&k),
-                        what: "incarnation",
-                        reason: "key is not tag and 8-byte node id".into(),
-                    })?;
-                Ok((node, decode(self.group, &k, "incarnation", &v)?))
-            })
-            .collect()
+        Ok(self
+            .list::<(NodeId, u128)>(TAG_INCARNATION, "incarnation")?
+            .into_iter()
+            .collect())
     }
 
     pub fn version(&self) -> Result<u64> {
