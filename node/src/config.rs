@@ -40,6 +40,44 @@ impl Default for Timing {
     }
 }
 
+/// Snapshots: when a group takes one, and how much memory moving one may take.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Snapshots {
+    /// The memory, in MiB, that building, sending, receiving or installing one snapshot may
+    /// use beyond the node's own, whatever the shard's size: chunks on the wire and write
+    /// batches of an install are an eighth of it each (see [`Snapshots::chunk_bytes`]).
+    pub memory_budget_mb: u64,
+    /// A group takes a snapshot after this many log entries since its last one.
+    pub every_entries: u64,
+    /// Log entries kept behind a snapshot, so a follower a little behind catches up from
+    /// the log instead of a whole snapshot.
+    pub keep_entries: u64,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Self {
+            memory_budget_mb: 64,
+            every_entries: 20_000,
+            keep_entries: 2_000,
+        }
+    }
+}
+
+impl Snapshots {
+    /// The bytes of one snapshot chunk on the wire: an eighth of the budget, at most 4 MiB
+    /// (the transport's largest frame).
+    pub fn chunk_bytes(&self) -> u64 {
+        ((self.memory_budget_mb << 20) / 8).min(4 << 20)
+    }
+
+    /// The most bytes of state one write batch of an install holds.
+    pub fn batch_bytes(&self) -> usize {
+        ((self.memory_budget_mb << 20) / 8) as usize
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +96,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     #[serde(default)]
     pub timing: Timing,
+    #[serde(default)]
+    pub snapshots: Snapshots,
 }
 
 /// Values that override the file, from the environment or flags.
@@ -78,6 +118,15 @@ pub struct Overrides {
     /// Comma-separated admin addresses of existing nodes.
     #[arg(long, env = "BONGSU_SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// `snapshots.memory_budget_mb`.
+    #[arg(long, env = "BONGSU_SNAPSHOT_BUDGET_MB")]
+    pub snapshot_budget_mb: Option<u64>,
+    /// `snapshots.every_entries`.
+    #[arg(long, env = "BONGSU_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// `snapshots.keep_entries`.
+    #[arg(long, env = "BONGSU_SNAPSHOT_KEEP")]
+    pub snapshot_keep: Option<u64>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
@@ -122,6 +171,27 @@ impl NodeConfig {
                 .clone()
                 .map(|s| toml::Value::Array(s.into_iter().map(toml::Value::String).collect())),
         );
+        let mut snapshots = match table.remove("snapshots") {
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                return Err(invalid(
+                    "snapshots",
+                    format!("must be a table, not {}", other.type_str()),
+                ))
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in [
+            ("memory_budget_mb", o.snapshot_budget_mb),
+            ("every_entries", o.snapshot_every),
+            ("keep_entries", o.snapshot_keep),
+        ] {
+            if let Some(v) = value {
+                let v = i64::try_from(v).map_err(|_| invalid("snapshots", "value too large"))?;
+                snapshots.insert(key.to_string(), toml::Value::Integer(v));
+            }
+        }
+        table.insert("snapshots".into(), toml::Value::Table(snapshots));
         let cfg: NodeConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| invalid("config", e.message().to_string()))?;
@@ -174,6 +244,16 @@ impl NodeConfig {
                 "timing.liveness_timeout_ms",
                 "must be above timing.liveness_interval_ms",
             ));
+        }
+        let sn = &self.snapshots;
+        if !(4..=4096).contains(&sn.memory_budget_mb) {
+            return Err(invalid(
+                "snapshots.memory_budget_mb",
+                "must be between 4 and 4096",
+            ));
+        }
+        if sn.every_entries == 0 {
+            return Err(invalid("snapshots.every_entries", "must be positive"));
         }
         Ok(())
     }
@@ -229,6 +309,11 @@ admin_addr = "127.0.1.1:7300"
                 "[timing]\nliveness_timeout_ms = 10",
                 "timing.liveness_timeout_ms",
             ),
+            (
+                "[snapshots]\nmemory_budget_mb = 1",
+                "snapshots.memory_budget_mb",
+            ),
+            ("[snapshots]\nevery_entries = 0", "snapshots.every_entries"),
             ("colour = \"blue\"", "config"),
             ("node_id = \"one\"", "config"),
         ];

@@ -124,7 +124,13 @@ impl Node {
     /// Opens the store and starts the meta group and every group that has state here.
     pub async fn open(cfg: NodeConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let store = Store::open(cfg.data_dir.join("store"), StoreOptions::default())?;
+        let store = Store::open(
+            cfg.data_dir.join("store"),
+            StoreOptions {
+                snapshot_batch_bytes: cfg.snapshots.batch_bytes(),
+                ..StoreOptions::default()
+            },
+        )?;
         let identity = crate::identity::open(&store, &cfg)?;
         let skip_identity_check = crate::identity::unsafe_skip();
         if skip_identity_check {
@@ -136,11 +142,15 @@ impl Node {
             heartbeat_interval: t.heartbeat_ms,
             election_timeout_min: t.election_min_ms,
             election_timeout_max: t.election_max_ms,
-            // Chunks of a snapshot travel as separate RPCs on the shared stream.
-            snapshot_max_chunk_size: 1 << 20,
+            // Chunks of a snapshot travel as separate RPCs on the bulk lane, a fixed share
+            // of the snapshot memory budget each.
+            snapshot_max_chunk_size: cfg.snapshots.chunk_bytes(),
+            // One chunk's RPC; the last one's answer waits for the install, which streams
+            // the whole shard into RocksDB.
+            install_snapshot_timeout: 30_000,
             max_payload_entries: 512,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
-            max_in_snapshot_log_to_keep: 2_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshots.every_entries),
+            max_in_snapshot_log_to_keep: cfg.snapshots.keep_entries,
             purge_batch_size: 1024,
             ..Default::default()
         }

@@ -36,6 +36,10 @@ pub enum StoreError {
     #[error("snapshot for group {group} is invalid: {reason}")]
     BadSnapshot { group: GroupId, reason: String },
 
+    /// Reading or writing a snapshot file failed.
+    #[error("snapshot file for group {group}: {reason}")]
+    SnapshotIo { group: GroupId, reason: String },
+
     /// A blocking thread running RocksDB work panicked or was cancelled (see
     /// `store::off_runtime`).
     #[error("{what}: the storage task failed: {reason}")]

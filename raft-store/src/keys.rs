@@ -6,7 +6,7 @@
 //! | `log` | group(8) · index(8) | one log entry |
 //! | `raft` | group(8) · tag(1) | vote, committed log id, last purged log id |
 //! | `sm` | group(8) · tag(1) · … | state machine: tag `00` the applied state, the rest its machines' (see [`crate::apply`]) |
-//! | `snap` | group(8) | the group's current snapshot (meta and data) |
+//! | `snap` | group(8) · `01` | the group's current snapshot: meta and the name of its file (see [`crate::snapshot`]) |
 //! | `node` | `identity` | the data directory's identity (see [`crate::identity`]) |
 //!
 //! All integers are big-endian so that RocksDB's bytewise order is numeric order, which makes
@@ -76,6 +76,11 @@ pub fn sm_key(group: GroupId, parts: &[&[u8]]) -> Vec<u8> {
         k.extend_from_slice(p);
     }
     k
+}
+
+/// The `snap` key of a group's snapshot record.
+pub fn snap_key(g: GroupId) -> [u8; 9] {
+    raft_key(g, crate::snapshot::RECORD_TAG)
 }
 
 pub fn applied_key(g: GroupId) -> Vec<u8> {

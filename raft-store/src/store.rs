@@ -56,12 +56,19 @@ pub struct StoreOptions {
     /// actually sent stays bounded by `replication_max_bytes`: the transport sends a prefix
     /// of a larger read (see `bongsu-node`'s transport).
     pub seek_read_max_bytes: usize,
+    /// The most bytes of state one write batch of a snapshot install holds: with openraft's
+    /// chunk size, what bounds the memory a snapshot needs (see [`crate::snapshot`]).
+    pub snapshot_batch_bytes: usize,
 }
 
 /// See [`StoreOptions::replication_max_bytes`].
 pub const DEFAULT_REPLICATION_MAX_BYTES: usize = 1 << 20;
 /// See [`StoreOptions::seek_read_max_bytes`].
 pub const DEFAULT_SEEK_READ_MAX_BYTES: usize = 8 << 20;
+/// See [`StoreOptions::snapshot_batch_bytes`].
+pub const DEFAULT_SNAPSHOT_BATCH_BYTES: usize = 4 << 20;
+/// The directory, inside the store's, that holds snapshot files.
+pub const SNAPSHOT_DIR: &str = "snapshots";
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for StoreOptions {
             batch_limits: BatchLimits::default(),
             replication_max_bytes: DEFAULT_REPLICATION_MAX_BYTES,
             seek_read_max_bytes: DEFAULT_SEEK_READ_MAX_BYTES,
+            snapshot_batch_bytes: DEFAULT_SNAPSHOT_BATCH_BYTES,
         }
     }
 }
@@ -81,6 +89,10 @@ pub struct Store {
     signal: GroupSignal,
     replication_max_bytes: usize,
     seek_read_max_bytes: usize,
+    snapshot_batch_bytes: usize,
+    snapshot_dir: PathBuf,
+    /// Numbers the files snapshots are received into.
+    received: std::sync::atomic::AtomicU64,
     /// Serializes writes of snapshots (a build being saved, an install), so that an older
     /// build never lands after a newer install (see `StateMachineStore::save_snapshot`).
     pub(crate) snapshot_lock: tokio::sync::Mutex<()>,
@@ -115,6 +127,8 @@ impl Store {
             source,
         })?;
         let db = Arc::new(db);
+        let snapshot_dir = path.join(SNAPSHOT_DIR);
+        crate::snapshot::clean_dir(&db, &snapshot_dir)?;
         let writer = GroupCommitWriter::start(db.clone(), opts.batch_limits);
         Ok(Arc::new(Self {
             db,
@@ -125,6 +139,9 @@ impl Store {
             seek_read_max_bytes: opts
                 .seek_read_max_bytes
                 .max(opts.replication_max_bytes.max(1)),
+            snapshot_batch_bytes: opts.snapshot_batch_bytes.max(1),
+            snapshot_dir,
+            received: std::sync::atomic::AtomicU64::new(0),
             snapshot_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -147,6 +164,28 @@ impl Store {
     /// See [`StoreOptions::seek_read_max_bytes`].
     pub fn seek_read_max_bytes(&self) -> usize {
         self.seek_read_max_bytes
+    }
+
+    /// See [`StoreOptions::snapshot_batch_bytes`].
+    pub fn snapshot_batch_bytes(&self) -> usize {
+        self.snapshot_batch_bytes
+    }
+
+    /// Where snapshot files live.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
+    }
+
+    /// A fresh name for a file a snapshot is received into.
+    pub(crate) fn receive_name(&self, group: GroupId) -> String {
+        let n = self
+            .received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{}{group}-{}-{n}.tmp",
+            crate::snapshot::RECEIVING,
+            std::process::id()
+        )
     }
 
     /// Every group that has Raft state (a vote or log) on this node, in order.

@@ -20,7 +20,9 @@
 //!   not left refusing writes;
 //! - [`wiped`] brings a voter back with a wiped disk under its old id and shows that it never
 //!   votes, so a committed entry survives (and, with the check switched off, that it is lost),
-//!   and that it is refused when it asks to join.
+//!   and that it is refused when it asks to join;
+//! - [`snapshot`] feeds a follower a shard twelve times the snapshot memory budget by snapshot
+//!   and checks both ends' peak memory, read from `/proc`.
 //!
 //! Cluster tests take turns (a file lock), so that one does not skew another's timing.
 
@@ -30,6 +32,7 @@ mod failover;
 mod harness;
 mod join;
 mod large;
+mod snapshot;
 mod subscribe;
 mod transfer;
 mod users;

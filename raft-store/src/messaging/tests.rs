@@ -6,7 +6,6 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 use super::*;
-use crate::snapshot::SnapshotData;
 use crate::{Command, CommandResult, Entry, SmConfig, StateMachineStore, Store, StoreOptions};
 
 pub(super) struct Harness {
@@ -49,8 +48,7 @@ impl Harness {
 
     /// Every state-machine key and value of the group except the applied index.
     pub(super) fn state(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let (_, bytes) = self.sm.collect_snapshot().unwrap();
-        SnapshotData::from_bytes(3, &bytes).unwrap().entries
+        self.sm.state_entries().unwrap()
     }
 }
 

@@ -2,6 +2,7 @@
 //! whichever path reads it.
 
 use std::path::Path;
+use tokio::io::AsyncWriteExt;
 
 use bongsu_proto::model::{ConvId, ConversationKind, UserId};
 use bongsu_raft_store::keys::{self, CF_LOG, CF_RAFT, CF_SM};
@@ -124,16 +125,24 @@ async fn corrupt_snapshot_is_refused_and_changes_nothing() {
         ..Default::default()
     };
     for bad in [vec![], vec![1, 2, 3, 4, 5], vec![0xff; 64]] {
-        let err = sm
-            .install_snapshot(&meta, Box::new(std::io::Cursor::new(bad)))
-            .await
-            .unwrap_err();
+        let mut file = sm.begin_receiving_snapshot().await.unwrap();
+        file.write_all(&bad).await.unwrap();
+        let err = sm.install_snapshot(&meta, file).await.unwrap_err();
         assert!(
             format!("{err:?}").contains("snapshot for group 42 is invalid"),
             "{err:?}"
         );
     }
     assert_eq!(sm.applied().unwrap(), before);
+    assert!(
+        sm.record().unwrap().is_none(),
+        "a bad snapshot was recorded"
+    );
+    let left: Vec<_> = std::fs::read_dir(store.snapshot_dir()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "refused snapshot files were left: {left:?}"
+    );
     assert!(view(&sm)
         .conversation(&ConvId::from_u128(9))
         .unwrap()

@@ -7,4 +7,5 @@ mod encoding;
 mod failpoints;
 mod isolation;
 mod limits;
+mod snapshots;
 mod support;
