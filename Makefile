@@ -17,8 +17,15 @@ CHAOS_MODE ?= auto
 DURATION ?= 120
 SEED ?=
 CHAOS_BIN = $(CARGO_TARGET_DIR)/release/bongsu-chaos
+# The release a rolling upgrade starts from: the last commit before versioned records. The
+# rolling-upgrade test (node/tests/cluster/upgrade.rs) runs its `bongsu-node`, which
+# `previous-release` builds from this clone's history into $(PREVIOUS_NODE).
+PREVIOUS_RELEASE ?= 20f6f10a2ab8c07a62c09bf326124c27a59848b8
+PREVIOUS_SRC = $(CARGO_TARGET_DIR)/previous/src-$(PREVIOUS_RELEASE)
+PREVIOUS_NODE = $(CARGO_TARGET_DIR)/previous/bongsu-node-$(PREVIOUS_RELEASE)
+export BONGSU_PREVIOUS_NODE = $(PREVIOUS_NODE)
 
-.PHONY: all deps browser-deps build run test chaos-ci chaos chaos-build chaos-deps bench-store bench-node bench-gateway clean
+.PHONY: all deps browser-deps build run test previous-release chaos-ci chaos chaos-build chaos-deps bench-store bench-node bench-gateway clean
 
 all: build
 
@@ -67,7 +74,7 @@ build: deps
 # `bongsu` binaries), with the same features the test build resolves. cargo-nextest runs each
 # test in its own process; plain `cargo test` is the fallback where nextest is not installed.
 # The chaos scenarios of `chaos-ci` run after them.
-test: deps browser-deps
+test: deps browser-deps previous-release
 	$(CARGO) build $(PROFILE) --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "+ $(CARGO) nextest run $(PROFILE) --workspace --no-fail-fast"; \
@@ -77,6 +84,24 @@ test: deps browser-deps
 		$(CARGO) test $(PROFILE) --workspace --no-fail-fast; \
 	fi
 	$(MAKE) chaos-ci
+
+# The previous release's node, for the rolling-upgrade test: its source from this clone's
+# history (git archive; `tar -m` dates the files now, so cargo never takes another checkout's
+# build of the same crates for it), built with the same target directory, so only its own
+# crates compile; the binary is copied out, and the next build of this checkout links its own
+# again.
+previous-release: deps
+	@if [ ! -x $(PREVIOUS_NODE) ]; then \
+		if ! git cat-file -e $(PREVIOUS_RELEASE)^{commit} 2>/dev/null; then \
+			echo "previous-release: commit $(PREVIOUS_RELEASE) is not in this clone's history (a shallow clone?); clone with full history" >&2; exit 1; \
+		fi; \
+		echo "previous-release: building bongsu-node of $(PREVIOUS_RELEASE)"; \
+		rm -rf $(PREVIOUS_SRC) && mkdir -p $(PREVIOUS_SRC) && \
+		git archive $(PREVIOUS_RELEASE) | tar -x -m -C $(PREVIOUS_SRC) && \
+		(cd $(PREVIOUS_SRC) && $(CARGO) build $(PROFILE) --workspace --bins) && \
+		cp $(CARGO_TARGET_DIR)/release/bongsu-node $(PREVIOUS_NODE).tmp && \
+		mv $(PREVIOUS_NODE).tmp $(PREVIOUS_NODE); \
+	fi
 
 # Chaos scenarios against real node processes in three datacenters (chaos-tests/). As root,
 # each datacenter is a network namespace on a bridge (netns mode, needs `ip` from iproute2);

@@ -36,6 +36,7 @@ pub fn identity(node: &Node) -> NodeIdentity {
         api_addr: c.api_addr.clone(),
         admin_addr: c.admin_addr.clone(),
         admitted: node.admitted(),
+        binary_version: bongsu_raft_store::version::BINARY_VERSION,
     }
 }
 
@@ -55,6 +56,7 @@ impl Node {
     /// Writes a command to a group this node leads; `NOT_LEADER` otherwise.
     pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(CommandResult, u64)> {
         let h = self.leading(group)?;
+        crate::upgrade::gate(&self.meta(), &cmd)?;
         if self.is_transferring(group) {
             return Err(NodeError::Unavailable(format!(
                 "group {group} is handing over its leadership; retry"

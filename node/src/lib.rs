@@ -24,5 +24,6 @@ pub mod server;
 pub mod signing;
 pub mod transfer;
 pub mod transport;
+pub mod upgrade;
 
 pub use errors::{NodeError, Result};

@@ -160,6 +160,8 @@ impl Node {
             reason: e.to_string(),
         })?;
         let meta = MetaView::new(store.clone(), META_GROUP).snapshot()?;
+        crate::upgrade::check_binary(&meta)?;
+        store.set_cluster_version(meta.cluster_version);
         let (meta_tx, _) = watch::channel(Arc::new(meta));
         let faults = Arc::new(Faults::default());
         let node = Arc::new(Self {
@@ -297,6 +299,7 @@ impl Node {
         let snap = MetaView::new(self.store.clone(), META_GROUP).snapshot()?;
         let changed = snap.version != self.meta().version;
         if changed {
+            self.store.set_cluster_version(snap.cluster_version);
             self.meta_tx.send_replace(Arc::new(snap));
         }
         Ok(changed)

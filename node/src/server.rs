@@ -31,6 +31,7 @@ fn spawn_background(node: Arc<Node>) {
     crate::rebalance::spawn(node.clone());
     crate::quiesce::spawn(node.clone());
     crate::outbox::spawn(node.clone());
+    crate::upgrade::spawn(node.clone());
     crate::signing::spawn(node);
 }
 

@@ -32,6 +32,18 @@ pub enum Command {
     OutboxDone(OutboxDone),
 }
 
+impl Command {
+    /// The cluster version from which this command may be proposed (see [`crate::version`]):
+    /// a node of an older release cannot read it.
+    pub fn min_cluster_version(&self) -> u32 {
+        // `SetClusterVersion` is what raises the version, so it cannot wait for it: its
+        // proposer checks first that every node runs a binary that reads it.
+        match self {
+            _ => crate::version::CLUSTER_V1,
+        }
+    }
+}
+
 /// Formats commands without their bodies: message bodies never reach logs (ARCHITECTURE.md
 /// invariant 7); each command type's own `Debug` leaves them out.
 impl fmt::Debug for Command {

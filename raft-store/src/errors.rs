@@ -13,6 +13,14 @@ pub enum StoreError {
         source: rocksdb::Error,
     },
 
+    /// The store was written by a newer release; this one must not touch it.
+    #[error("the store at {path} has format {format}, written by a newer release (this one knows format {known}); run that release or newer")]
+    NewerStore {
+        path: String,
+        format: u32,
+        known: u32,
+    },
+
     #[error("rocksdb {op} for group {group}: {source}")]
     RocksDb {
         group: GroupId,

@@ -41,12 +41,14 @@ pub mod keys;
 pub mod log_store;
 pub mod messaging;
 pub mod meta;
+pub mod migrate;
 mod overlay;
 pub mod result;
 pub mod signal;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
+pub mod version;
 
 use std::fmt;
 

@@ -9,7 +9,8 @@
 //! one chunk, one batch or one entry: a shard's state is never in memory whole, and no single
 //! RocksDB value holds a snapshot (RocksDB refuses values above 4 GiB).
 //!
-//! File format, version [`FORMAT_VERSION`], all integers little-endian:
+//! File format, version [`FORMAT_VERSION`] ([`FORMAT_RELEASE_1`] holds values as release 1
+//! stored them), all integers little-endian:
 //!
 //! | part | bytes |
 //! | --- | --- |
@@ -36,11 +37,18 @@ use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
+use crate::codec::{current_to_legacy, legacy_to_current};
 use crate::errors::{Result, StoreError};
 use crate::keys::TAG_APPLIED;
 use crate::{GroupId, NodeId, NodeInfo};
 
-pub const FORMAT_VERSION: u32 = 2;
+/// The file format this release writes once the cluster version is 2: values in this
+/// release's format ([`crate::codec`]).
+pub const FORMAT_VERSION: u32 = 3;
+/// The file format of release 1, whose values had no format byte. This release reads it
+/// (converting each value) and writes it while the cluster version is 1, so that a node of
+/// release 1 can still install a snapshot built by a node of this one during an upgrade.
+pub const FORMAT_RELEASE_1: u32 = 2;
 pub const MAGIC: [u8; 8] = *b"BONGSNAP";
 /// The longest key a snapshot may carry (state-machine keys are tens of bytes).
 pub const MAX_KEY: u32 = 4096;
@@ -190,6 +198,8 @@ pub(crate) fn io_err(group: GroupId, what: &str, path: &Path, e: std::io::Error)
 /// Writes a snapshot file entry by entry, through a fixed buffer.
 pub(crate) struct SnapshotWriter {
     out: BufWriter<File>,
+    /// Values are written as release 1 stored them ([`FORMAT_RELEASE_1`]).
+    legacy: bool,
     crc: crc32fast::Hasher,
     count: u64,
     bytes: u64,
@@ -198,7 +208,8 @@ pub(crate) struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub(crate) fn create(group: GroupId, path: &Path) -> Result<Self> {
+    /// A new file; `format` is [`FORMAT_VERSION`] or [`FORMAT_RELEASE_1`].
+    pub(crate) fn create(group: GroupId, path: &Path, format: u32) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -206,6 +217,7 @@ impl SnapshotWriter {
             .map_err(|e| io_err(group, "create", path, e))?;
         let mut w = Self {
             out: BufWriter::with_capacity(IO_BUF, file),
+            legacy: format == FORMAT_RELEASE_1,
             crc: crc32fast::Hasher::new(),
             count: 0,
             bytes: 0,
@@ -214,7 +226,7 @@ impl SnapshotWriter {
         };
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(&MAGIC);
-        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&format.to_le_bytes());
         header.extend_from_slice(&group.to_le_bytes());
         w.put(&header)?;
         Ok(w)
@@ -230,6 +242,16 @@ impl SnapshotWriter {
 
     /// Appends one entry; keys must come in strictly increasing order.
     pub(crate) fn entry(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let converted;
+        let value = if self.legacy {
+            converted = current_to_legacy(value).ok_or_else(|| StoreError::BadSnapshot {
+                group: self.group,
+                reason: "a stored value does not convert to release 1's format".into(),
+            })?;
+            &converted[..]
+        } else {
+            value
+        };
         if key.len() > MAX_KEY as usize || value.len() > MAX_VALUE as usize {
             return Err(StoreError::BadSnapshot {
                 group: self.group,
@@ -270,6 +292,8 @@ impl SnapshotWriter {
 /// applied-state key; at the end, the count, the checksum and that nothing follows.
 pub(crate) struct SnapshotReader {
     input: BufReader<File>,
+    /// The file holds values as release 1 stored them; [`Self::next_entry`] converts them.
+    legacy: bool,
     crc: crc32fast::Hasher,
     count: u64,
     group: GroupId,
@@ -284,6 +308,7 @@ impl SnapshotReader {
         let file = File::open(path).map_err(|e| io_err(group, "open", path, e))?;
         let mut r = Self {
             input: BufReader::with_capacity(IO_BUF, file),
+            legacy: false,
             crc: crc32fast::Hasher::new(),
             count: 0,
             group,
@@ -298,8 +323,15 @@ impl SnapshotReader {
             return Err(r.bad("not a snapshot file (bad magic)"));
         }
         let format = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if format != FORMAT_VERSION {
-            return Err(r.bad(format!("unknown format {format}")));
+        match format {
+            FORMAT_VERSION => {}
+            FORMAT_RELEASE_1 => r.legacy = true,
+            newer if newer > FORMAT_VERSION => {
+                return Err(r.bad(format!(
+                    "format {newer} is newer than this release reads ({FORMAT_VERSION})"
+                )))
+            }
+            other => return Err(r.bad(format!("unknown format {other}"))),
         }
         Ok(r)
     }
@@ -390,6 +422,17 @@ impl SnapshotReader {
         self.value = value;
         read?;
         self.count += 1;
+        // Every value is one the store could read: its own checksum holds, and a value of
+        // release 1 is converted to this release's format.
+        if self.legacy {
+            self.value = legacy_to_current(&self.value)
+                .ok_or_else(|| self.bad(format!("value {} fails its checksum", self.count)))?;
+        } else if current_to_legacy(&self.value).is_none() {
+            return Err(self.bad(format!(
+                "value {} fails its checksum or format",
+                self.count
+            )));
+        }
         Ok(Some((&self.key, &self.value)))
     }
 }
@@ -453,16 +496,21 @@ pub(crate) fn sync_dir(group: GroupId, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::encode;
 
-    fn write(dir: &Path, entries: &[(&[u8], &[u8])]) -> PathBuf {
+    fn write_as(dir: &Path, format: u32, entries: &[(&[u8], &str)]) -> PathBuf {
         let path = dir.join("s.snap");
         let _ = std::fs::remove_file(&path);
-        let mut w = SnapshotWriter::create(5, &path).unwrap();
+        let mut w = SnapshotWriter::create(5, &path, format).unwrap();
         for (k, v) in entries {
-            w.entry(k, v).unwrap();
+            w.entry(k, &encode(v)).unwrap();
         }
         w.finish().unwrap();
         path
+    }
+
+    fn write(dir: &Path, entries: &[(&[u8], &str)]) -> PathBuf {
+        write_as(dir, FORMAT_VERSION, entries)
     }
 
     fn read_all(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -477,11 +525,11 @@ mod tests {
     #[test]
     fn round_trip_and_every_single_byte_flip_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let entries: [(&[u8], &[u8]); 3] = [(b"\x01a", b"one"), (b"\x01b", b""), (b"\x03", b"x")];
+        let entries: [(&[u8], &str); 3] = [(b"\x01a", "one"), (b"\x01b", ""), (b"\x03", "x")];
         let path = write(dir.path(), &entries);
         let back = read_all(&path).unwrap();
         assert_eq!(back.len(), 3);
-        assert_eq!(back[0], (b"\x01a".to_vec(), b"one".to_vec()));
+        assert_eq!(back[0], (b"\x01a".to_vec(), encode(&"one")));
         assert_eq!(check_file(5, &path).unwrap(), 3);
 
         let good = std::fs::read(&path).unwrap();
@@ -502,12 +550,29 @@ mod tests {
     }
 
     #[test]
+    fn a_release_1_file_reads_as_this_releases_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: [(&[u8], &str); 2] = [(b"\x01a", "one"), (b"\x01b", "two")];
+        let path = write_as(dir.path(), FORMAT_RELEASE_1, &entries);
+        let raw = std::fs::read(&path).unwrap();
+        assert_eq!(raw[8..12], FORMAT_RELEASE_1.to_le_bytes());
+        let back = read_all(&path).unwrap();
+        assert_eq!(back[1], (b"\x01b".to_vec(), encode(&"two")));
+        // A newer release's file is refused by name.
+        let mut newer = raw.clone();
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &newer).unwrap();
+        let err = check_file(5, &path).unwrap_err().to_string();
+        assert!(err.contains("newer than this release"), "{err}");
+    }
+
+    #[test]
     fn out_of_order_keys_and_applied_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), &[(b"\x02", b"a"), (b"\x01", b"b")]);
+        let path = write(dir.path(), &[(b"\x02", "a"), (b"\x01", "b")]);
         let err = check_file(5, &path).unwrap_err().to_string();
         assert!(err.contains("out of order"), "{err}");
-        let path = write(dir.path(), &[(&[TAG_APPLIED, 1], b"a")]);
+        let path = write(dir.path(), &[(&[TAG_APPLIED, 1], "a")]);
         let err = check_file(5, &path).unwrap_err().to_string();
         assert!(err.contains("applied-state"), "{err}");
     }

@@ -142,7 +142,13 @@ impl StateMachineStore {
         };
         let name = format!("{}.snap", meta.snapshot_id);
         let path = self.store.snapshot_dir().join(&name);
-        let mut out = SnapshotWriter::create(self.group, &path)?;
+        // While the cluster runs version 1 a node of release 1 may have to install this.
+        let format = if self.store.cluster_version() >= crate::version::CLUSTER_V2 {
+            crate::snapshot::FORMAT_VERSION
+        } else {
+            crate::snapshot::FORMAT_RELEASE_1
+        };
+        let mut out = SnapshotWriter::create(self.group, &path, format)?;
         let mut ro = ReadOptions::default();
         ro.set_snapshot(&view);
         ro.set_iterate_lower_bound(keys::sm_key(self.group, &[&[TAG_APPLIED + 1]]));

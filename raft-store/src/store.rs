@@ -91,6 +91,9 @@ pub struct Store {
     seek_read_max_bytes: usize,
     snapshot_batch_bytes: usize,
     snapshot_dir: PathBuf,
+    /// The cluster version as the node last read it from the meta group (see
+    /// [`crate::version`]); decides the format snapshots are built in.
+    cluster_version: std::sync::atomic::AtomicU32,
     /// Numbers the files snapshots are received into.
     received: std::sync::atomic::AtomicU64,
     /// Serializes writes of snapshots (a build being saved, an install), so that an older
@@ -126,6 +129,7 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
+        crate::migrate::ensure_format(&db, &path.display().to_string())?;
         let db = Arc::new(db);
         let snapshot_dir = path.join(SNAPSHOT_DIR);
         crate::snapshot::clean_dir(&db, &snapshot_dir)?;
@@ -142,6 +146,7 @@ impl Store {
             snapshot_batch_bytes: opts.snapshot_batch_bytes.max(1),
             snapshot_dir,
             received: std::sync::atomic::AtomicU64::new(0),
+            cluster_version: std::sync::atomic::AtomicU32::new(crate::version::MIN_CLUSTER_VERSION),
             snapshot_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -169,6 +174,18 @@ impl Store {
     /// See [`StoreOptions::snapshot_batch_bytes`].
     pub fn snapshot_batch_bytes(&self) -> usize {
         self.snapshot_batch_bytes
+    }
+
+    /// The cluster version the node runs in (see [`crate::version`]).
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records the cluster version read from the meta group.
+    pub fn set_cluster_version(&self, version: u32) {
+        self.cluster_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Where snapshot files live.

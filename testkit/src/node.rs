@@ -106,6 +106,15 @@ impl NodeProc {
         }
     }
 
+    /// Runs another binary from the next start on (a rolling upgrade).
+    pub fn set_binary(&mut self, binary: impl Into<PathBuf>) {
+        self.binary = binary.into();
+    }
+
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
     /// Sets the node's `RUST_LOG`.
     pub fn log_filter(&mut self, filter: Option<String>) {
         self.log_filter = filter;

@@ -43,6 +43,8 @@ impl Node {
             groups,
             liveness,
             transport: Some(self.transport().stats.to_proto()),
+            cluster_version: meta.cluster_version,
+            binary_version: bongsu_raft_store::version::BINARY_VERSION,
         }
     }
 
@@ -172,6 +174,8 @@ fn map_summary(meta: &MetaSnapshot) -> ShardMapSummary {
                 api_addr: n.api_addr.clone(),
                 admin_addr: n.admin_addr.clone(),
                 admitted: meta.incarnations.contains_key(&n.node_id),
+                // A member's binary is known only by asking it (Hello).
+                binary_version: 0,
             })
             .collect(),
         node_states: meta

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
 use bongsu_proto::internal::{raft_reply, RaftBatch, RaftKind, RaftMessage, RaftReplyBatch};
+use bongsu_raft_store::version::FRAME_FORMAT;
 use bongsu_raft_store::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -334,6 +335,7 @@ async fn run_link(
                     from_node: me,
                     to_node: target,
                     messages,
+                    format: FRAME_FORMAT,
                 })
                 .await
                 .is_err()

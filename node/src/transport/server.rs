@@ -7,6 +7,7 @@ use bongsu_proto::internal::{
     raft_reply, PingReply, PingRequest, RaftBatch, RaftKind, RaftMessage, RaftReply, RaftReplyBatch,
 };
 use bongsu_raft_store::{NodeId, TypeConfig};
+use bongsu_raft_store::version::FRAME_FORMAT;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::Raft;
 use tokio::sync::mpsc;
@@ -98,6 +99,18 @@ async fn dispatch(raft: &Raft<TypeConfig>, kind: i32, payload: &[u8]) -> Result<
     }
 }
 
+/// Why a frame of `format` is refused: one from a newer release may carry payloads this one
+/// would misread. Release 1 sent no format (0); this release reads it and its own.
+fn frame_refusal(format: u32, from: u64) -> Option<String> {
+    (format > FRAME_FORMAT).then(|| {
+        let why = format!(
+            "node {from} sends transport format {format}; this release reads up to {FRAME_FORMAT}: upgrade this node"
+        );
+        tracing::warn!("{why}");
+        why
+    })
+}
+
 #[tonic::async_trait]
 impl<H: RaftHost> RaftTransport for RaftService<H> {
     type ExchangeStream = ReceiverStream<Result<RaftReplyBatch, Status>>;
@@ -116,7 +129,11 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                 while let Ok(r) = reply_rx.try_recv() {
                     replies.push(r);
                 }
-                if out_tx.send(Ok(RaftReplyBatch { replies })).await.is_err() {
+                let batch = RaftReplyBatch {
+                    replies,
+                    format: FRAME_FORMAT,
+                };
+                if out_tx.send(Ok(batch)).await.is_err() {
                     return;
                 }
             }
@@ -144,6 +161,15 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                 }
                 if !admitted(host.as_ref(), batch.from_node).await {
                     continue; // lost in the (simulated) partition: the sender times out
+                }
+                if let Some(why) = frame_refusal(batch.format, batch.from_node) {
+                    for m in batch.messages {
+                        let _ = reply_tx.send(RaftReply {
+                            id: m.id,
+                            result: Some(raft_reply::Result::Unreachable(why.clone())),
+                        });
+                    }
+                    continue;
                 }
                 if let Some(why) = host.raft_refusal(batch.from_node) {
                     for m in batch.messages {

@@ -22,7 +22,9 @@
 //!   votes, so a committed entry survives (and, with the check switched off, that it is lost),
 //!   and that it is refused when it asks to join;
 //! - [`snapshot`] feeds a follower a shard twelve times the snapshot memory budget by snapshot
-//!   and checks both ends' peak memory, read from `/proc`.
+//!   and checks both ends' peak memory, read from `/proc`;
+//! - [`upgrade`] upgrades a cluster of the previous release one node at a time under a write
+//!   load, and checks that a new command waits for the cluster version.
 //!
 //! Cluster tests take turns (a file lock), so that one does not skew another's timing.
 
@@ -35,5 +37,6 @@ mod large;
 mod snapshot;
 mod subscribe;
 mod transfer;
+mod upgrade;
 mod users;
 mod wiped;

@@ -16,6 +16,7 @@ pub(crate) const TAG_VERSION: u8 = 0x13;
 pub(crate) const TAG_KEY: u8 = 0x14;
 pub(crate) const TAG_CLUSTER_ID: u8 = 0x15;
 pub(crate) const TAG_INCARNATION: u8 = 0x16;
+pub(crate) const TAG_CLUSTER_VERSION: u8 = 0x17;
 
 pub(crate) fn config_key(g: GroupId) -> Vec<u8> {
     sm_key(g, &[&[TAG_CONFIG]])
@@ -34,6 +35,9 @@ pub(crate) fn cluster_id_key(g: GroupId) -> Vec<u8> {
 }
 pub(crate) fn incarnation_key(g: GroupId, node: u64) -> Vec<u8> {
     sm_key(g, &[&[TAG_INCARNATION], &node.to_be_bytes()])
+}
+pub(crate) fn cluster_version_key(g: GroupId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_CLUSTER_VERSION]])
 }
 pub(crate) fn version_key(g: GroupId) -> Vec<u8> {
     sm_key(g, &[&[TAG_VERSION]])
@@ -76,6 +80,7 @@ pub(crate) fn apply(tx: &mut Overlay<'_>, cmd: &MetaCommand) -> Result<CommandRe
             *adopt_cluster,
             *admitted,
         )?,
+        MetaCommand::SetClusterVersion { version } => set_cluster_version(tx, *version)?,
     };
     if let Err(r) = verdict {
         return Ok(CommandResult::Rejected(r));
@@ -155,6 +160,22 @@ fn register_node(tx: &mut Overlay<'_>, rec: &NodeRecord) -> Result<Verdict> {
         None => rec.state = NodeState::Active,
     }
     tx.put(key, &rec);
+    Ok(Ok(()))
+}
+
+/// The cluster version only rises.
+fn set_cluster_version(tx: &mut Overlay<'_>, version: u32) -> Result<Verdict> {
+    let key = cluster_version_key(tx.group());
+    let current = tx
+        .get::<u32>(&key, "cluster version")?
+        .unwrap_or(crate::version::CLUSTER_V1);
+    if version <= current {
+        return refuse(
+            ErrorCode::FailedPrecondition,
+            format!("the cluster version is {current} already; it never goes down"),
+        );
+    }
+    tx.put(key, &version);
     Ok(Ok(()))
 }
 

@@ -159,6 +159,9 @@ pub enum MetaCommand {
         /// The directory was admitted before (it records itself), rather than asking to be.
         admitted: bool,
     },
+    /// Raises the cluster version (see [`crate::version`]); never lowers it. Proposed by the
+    /// meta leader once every node runs a binary of that version.
+    SetClusterVersion { version: u32 },
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::apply::{
-    cluster_id_key, config_key, version_key, TAG_INCARNATION, TAG_KEY, TAG_NODE, TAG_SHARD,
+    cluster_id_key, cluster_version_key, config_key, version_key, TAG_INCARNATION, TAG_KEY, TAG_NODE, TAG_SHARD,
 };
 use super::{ClusterConfig, NodeRecord, ShardRecord, SigningKey};
 use crate::codec::decode;
@@ -14,7 +14,7 @@ use crate::store::Store;
 use crate::{GroupId, NodeId};
 
 /// Everything in the meta state at one applied point.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetaSnapshot {
     pub version: u64,
     pub config: Option<ClusterConfig>,
@@ -26,6 +26,23 @@ pub struct MetaSnapshot {
     pub cluster_id: Option<u128>,
     /// Each node's recorded data-directory incarnation.
     pub incarnations: BTreeMap<NodeId, u128>,
+    /// What the cluster as a whole may do (see [`crate::version`]); 1 until raised.
+    pub cluster_version: u32,
+}
+
+impl Default for MetaSnapshot {
+    fn default() -> Self {
+        Self {
+            version: 0,
+            config: None,
+            nodes: Vec::new(),
+            shards: Vec::new(),
+            signing_keys: Vec::new(),
+            cluster_id: None,
+            incarnations: BTreeMap::new(),
+            cluster_version: crate::version::CLUSTER_V1,
+        }
+    }
 }
 
 impl MetaSnapshot {
@@ -95,6 +112,9 @@ impl MetaView {
                 signing_keys: self.list(TAG_KEY, "signing key")?,
                 cluster_id: self.get(&cluster_id_key(self.group), "cluster id")?,
                 incarnations: self.incarnations()?,
+                cluster_version: self
+                    .get(&cluster_version_key(self.group), "cluster version")?
+                    .unwrap_or(crate::version::CLUSTER_V1),
             };
             if self.version()? == version {
                 return Ok(snap);
