@@ -72,7 +72,8 @@ impl ApiError {
             | ErrorCode::StaleEpoch
             | ErrorCode::FailedPrecondition
             | ErrorCode::NodeReplaced
-            | ErrorCode::ClusterMismatch => 412,
+            | ErrorCode::ClusterMismatch
+            | ErrorCode::EventsPruned => 412,
             ErrorCode::InvalidArgument
             | ErrorCode::InvalidMembers
             | ErrorCode::DirectImmutable

@@ -168,11 +168,12 @@ pub enum ErrorCode {
     UnknownUser,
     NodeReplaced,
     ClusterMismatch,
+    EventsPruned,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::NotMember,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownConversation,
@@ -195,6 +196,7 @@ impl ErrorCode {
         ErrorCode::UnknownUser,
         ErrorCode::NodeReplaced,
         ErrorCode::ClusterMismatch,
+        ErrorCode::EventsPruned,
     ];
 
     /// The protobuf enum value, whose name is the stable string clients match on.
@@ -222,6 +224,7 @@ impl ErrorCode {
             ErrorCode::UnknownUser => v1::ErrorCode::UnknownUser,
             ErrorCode::NodeReplaced => v1::ErrorCode::NodeReplaced,
             ErrorCode::ClusterMismatch => v1::ErrorCode::ClusterMismatch,
+            ErrorCode::EventsPruned => v1::ErrorCode::EventsPruned,
         }
     }
 
@@ -290,7 +293,8 @@ impl ErrorCode {
             ErrorCode::StaleEpoch
             | ErrorCode::FailedPrecondition
             | ErrorCode::NodeReplaced
-            | ErrorCode::ClusterMismatch => tonic::Code::FailedPrecondition,
+            | ErrorCode::ClusterMismatch
+            | ErrorCode::EventsPruned => tonic::Code::FailedPrecondition,
             ErrorCode::MessageTooLarge
             | ErrorCode::InvalidArgument
             | ErrorCode::InvalidMembers
