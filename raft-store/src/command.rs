@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::AccountCommand;
 use crate::messaging::{
-    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, UserConv,
+    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, Prune, UserConv,
 };
 use crate::meta::MetaCommand;
 
@@ -30,6 +30,8 @@ pub enum Command {
     Account(AccountCommand),
     UserConv(UserConv),
     OutboxDone(OutboxDone),
+    /// Retention: a shard's leader prunes events and dedup keys nobody needs any more.
+    Prune(Prune),
 }
 
 /// Formats commands without their bodies: message bodies never reach logs (ARCHITECTURE.md
@@ -45,6 +47,7 @@ impl fmt::Debug for Command {
             Command::Account(a) => write!(f, "Account({a:?})"),
             Command::UserConv(d) => write!(f, "UserConv({d:?})"),
             Command::OutboxDone(d) => write!(f, "OutboxDone({d:?})"),
+            Command::Prune(p) => write!(f, "Prune({p:?})"),
         }
     }
 }
