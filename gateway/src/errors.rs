@@ -73,6 +73,7 @@ impl ApiError {
             | ErrorCode::FailedPrecondition
             | ErrorCode::NodeReplaced
             | ErrorCode::ClusterMismatch
+            | ErrorCode::EventsPruned
             | ErrorCode::UpgradeNotFinished => 412,
             ErrorCode::InvalidArgument
             | ErrorCode::InvalidMembers

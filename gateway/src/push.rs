@@ -3,8 +3,9 @@
 //! a shard's events into the device's events, gap-free and duplicate-free per conversation.
 //!
 //! The hub is only a cache of what nodes stream: when an upstream fails it resumes after the
-//! last log index on another replica, and when it cannot resume that way it tells sessions to
-//! resynchronize from the nodes (linearizable reads), which is always correct, only slower.
+//! last log index on another replica, and when it cannot resume that way (no position, or the
+//! shard pruned the events after it: `EVENTS_PRUNED`) it tells sessions to resynchronize from
+//! the nodes (linearizable reads), which is always correct, only slower.
 //! Gaps and duplicates are decided per conversation by seq (ARCHITECTURE.md invariant 5), never by
 //! log index, so a hub restart cannot lose or repeat a message.
 //!
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bongsu_proto::internal::{SubscribeEvent, SubscribeRequest};
-use bongsu_proto::v1;
+use bongsu_proto::{v1, ErrorCode};
 use futures::Stream;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -236,6 +237,13 @@ async fn upstream(
                 }
                 Ok(None) => {
                     tracing::info!(shard, node = %addr, "push upstream ended; resuming elsewhere");
+                    break;
+                }
+                Err(e) if ErrorCode::of_status(&e) == Some(ErrorCode::EventsPruned) => {
+                    // The shard no longer keeps the events after our position (retention):
+                    // start over from the latest entry, and the sessions resynchronize.
+                    tracing::warn!(shard, node = %addr, error = %e, "push upstream fell behind retention; resynchronizing");
+                    after = None;
                     break;
                 }
                 Err(e) => {

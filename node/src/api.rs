@@ -292,7 +292,8 @@ impl NodeApi for ApiService {
     /// removals from the conversations it holds) from any replica that hosts it, one event per
     /// log index in log-index order, resuming after `after_index` (or after the
     /// newest applied entry with `from_latest`); the stream waits for new entries and ends
-    /// when the client goes away.
+    /// when the client goes away. A resume from events retention pruned ends the stream with
+    /// `EVENTS_PRUNED` (ARCHITECTURE.md invariant 10).
     async fn subscribe(
         &self,
         req: Request<SubscribeRequest>,
@@ -312,8 +313,13 @@ impl NodeApi for ApiService {
         tokio::spawn(async move {
             let mut metrics = h.raft.metrics();
             loop {
-                let events = match h.messaging().shard_events_after(after, 256) {
-                    Ok(e) => e,
+                let events = match h.messaging().resume_after(after, 256) {
+                    Ok(Ok(e)) => e,
+                    Ok(Err(pruned)) => {
+                        let e = NodeError::rejected(ErrorCode::EventsPruned, pruned.to_string());
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
                     Err(e) => {
                         let _ = tx.send(Err(NodeError::from(e).into())).await;
                         return;

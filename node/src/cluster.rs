@@ -55,8 +55,9 @@ pub async fn admin_client(addr: &str) -> Result<AdminClient<tonic::transport::Ch
 impl Node {
     /// Writes a command to a group this node leads; `NOT_LEADER` otherwise.
     pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(CommandResult, u64)> {
-        let h = self.leading(group)?;
+        // Before leadership: whichever node is asked, the cluster cannot take it yet.
         crate::upgrade::gate(&self.meta(), &cmd)?;
+        let h = self.leading(group)?;
         if self.is_transferring(group) {
             return Err(NodeError::Unavailable(format!(
                 "group {group} is handing over its leadership; retry"

@@ -20,6 +20,7 @@ pub mod placement;
 pub mod quiesce;
 pub mod reads;
 pub mod rebalance;
+pub mod retention;
 pub mod server;
 pub mod signing;
 pub mod transfer;

@@ -25,12 +25,14 @@ fn addr(s: &str, field: &'static str) -> Result<SocketAddr> {
 }
 
 /// Starts the node's background work: following the shard map, liveness and joining, the
-/// rebalancer and preferred leaders, quiescing, the outbox pump and the signing-key check.
+/// rebalancer and preferred leaders, quiescing, the outbox pump, retention and the signing-key
+/// check.
 fn spawn_background(node: Arc<Node>) {
     crate::cluster::spawn(node.clone());
     crate::rebalance::spawn(node.clone());
     crate::quiesce::spawn(node.clone());
     crate::outbox::spawn(node.clone());
+    crate::retention::spawn(node.clone());
     crate::upgrade::spawn(node.clone());
     crate::signing::spawn(node);
 }

@@ -168,12 +168,13 @@ pub enum ErrorCode {
     UnknownUser,
     NodeReplaced,
     ClusterMismatch,
+    EventsPruned,
     UpgradeNotFinished,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::NotMember,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownConversation,
@@ -196,6 +197,7 @@ impl ErrorCode {
         ErrorCode::UnknownUser,
         ErrorCode::NodeReplaced,
         ErrorCode::ClusterMismatch,
+        ErrorCode::EventsPruned,
         ErrorCode::UpgradeNotFinished,
     ];
 
@@ -224,6 +226,7 @@ impl ErrorCode {
             ErrorCode::UnknownUser => v1::ErrorCode::UnknownUser,
             ErrorCode::NodeReplaced => v1::ErrorCode::NodeReplaced,
             ErrorCode::ClusterMismatch => v1::ErrorCode::ClusterMismatch,
+            ErrorCode::EventsPruned => v1::ErrorCode::EventsPruned,
             ErrorCode::UpgradeNotFinished => v1::ErrorCode::UpgradeNotFinished,
         }
     }
@@ -294,6 +297,7 @@ impl ErrorCode {
             | ErrorCode::FailedPrecondition
             | ErrorCode::NodeReplaced
             | ErrorCode::ClusterMismatch
+            | ErrorCode::EventsPruned
             | ErrorCode::UpgradeNotFinished => tonic::Code::FailedPrecondition,
             ErrorCode::MessageTooLarge
             | ErrorCode::InvalidArgument

@@ -5,9 +5,12 @@
 //!    which is the ceiling for a store that syncs once per entry;
 //! 2. the store's durable append throughput and latency with 256-byte message bodies, for
 //!    each `--groups` count, every group appending one entry at a time and waiting for it;
-//! 3. what a stored message costs on disk: `--disk-messages` appends (random printable text)
-//!    applied to one conversation, the log purged, the store compacted, its SST bytes divided
-//!    by the count.
+//! 3. what a stored message costs on disk: appends of 256 bytes (random printable text) to one
+//!    conversation applied to two stores side by side, one that never prunes and one where the
+//!    leader's `Prune` entries follow the appends (retention: dedup keys and events pruned
+//!    once the 24 h dedup window has passed, on a simulated clock of `--disk-ms-between`
+//!    milliseconds per message); at each count of `--disk-messages` both logs are purged,
+//!    both stores compacted, and their SST bytes divided by the count.
 //!
 //! The ratio of the two says whether group commit works: one group can at best come near the
 //! raw rate (one entry per sync), while many concurrent groups should share each sync and go
@@ -23,12 +26,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use bongsu_proto::model::{ClientMsgId, ConvId, ConversationKind, DeviceId, MessageKind, UserId};
-use bongsu_raft_store::messaging::{AppendMessage, CreateConversation};
-use bongsu_raft_store::{Command, Entry, Store, StoreOptions, WriterStats};
+use bongsu_raft_store::messaging::{AppendMessage, CreateConversation, Prune, DEDUP_WINDOW_MS};
+use bongsu_raft_store::{
+    Command, CommandResult, Entry, LogStore, StateMachineStore, Store, StoreOptions, WriterStats,
+};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
@@ -63,9 +69,15 @@ struct Args {
     /// Group counts to measure, one store case each.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     groups: Vec<usize>,
-    /// Messages the disk-cost case stores in one conversation (0 skips it).
-    #[arg(long, default_value_t = 50_000)]
-    disk_messages: u64,
+    /// Message counts at which the disk-cost case measures, in increasing order (`0` skips
+    /// the case).
+    #[arg(long, value_delimiter = ',', default_value = "50000,100000,200000")]
+    disk_messages: Vec<u64>,
+    /// Simulated milliseconds between two messages of the disk-cost case: the dedup window
+    /// (24 h) then holds 86,400,000 / this many messages, whose dedup keys and events are kept
+    /// by retention.
+    #[arg(long, default_value_t = 60_000)]
+    disk_ms_between: u64,
 }
 
 fn main() -> Result<()> {
@@ -157,21 +169,39 @@ fn main() -> Result<()> {
             None => println!("target: groups={} none set", case.groups),
         }
     }
-    let disk = if args.disk_messages > 0 {
-        let d = runtime.block_on(disk_case(&args.dir.join("store-disk"), args.disk_messages))?;
-        println!(
-            "disk: {} messages of {RECORD_BYTES} B applied and the log purged: {} B in SST files ({})",
-            d.messages,
-            d.total(),
-            d.by_cf
-                .iter()
-                .map(|(cf, b)| format!("{cf} {b} B"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        Some(d)
+    let checkpoints: Vec<u64> = args
+        .disk_messages
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect();
+    anyhow::ensure!(
+        checkpoints.windows(2).all(|w| w[0] < w[1]),
+        "--disk-messages must be increasing counts"
+    );
+    anyhow::ensure!(
+        args.disk_ms_between > 0,
+        "--disk-ms-between must be positive"
+    );
+    let disk = if checkpoints.is_empty() {
+        Vec::new()
     } else {
-        None
+        let d = runtime.block_on(disk_case(&args.dir, &checkpoints, args.disk_ms_between))?;
+        for p in &d {
+            for (mode, r) in [("kept", &p.kept), ("pruned", &p.pruned)] {
+                println!(
+                    "disk: {} messages of {RECORD_BYTES} B applied, the log purged, {mode}: {} B in SST files ({})",
+                    p.messages,
+                    r.total(),
+                    r.by_cf
+                        .iter()
+                        .map(|(cf, b)| format!("{cf} {b} B"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+        }
+        d
     };
     for case in &cases {
         println!(
@@ -184,13 +214,20 @@ fn main() -> Result<()> {
             case.per_sec() / raw.per_sec(),
         );
     }
-    if let Some(d) = disk {
-        // Nothing is pruned yet but the log: messages, their dedup keys and their events all
-        // stay (no retention), so this is the cost per message kept forever.
+    let window = DEDUP_WINDOW_MS / args.disk_ms_between;
+    for p in &disk {
+        // `none`: messages, their dedup keys and their events all stay, the cost of a message
+        // whose bookkeeping is kept forever. `pruned`: dedup keys and events older than the
+        // dedup window are gone, so only the last `window` messages still carry them.
         println!(
             "bench-store: disk_bytes_per_message={:.1} messages={} body_bytes={RECORD_BYTES} retention=none",
-            d.total() as f64 / d.messages as f64,
-            d.messages,
+            p.kept.total() as f64 / p.messages as f64,
+            p.messages,
+        );
+        println!(
+            "bench-store: disk_bytes_per_message={:.1} messages={} body_bytes={RECORD_BYTES} retention=pruned window_messages={window}",
+            p.pruned.total() as f64 / p.messages as f64,
+            p.messages,
         );
     }
     std::io::stdout().flush().context("flush stdout")?;
@@ -198,7 +235,6 @@ fn main() -> Result<()> {
 }
 
 struct DiskResult {
-    messages: u64,
     by_cf: Vec<(&'static str, u64)>,
 }
 
@@ -208,62 +244,142 @@ impl DiskResult {
     }
 }
 
-/// What storing messages costs on disk: `messages` appends to one conversation go through the
-/// log and the state machine as on a replica, the log is purged up to the last (as openraft
-/// does after a snapshot), and the store is flushed and compacted before its SST files are
-/// measured.
-async fn disk_case(path: &Path, messages: u64) -> Result<DiskResult> {
-    use openraft::storage::RaftLogStorage;
-    remove_stale(path)?;
-    let result = async {
+/// Both stores measured after the same messages.
+struct DiskPoint {
+    messages: u64,
+    kept: DiskResult,
+    pruned: DiskResult,
+}
+
+/// One store of the disk-cost case: a group's log and state machine, fed entry by entry.
+struct DiskStore {
+    store: Arc<Store>,
+    log: LogStore,
+    sm: StateMachineStore,
+    next: u64,
+    last: Option<LogId<u64>>,
+}
+
+impl DiskStore {
+    fn open(path: &Path) -> Result<Self> {
+        remove_stale(path)?;
         let store = Store::open(path, StoreOptions::default())
             .with_context(|| format!("open store at {}", path.display()))?;
         let group = 1;
-        let mut log = store.log_store(group);
-        let sm = store.state_machine(group, bongsu_raft_store::SmConfig::default());
-        let create = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-            payload: EntryPayload::Normal(Command::CreateConversation(CreateConversation {
-                conv_id: ConvId::from_u128(1),
-                kind: ConversationKind::Group,
-                creator: UserId::from_u128(1),
-                members: vec![UserId::from_u128(2)],
-                at_ms: 0,
-            })),
-        };
-        let mut entries = vec![create];
+        Ok(Self {
+            log: store.log_store(group),
+            sm: store.state_machine(group, bongsu_raft_store::SmConfig::default()),
+            store,
+            next: 1,
+            last: None,
+        })
+    }
+
+    /// Appends the commands to the log (durably) and applies them, as a replica does.
+    async fn run(&mut self, cmds: Vec<Command>) -> Result<Vec<CommandResult>> {
+        let entries: Vec<Entry> = cmds
+            .into_iter()
+            .map(|cmd| {
+                let e = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), self.next),
+                    payload: EntryPayload::Normal(cmd),
+                };
+                self.next += 1;
+                e
+            })
+            .collect();
+        self.last = self
+            .log
+            .append_durable(entries.clone())
+            .await?
+            .or(self.last);
+        Ok(self.sm.apply_entries(entries).await?)
+    }
+
+    /// Prunes as a shard's leader would with its clock at `now_ms`: `Prune` entries cutting at
+    /// their own index, while each says more is left.
+    async fn prune(&mut self, now_ms: u64) -> Result<()> {
+        loop {
+            let cmd = Command::Prune(Prune {
+                events_before: self.next,
+                now_ms,
+            });
+            match self.run(vec![cmd]).await?.pop() {
+                Some(CommandResult::Pruned { more: true, .. }) => {}
+                Some(CommandResult::Pruned { more: false, .. }) => return Ok(()),
+                other => anyhow::bail!("a prune answered {other:?}"),
+            }
+        }
+    }
+
+    /// Purges the log up to the last entry (as openraft does after a snapshot), flushes and
+    /// compacts, and measures the SST files.
+    async fn measure(&mut self) -> Result<DiskResult> {
+        use openraft::storage::RaftLogStorage;
+        if let Some(last) = self.last {
+            self.log.purge(last).await.context("purge the log")?;
+        }
+        self.store.flush_and_compact()?;
+        Ok(DiskResult {
+            by_cf: self.store.sst_bytes()?,
+        })
+    }
+}
+
+/// What storing messages costs on disk, with and without retention: the same appends to one
+/// conversation go through the log and the state machine of two stores as on a replica; one
+/// store also applies `Prune` entries after every thousand appends, with the clock the
+/// messages carry (`ms_between` apart). At each checkpoint both are measured.
+async fn disk_case(dir: &Path, checkpoints: &[u64], ms_between: u64) -> Result<Vec<DiskPoint>> {
+    let (kept_path, pruned_path) = (dir.join("store-disk"), dir.join("store-disk-pruned"));
+    let result = async {
+        let mut kept = DiskStore::open(&kept_path)?;
+        let mut pruned = DiskStore::open(&pruned_path)?;
+        let create = Command::CreateConversation(CreateConversation {
+            conv_id: ConvId::from_u128(1),
+            kind: ConversationKind::Group,
+            creator: UserId::from_u128(1),
+            members: vec![UserId::from_u128(2)],
+            at_ms: 0,
+        });
+        kept.run(vec![create.clone()]).await?;
+        pruned.run(vec![create]).await?;
         // Bodies of random printable text: repeated bytes would compress to almost nothing
         // and understate the cost.
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        entries.extend((2..=messages + 1).map(|i| {
-            let mut e = append_entry(0, i);
-            if let EntryPayload::Normal(Command::Append(m)) = &mut e.payload {
-                for b in m.body.iter_mut() {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    *b = b' ' + (seed % 95) as u8;
-                }
+        let mut sent = 0u64;
+        let mut points = Vec::new();
+        for &target in checkpoints {
+            while sent < target {
+                let n = (target - sent).min(1000);
+                let chunk: Vec<Command> = (sent + 1..=sent + n)
+                    .map(|i| {
+                        let mut m = append_message(0, i, i * ms_between);
+                        for b in m.body.iter_mut() {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            *b = b' ' + (seed % 95) as u8;
+                        }
+                        Command::Append(m)
+                    })
+                    .collect();
+                sent += n;
+                kept.run(chunk.clone()).await?;
+                pruned.run(chunk).await?;
+                pruned.prune(sent * ms_between).await?;
             }
-            e
-        }));
-        let mut last = None;
-        for chunk in entries.chunks(1000) {
-            last = log.append_durable(chunk.to_vec()).await?;
-            sm.apply_entries(chunk.to_vec()).await?;
+            points.push(DiskPoint {
+                messages: sent,
+                kept: kept.measure().await?,
+                pruned: pruned.measure().await?,
+            });
         }
-        if let Some(last) = last {
-            log.purge(last).await.context("purge the log")?;
-        }
-        store.flush_and_compact()?;
-        let by_cf = store.sst_bytes()?;
-        drop(log);
-        drop(sm);
-        drop(store);
-        anyhow::Ok(DiskResult { messages, by_cf })
+        anyhow::Ok(points)
     }
     .await;
-    let _ = fs::remove_dir_all(path);
+    let _ = fs::remove_dir_all(&kept_path);
+    let _ = fs::remove_dir_all(&pruned_path);
     result
 }
 
@@ -448,15 +564,21 @@ fn append_entry(group: u64, index: u64) -> Entry {
         .unwrap_or(0);
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Command::Append(AppendMessage {
-            conv_id: ConvId::from_u128(group as u128 + 1),
-            sender: UserId::from_u128(1),
-            device: DeviceId::from_u128(1),
-            client_msg_id: ClientMsgId::from_u128(((group as u128) << 64) | index as u128),
-            kind: MessageKind::Text,
-            body: vec![b'x'; RECORD_BYTES],
-            at_ms,
-        })),
+        payload: EntryPayload::Normal(Command::Append(append_message(group, index, at_ms))),
+    }
+}
+
+/// One 256-byte text message in the group's conversation, its client message id made from
+/// `n`.
+fn append_message(group: u64, n: u64, at_ms: u64) -> AppendMessage {
+    AppendMessage {
+        conv_id: ConvId::from_u128(group as u128 + 1),
+        sender: UserId::from_u128(1),
+        device: DeviceId::from_u128(1),
+        client_msg_id: ClientMsgId::from_u128(((group as u128) << 64) | n as u128),
+        kind: MessageKind::Text,
+        body: vec![b'x'; RECORD_BYTES],
+        at_ms,
     }
 }
 

@@ -7,7 +7,7 @@
 //! | tags | owner |
 //! | --- | --- |
 //! | `00` | the engine: applied log id and membership ([`crate::keys::TAG_APPLIED`]) |
-//! | `01`–`09` | [`crate::messaging`] (its module docs list them) |
+//! | `01`–`0a` | [`crate::messaging`] (its module docs list them) |
 //! | `10`–`16` | [`crate::meta`]: cluster configuration, nodes, shards, map version, signing keys, cluster id, incarnations |
 //! | `20`–`22` | [`crate::accounts`]: handles, accounts, devices |
 //!
@@ -28,7 +28,7 @@ pub(crate) fn apply(
     cmd: &Command,
     log_index: u64,
 ) -> Result<CommandResult> {
-    use messaging::{apply as m, outbox};
+    use messaging::{apply as m, outbox, retention};
     match cmd {
         Command::CreateConversation(c) => m::create(tx, cfg, c, log_index),
         Command::ChangeMembers(c) => m::change_members(tx, cfg, c, log_index),
@@ -36,6 +36,7 @@ pub(crate) fn apply(
         Command::MoveCursor(c) => m::move_cursor(tx, c, log_index),
         Command::UserConv(c) => outbox::user_conv(tx, c, log_index),
         Command::OutboxDone(c) => outbox::done(tx, c),
+        Command::Prune(c) => retention::prune(tx, c, log_index),
         Command::Meta(c) => meta::apply(tx, c),
         Command::Account(c) => accounts::apply(tx, c),
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::AccountCommand;
 use crate::messaging::{
-    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, UserConv,
+    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, Prune, UserConv,
 };
 use crate::meta::MetaCommand;
 
@@ -30,6 +30,8 @@ pub enum Command {
     Account(AccountCommand),
     UserConv(UserConv),
     OutboxDone(OutboxDone),
+    /// Retention: a shard's leader prunes events and dedup keys nobody needs any more.
+    Prune(Prune),
 }
 
 impl Command {
@@ -39,6 +41,7 @@ impl Command {
         // `SetClusterVersion` is what raises the version, so it cannot wait for it: its
         // proposer checks first that every node runs a binary that reads it.
         match self {
+            Command::Prune(_) => crate::version::CLUSTER_V2,
             _ => crate::version::CLUSTER_V1,
         }
     }
@@ -57,6 +60,7 @@ impl fmt::Debug for Command {
             Command::Account(a) => write!(f, "Account({a:?})"),
             Command::UserConv(d) => write!(f, "UserConv({d:?})"),
             Command::OutboxDone(d) => write!(f, "OutboxDone({d:?})"),
+            Command::Prune(p) => write!(f, "Prune({p:?})"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! writes, and everything lands in RocksDB as one atomic batch at the end.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -47,6 +48,46 @@ impl<'a> Overlay<'a> {
             None => self.store.get(self.group, CF_SM, key)?,
         };
         raw.map(|v| decode(self.group, key, what, &v)).transpose()
+    }
+
+    /// Keys of `[from, to)` that exist as this batch sees them (the stored ones with the batch's
+    /// own writes and deletes over them), in key order, at most `limit`, with their raw values.
+    /// What a scan returns therefore does not depend on where batch boundaries fall, so every
+    /// replica sees the same.
+    pub(crate) fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut stored = self.store.scan(self.group, CF_SM, from, to, false);
+        let mut head = stored.next().transpose()?;
+        let mut pending = self
+            .writes
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let pending_first = match (&head, pending.peek()) {
+                (None, None) => break,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some((sk, _)), Some((pk, _))) => pk.as_slice() <= &sk[..],
+            };
+            if pending_first {
+                let Some((k, v)) = pending.next() else { break };
+                if head.as_ref().is_some_and(|(sk, _)| &sk[..] == k.as_slice()) {
+                    head = stored.next().transpose()?;
+                }
+                if let Some(v) = v {
+                    out.push((k.clone(), v.clone()));
+                }
+            } else if let Some((k, v)) = head.take() {
+                out.push((k.to_vec(), v.to_vec()));
+                head = stored.next().transpose()?;
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {

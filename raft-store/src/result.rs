@@ -47,6 +47,14 @@ pub enum CommandResult {
     Rejected(Rejection),
     /// Raft's own entries (blank, membership) have no messaging result.
     Empty,
+    /// What a `Prune` did: keys deleted, the shard's retention watermark after it (events of
+    /// log indexes below `events_from` are gone, the rest kept), and whether more under the
+    /// same cut-off is left for another entry (the per-entry bound was reached).
+    Pruned {
+        removed: u32,
+        events_from: u64,
+        more: bool,
+    },
 }
 
 /// Why a command was refused, with its stable code.

@@ -93,6 +93,17 @@ impl Admin for AdminService {
         Ok(Response::new(MoveReplicaReply { voters }))
     }
 
+    async fn prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneReply>, Status> {
+        let r = req.into_inner();
+        let (removed, events_from, more) =
+            crate::retention::prune_once(&self.node, r.group, r.events_before).await?;
+        Ok(Response::new(PruneReply {
+            removed,
+            events_from,
+            more,
+        }))
+    }
+
     async fn campaign(
         &self,
         req: Request<CampaignRequest>,

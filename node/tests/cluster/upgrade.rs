@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bongsu_proto::internal::HelloRequest;
+use bongsu_proto::internal::{HelloRequest, PruneRequest};
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::version::{BINARY_VERSION, CLUSTER_V1, CLUSTER_V2};
 use bongsu_testkit::bounded;
 use bongsu_testkit::writers::ShardWriters;
 
-use crate::harness::{node_bin, plain, spec, Cluster};
+use crate::harness::{node_bin, plain, shard_group, spec, Cluster};
 
 /// Where `make previous-release` puts the previous release's node.
 const PREVIOUS_ENV: &str = "BONGSU_PREVIOUS_NODE";
@@ -160,8 +160,35 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
-/// Proposes a command this release added, through node `id`: `Err(code)` if refused.
+/// Proposes `Prune`, a command this release added, on shard 0 through its leader, after
+/// checking that node `id` refuses it the same way when it does not lead: `Err(code)` if
+/// refused.
 async fn gated_command(cluster: &mut Cluster, id: u64) -> Result<Result<(), ErrorCode>> {
-    let _ = (cluster, id);
-    bail!("no gated command yet")
+    let group = shard_group(0);
+    let leaders = cluster.leaders().await;
+    let leader = leaders.get(&group).context("shard 0 has no leader")?.leader;
+    let mut tried = Vec::new();
+    for node in [id, leader] {
+        if tried.contains(&node) {
+            continue;
+        }
+        tried.push(node);
+        let mut admin = cluster.node_mut(node).admin()?;
+        match admin
+            .prune(PruneRequest {
+                group,
+                events_before: 0,
+            })
+            .await
+        {
+            Ok(_) => return Ok(Ok(())),
+            Err(s) => match ErrorCode::of_status(&s) {
+                // Only the leader proposes; ask it.
+                Some(ErrorCode::NotLeader) if node != leader => continue,
+                Some(code) => return Ok(Err(code)),
+                None => bail!("prune through node {node}: {s}"),
+            },
+        }
+    }
+    bail!("shard 0's leader {leader} answered NOT_LEADER")
 }

@@ -42,6 +42,16 @@ fn error_codes_have_distinct_stable_names() {
     assert_eq!(ErrorCode::NotLeader.as_str(), "NOT_LEADER");
 }
 
+/// Codes are only ever added at the end: a new code keeps the next number on the wire, and
+/// its place in `ALL` (which is also its index in postcard, in stored rejections).
+#[test]
+fn the_newest_codes_keep_their_numbers() {
+    assert_eq!(ErrorCode::EventsPruned.as_str(), "EVENTS_PRUNED");
+    assert_eq!(ErrorCode::EventsPruned.to_proto() as i32, 23);
+    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::EventsPruned));
+    assert_eq!(ErrorCode::ClusterMismatch.to_proto() as i32, 22);
+}
+
 #[test]
 fn proto_messages_are_validated_on_receive() {
     let good = v1::Message {

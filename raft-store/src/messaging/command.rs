@@ -68,6 +68,22 @@ pub struct OutboxDone {
     pub delivered: Vec<(u64, UserId)>,
 }
 
+/// Node to node, proposed by a shard's leader now and then (see [`super::retention`]): prune the
+/// shard's bookkeeping that nobody needs any more. Drops, in log-index order, the subscriber
+/// events (message events and user events) of entries below `events_before`, and with each
+/// message event the message's dedup key, but stops at the first message whose dedup window
+/// has not passed at `now_ms`. Bounded: one entry deletes at most
+/// [`PRUNE_MAX_DELETES`](super::retention::PRUNE_MAX_DELETES) keys, and says whether more is
+/// left. `events_before` above the entry's own log index is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prune {
+    /// Events of log indexes below this one may go.
+    pub events_before: u64,
+    /// The proposer's clock, milliseconds since the Unix epoch: dedup windows are measured
+    /// against it, so that apply stays deterministic.
+    pub now_ms: u64,
+}
+
 impl fmt::Debug for CreateConversation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let CreateConversation {

@@ -15,6 +15,7 @@ pub const TAG_EVENT: u8 = 0x06;
 pub const TAG_OUTBOX: u8 = 0x07;
 pub const TAG_USER_CONV: u8 = 0x08;
 pub const TAG_USER_EVENT: u8 = 0x09;
+pub const TAG_RETENTION: u8 = 0x0a;
 
 /// A conversation's header, read on every append.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,14 @@ pub struct UserConvRecord {
     /// A record with `joined == false` stays as a tombstone so that a late, older "joined"
     /// cannot bring the conversation back.
     pub version: u64,
+}
+
+/// How far retention has pruned the shard's events (see [`super::retention`]): every message
+/// event and user event of a log index below `events_from` is gone, every one at or above it
+/// is kept. Absent until the first prune (then nothing is pruned: `events_from` is 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRecord {
+    pub events_from: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,4 +140,9 @@ pub fn user_conv_prefix(g: GroupId, user: &UserId) -> Vec<u8> {
 /// The user events a log entry recorded (a `Vec<UserEvent>`, never empty), by log index.
 pub fn user_event_key(g: GroupId, log_index: u64) -> Vec<u8> {
     sm_key(g, &[&[TAG_USER_EVENT], &log_index.to_be_bytes()])
+}
+
+/// The shard's [`RetentionRecord`].
+pub fn retention_key(g: GroupId) -> Vec<u8> {
+    sm_key(g, &[&[TAG_RETENTION]])
 }

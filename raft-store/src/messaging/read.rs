@@ -142,8 +142,14 @@ impl MessagingView {
     }
 
     /// Messages appended by log entries with index > `after_index`, in log order, at most
-    /// `limit`, each with its log index: what a subscriber resuming after `after_index` needs.
-    pub fn events_after(&self, after_index: u64, limit: usize) -> Result<Vec<(u64, Message)>> {
+    /// `limit`, each with its log index. Blind to retention: subscribers read
+    /// [`resume_after`](Self::resume_after), which refuses a resume from pruned events.
+    #[cfg(test)]
+    pub(crate) fn events_after(
+        &self,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Message)>> {
         self.events_between(after_index, u64::MAX, limit)
     }
 

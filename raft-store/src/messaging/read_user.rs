@@ -5,6 +5,7 @@ use bongsu_proto::model::{ConvId, Message, UserId};
 
 use super::layout::{self, OutboxEntry, UserConvRecord, UserEvent};
 use super::read::{corrupt, MessagingView};
+use super::retention::EventsPruned;
 use crate::codec::decode;
 use crate::errors::Result;
 use crate::keys::{prefix_end, CF_SM};
@@ -144,7 +145,9 @@ impl MessagingView {
     /// its applied index, so everything up to it is in the store, while an entry applied
     /// between the two scans could otherwise show up in one and not the other, and a
     /// subscriber that resumed after it would never see the rest.
-    pub fn shard_events_after(
+    ///
+    /// Blind to retention: subscribers read [`resume_after`](Self::resume_after).
+    pub(crate) fn shard_events_after(
         &self,
         after_index: u64,
         limit: usize,
@@ -174,5 +177,19 @@ impl MessagingView {
             out.extend(next);
         }
         Ok(out)
+    }
+
+    /// What a subscriber resuming after `after_index` gets: the shard's events after it, as
+    /// [`shard_events_after`](Self::shard_events_after) reads them, or [`EventsPruned`] when
+    /// retention pruned some of them, never a stream with a hole. The watermark is read after
+    /// the scans and only rises, so a prune that landed during them is seen (see
+    /// [`super::retention`]).
+    pub fn resume_after(
+        &self,
+        after_index: u64,
+        limit: usize,
+    ) -> Result<std::result::Result<Vec<(u64, ShardEvent)>, EventsPruned>> {
+        let events = self.shard_events_after(after_index, limit)?;
+        Ok(self.check_resume(after_index)?.map(|()| events))
     }
 }

@@ -6,7 +6,7 @@ use bongsu_proto::ErrorCode;
 use bongsu_raft_store::accounts::{AccountCommand, DeviceKind};
 use bongsu_raft_store::codec::encode;
 use bongsu_raft_store::messaging::{
-    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, UserConv,
+    AppendMessage, ChangeMembers, CreateConversation, MoveCursor, OutboxDone, Prune, UserConv,
 };
 use bongsu_raft_store::meta::{MetaCommand, NodeState};
 use bongsu_raft_store::{Command, CommandResult, Rejection};
@@ -108,6 +108,13 @@ fn commands() -> Vec<(&'static str, Command)> {
                 delivered: vec![(11, u(2)), (12, u(3))],
             }),
         ),
+        (
+            "prune",
+            Command::Prune(Prune {
+                events_before: 300,
+                now_ms: 1_700_000_000_004,
+            }),
+        ),
     ]
 }
 
@@ -147,12 +154,21 @@ fn results() -> Vec<(&'static str, CommandResult)> {
             }),
         ),
         ("empty", CommandResult::Empty),
+        (
+            "pruned",
+            CommandResult::Pruned {
+                removed: 1024,
+                events_from: 300,
+                more: true,
+            },
+        ),
     ]
 }
 
 /// Encoded with `codec::encode` (postcard and its CRC) while every messaging command was a
 /// variant with fields of its own, before each got its own type in `messaging::command`.
-const PINNED_COMMANDS: [(&str, &str); 9] = [
+/// `prune` was added later, at the end (variant 8: the ninth command).
+const PINNED_COMMANDS: [(&str, &str); 10] = [
     ("create", "0000000000000000000000000000000001010000000000000000000000000000000202000000000000000000000000000000030000000000000000000000000000000480d095ffbc319a5bfa72"),
     ("change members", "0100000000000000000000000000000001000000000000000000000000000000020100000000000000000000000000000005010000000000000000000000000000000381d095ffbc3120511d2f"),
     ("append", "02000000000000000000000000000000010000000000000000000000000000000200000000000000000000000000000006000000000000000000000000000000070002686982d095ffbc31d54a1477"),
@@ -162,9 +178,10 @@ const PINNED_COMMANDS: [(&str, &str); 9] = [
     ("account", "050300000000000000000000000000000002000000000000000000000000000000060570686f6e6500080808080808080808080808080808080808080808080808080808080808080883d095ffbc3155fc2cac"),
     ("user conv", "060000000000000000000000000000000200000000000000000000000000000001010b4ba9903e"),
     ("outbox done", "07020b000000000000000000000000000000020c00000000000000000000000000000003ae966be9"),
+    ("prune", "08ac0284d095ffbc313eb8d016"),
 ];
 
-const PINNED_RESULTS: [(&str, &str); 10] = [
+const PINNED_RESULTS: [(&str, &str); 11] = [
     ("created", "0000000000000000000000000000000001019ace0709"),
     ("members changed", "01030472cbc1"),
     ("appended", "02040078c8a998"),
@@ -175,6 +192,7 @@ const PINNED_RESULTS: [(&str, &str); 10] = [
     ("map changed", "07060d21fbe7"),
     ("rejected", "0800026e6f5252a5d3"),
     ("empty", "092957deab"),
+    ("pruned", "0a8008ac0201a8ec58f1"),
 ];
 
 fn assert_pinned<T: serde::Serialize>(cases: Vec<(&'static str, T)>, pinned: &[(&str, &str)]) {
