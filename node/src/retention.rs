@@ -2,12 +2,16 @@
 //! dedup keys nobody needs any more are deleted (the rules and why they are safe are in
 //! `bongsu_raft_store::messaging::retention`; ARCHITECTURE.md invariant 10).
 //!
-//! Every [`PERIOD`] the loop notes each hosted shard's applied index, so that it knows, from
-//! its own memory, which index it had applied [`EVENT_MIN_AGE`] ago: events up to that index
-//! are at least that old. A shard this node leads gets `Prune { events_before: that index + 1,
-//! now_ms }` when the store says it would delete something (`prune_pending`, a seek or two),
-//! and again while the result says more is left, up to [`MAX_ENTRIES_PER_ROUND`] entries per
-//! round. An idle shard with nothing to prune is read, never woken or written.
+//! Every [`PERIOD`] the loop notes each hosted shard's applied index (at most one sample per
+//! [`SAMPLE_GAP`]), so that it knows, from its own memory, which index it had applied
+//! [`EVENT_MIN_AGE`] ago: events up to that index are at least that old. A shard this node
+//! leads gets `Prune { events_before: that index + 1, now_ms }` when the store says it would
+//! delete something (`prune_pending`, a seek or two), and again while the result says more is
+//! left, up to [`MAX_ENTRIES_PER_ROUND`] entries per round; a shard left with more to prune
+//! brings the next round forward to [`CATCH_UP`]. So a busy shard's pruning is paced by how
+//! fast its `Prune` entries commit (each deleting up to 1,024 keys, the bookkeeping of 512
+//! messages), not by the period. An idle shard with nothing to prune is read, never woken or
+//! written.
 //!
 //! A node that has just started, or just became leader of a shard it did not host an hour ago,
 //! knows no old enough index yet and prunes nothing until it does: memory lost is retention
@@ -31,9 +35,14 @@ use crate::node::{GroupHandle, Node};
 pub const EVENT_MIN_AGE: Duration = Duration::from_secs(60 * 60);
 /// How often hosted shards are looked at.
 const PERIOD: Duration = Duration::from_secs(60);
+/// How soon the next round comes when a shard was left with more to prune.
+const CATCH_UP: Duration = Duration::from_secs(1);
+/// The least time between two samples of one shard's applied index, so that catch-up rounds
+/// do not fill memory with samples.
+const SAMPLE_GAP: Duration = Duration::from_secs(30);
 /// `Prune` entries proposed per shard per round, at most; each deletes a bounded number of
 /// keys (`PRUNE_MAX_DELETES`), and the next round goes on.
-const MAX_ENTRIES_PER_ROUND: usize = 64;
+const MAX_ENTRIES_PER_ROUND: usize = 256;
 
 pub fn spawn(node: Arc<Node>) {
     tokio::spawn(run(node));
@@ -46,10 +55,10 @@ pub struct Samples {
 }
 
 impl Samples {
-    /// Notes that `group` had applied `applied` at `now`, and returns the events cut-off: one
-    /// past the newest index seen applied at least `min_age` before `now` (nothing if no sample
-    /// is that old yet). Only the newest old sample is kept, so memory stays a period's worth
-    /// of samples per `min_age`.
+    /// Notes that `group` had applied `applied` at `now` (unless its last sample is more
+    /// recent than [`SAMPLE_GAP`]), and returns the events cut-off: one past the newest index
+    /// seen applied at least `min_age` before `now` (nothing if no sample is that old yet).
+    /// Only the newest old sample is kept, so memory stays one sample per gap per `min_age`.
     pub fn observe(
         &mut self,
         group: GroupId,
@@ -58,7 +67,12 @@ impl Samples {
         min_age: Duration,
     ) -> Option<u64> {
         let seen = self.by_group.entry(group).or_default();
-        seen.push_back((now, applied));
+        if seen
+            .back()
+            .is_none_or(|(t, _)| now.saturating_duration_since(*t) >= SAMPLE_GAP)
+        {
+            seen.push_back((now, applied));
+        }
         let old_enough = |t: &Instant| now.saturating_duration_since(*t) >= min_age;
         while seen.len() > 1 && seen.get(1).is_some_and(|(t, _)| old_enough(t)) {
             seen.pop_front();
@@ -83,8 +97,10 @@ fn now_ms() -> u64 {
 
 async fn run(node: Arc<Node>) {
     let mut samples = Samples::default();
+    let mut behind = false;
     loop {
-        tokio::time::sleep(PERIOD).await;
+        tokio::time::sleep(if behind { CATCH_UP } else { PERIOD }).await;
+        behind = false;
         let groups: Vec<GroupHandle> = node
             .groups()
             .into_iter()
@@ -111,8 +127,9 @@ async fn run(node: Arc<Node>) {
             if node.leading(h.group).is_err() {
                 continue;
             }
-            if let Err(e) = prune(&node, &h, events_before).await {
-                tracing::warn!(group = h.group, error = %e, "prune; will retry");
+            match prune(&node, &h, events_before).await {
+                Ok(more) => behind |= more,
+                Err(e) => tracing::warn!(group = h.group, error = %e, "prune; will retry"),
             }
         }
     }
@@ -143,12 +160,12 @@ pub async fn prune_once(node: &Node, group: GroupId, events_before: u64) -> Resu
 }
 
 /// Proposes `Prune` entries on a group this node leads while the store says they would delete
-/// something, at most [`MAX_ENTRIES_PER_ROUND`].
-async fn prune(node: &Node, h: &GroupHandle, events_before: u64) -> Result<()> {
+/// something, at most [`MAX_ENTRIES_PER_ROUND`]; returns whether more is left.
+async fn prune(node: &Node, h: &GroupHandle, events_before: u64) -> Result<bool> {
     for _ in 0..MAX_ENTRIES_PER_ROUND {
         let now_ms = now_ms();
         if !h.messaging().prune_pending(events_before, now_ms)? {
-            return Ok(());
+            return Ok(false);
         }
         let cmd = Command::Prune(Prune {
             events_before,
@@ -162,14 +179,14 @@ async fn prune(node: &Node, h: &GroupHandle, events_before: u64) -> Result<()> {
             } => {
                 tracing::debug!(group = h.group, removed, events_from, more, "pruned");
                 if !more {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             CommandResult::Rejected(r) => return Err(NodeError::rejected(r.code, r.reason)),
             other => return Err(NodeError::Raft(format!("prune answered {other:?}"))),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -194,6 +211,20 @@ mod tests {
         assert_eq!(s.observe(1, at(125), 1300, HOUR), Some(1001));
         // Older samples were dropped: the queue holds an hour of samples and one more.
         assert!(s.by_group[&1].len() <= 4, "{:?}", s.by_group[&1]);
+    }
+
+    #[test]
+    fn catch_up_rounds_do_not_add_samples() {
+        let mut s = Samples::default();
+        let t0 = Instant::now();
+        assert_eq!(s.observe(1, t0, 10, HOUR), None);
+        // Rounds a second apart sample nothing new, so the cut-off stays where it was.
+        for secs in 1..20 {
+            s.observe(1, t0 + Duration::from_secs(secs), 10 + secs, HOUR);
+        }
+        assert_eq!(s.by_group[&1].len(), 1);
+        assert_eq!(s.observe(1, t0 + HOUR, 5000, HOUR), Some(11));
+        assert_eq!(s.by_group[&1].len(), 2);
     }
 
     #[test]
