@@ -137,7 +137,11 @@ async fn run(node: Arc<Node>) {
 
 /// Proposes one `Prune` on a shard group this node leads, for an operator (the admin API):
 /// what it removed, the oldest event index kept, and whether more is left.
-pub async fn prune_once(node: &Node, group: GroupId, events_before: u64) -> Result<(u64, u64, bool)> {
+pub async fn prune_once(
+    node: &Node,
+    group: GroupId,
+    events_before: u64,
+) -> Result<(u64, u64, bool)> {
     if group == META_GROUP {
         return Err(NodeError::rejected(
             bongsu_proto::ErrorCode::InvalidArgument,

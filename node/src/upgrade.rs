@@ -139,3 +139,48 @@ async fn raise(node: &Node) {
         Err(e) => tracing::warn!(error = %e, "raising the cluster version failed; retrying"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bongsu_raft_store::messaging::Prune;
+    use bongsu_raft_store::version::CLUSTER_V2;
+
+    fn meta(cluster_version: u32) -> MetaSnapshot {
+        MetaSnapshot {
+            cluster_version,
+            ..MetaSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_new_command_waits_for_the_cluster_version() {
+        let prune = Command::Prune(Prune {
+            events_before: 1,
+            now_ms: 1,
+        });
+        match gate(&meta(CLUSTER_V1), &prune) {
+            Err(NodeError::Rejected { code, reason }) => {
+                assert_eq!(code, ErrorCode::UpgradeNotFinished);
+                assert!(reason.contains("every node"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(gate(&meta(CLUSTER_V2), &prune).is_ok());
+        // Raising the version cannot wait for itself; release 1's commands never wait.
+        let raise = Command::Meta(MetaCommand::SetClusterVersion {
+            version: CLUSTER_V2,
+        });
+        assert!(gate(&meta(CLUSTER_V1), &raise).is_ok());
+    }
+
+    #[test]
+    fn a_binary_below_the_cluster_version_refuses_to_start() {
+        assert!(check_binary(&meta(CLUSTER_V1)).is_ok());
+        assert!(check_binary(&meta(BINARY_VERSION)).is_ok());
+        let err = check_binary(&meta(BINARY_VERSION + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never goes back"), "{err}");
+    }
+}

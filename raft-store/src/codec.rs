@@ -142,7 +142,10 @@ mod tests {
         assert!(err.to_string().contains("newer release"), "{err}");
 
         let legacy = current_to_legacy(&current).unwrap();
-        assert_eq!(&legacy[..legacy.len() - CRC_LEN], &current[1..current.len() - CRC_LEN]);
+        assert_eq!(
+            &legacy[..legacy.len() - CRC_LEN],
+            &current[1..current.len() - CRC_LEN]
+        );
         assert!(decode::<(u64, String)>(1, b"k", "test", &legacy).is_err());
         assert_eq!(legacy_to_current(&legacy).unwrap(), current);
         assert_eq!(legacy_to_current(&current[1..]), None);

@@ -40,7 +40,10 @@ fn is_own(cf: &str, key: &[u8]) -> bool {
 /// Returns how many values were converted.
 pub(crate) fn ensure_format(db: &DB, path: &str) -> Result<u64> {
     let node = cf_handle(db, CF_NODE);
-    if let Some(v) = db.get_cf(node, FORMAT_KEY).map_err(rocks("read store format"))? {
+    if let Some(v) = db
+        .get_cf(node, FORMAT_KEY)
+        .map_err(rocks("read store format"))?
+    {
         let format = <[u8; 4]>::try_from(v.as_slice())
             .map(u32::from_le_bytes)
             .map_err(|_| StoreError::Corrupt {
@@ -60,7 +63,9 @@ pub(crate) fn ensure_format(db: &DB, path: &str) -> Result<u64> {
             return Ok(0);
         }
     }
-    let progress = db.get_cf(node, PROGRESS_KEY).map_err(rocks("read rewrite progress"))?;
+    let progress = db
+        .get_cf(node, PROGRESS_KEY)
+        .map_err(rocks("read rewrite progress"))?;
     let empty = progress.is_none()
         && keys::ALL_CFS.iter().all(|cf| {
             db.iterator_cf(cf_handle(db, cf), IteratorMode::Start)
@@ -80,7 +85,8 @@ fn finish(db: &DB, mut batch: WriteBatch) -> Result<()> {
     batch.put_cf(node, FORMAT_KEY, STORE_FORMAT.to_le_bytes());
     let mut wo = WriteOptions::default();
     wo.set_sync(true);
-    db.write_opt(batch, &wo).map_err(rocks("write store format"))
+    db.write_opt(batch, &wo)
+        .map_err(rocks("write store format"))
 }
 
 fn rewrite(db: &DB, path: &str, progress: Option<Vec<u8>>) -> Result<u64> {
@@ -133,7 +139,11 @@ fn rewrite(db: &DB, path: &str, progress: Option<Vec<u8>>) -> Result<u64> {
         db.write(batch).map_err(rocks("rewrite"))?;
     }
     finish(db, WriteBatch::default())?;
-    tracing::warn!(path, converted, "store rewritten into this release's format");
+    tracing::warn!(
+        path,
+        converted,
+        "store rewritten into this release's format"
+    );
     Ok(converted)
 }
 
@@ -153,7 +163,11 @@ mod tests {
     fn a_release_1_store_is_rewritten_once_and_a_newer_one_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
-        assert_eq!(ensure_format(&db, "t").unwrap(), 0, "a new store has nothing to convert");
+        assert_eq!(
+            ensure_format(&db, "t").unwrap(),
+            0,
+            "a new store has nothing to convert"
+        );
         drop(db);
 
         let dir = tempfile::tempdir().unwrap();
@@ -165,10 +179,12 @@ mod tests {
             db.put_cf(cf, (i as u64).to_be_bytes(), legacy).unwrap();
         }
         // A crash halfway: the progress mark says the first column family is done.
-        db.put_cf(cf_handle(&db, CF_NODE), PROGRESS_KEY, [1u8]).unwrap();
+        db.put_cf(cf_handle(&db, CF_NODE), PROGRESS_KEY, [1u8])
+            .unwrap();
         let first = cf_handle(&db, keys::ALL_CFS[0]);
         for (i, v) in values.iter().enumerate().filter(|(i, _)| i % 5 == 0) {
-            db.put_cf(first, (i as u64).to_be_bytes(), encode(v)).unwrap();
+            db.put_cf(first, (i as u64).to_be_bytes(), encode(v))
+                .unwrap();
         }
         assert_eq!(ensure_format(&db, "t").unwrap(), 2400);
         for (i, v) in values.iter().enumerate() {

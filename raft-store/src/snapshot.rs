@@ -428,10 +428,7 @@ impl SnapshotReader {
             self.value = legacy_to_current(&self.value)
                 .ok_or_else(|| self.bad(format!("value {} fails its checksum", self.count)))?;
         } else if current_to_legacy(&self.value).is_none() {
-            return Err(self.bad(format!(
-                "value {} fails its checksum or format",
-                self.count
-            )));
+            return Err(self.bad(format!("value {} fails its checksum or format", self.count)));
         }
         Ok(Some((&self.key, &self.value)))
     }

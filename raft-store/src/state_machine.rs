@@ -405,6 +405,9 @@ impl StateMachineStore {
     async fn finish_install(&self, mut record: SnapshotRecord) -> Result<()> {
         let this = self.clone();
         let file = record.file.clone();
+        let bytes = std::fs::metadata(self.store.snapshot_dir().join(&file))
+            .map(|m| m.len())
+            .unwrap_or(0);
         let started = std::time::Instant::now();
         let entries =
             crate::store::off_runtime("install snapshot", move || this.stream_into_state(&file))
@@ -428,6 +431,7 @@ impl StateMachineStore {
         tracing::info!(
             group = self.group,
             entries,
+            bytes,
             ms = started.elapsed().as_millis() as u64,
             last_log_id = ?record.meta.last_log_id,
             "installed a snapshot"

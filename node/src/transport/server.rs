@@ -6,8 +6,8 @@ use bongsu_proto::internal::raft_transport_server::RaftTransport;
 use bongsu_proto::internal::{
     raft_reply, PingReply, PingRequest, RaftBatch, RaftKind, RaftMessage, RaftReply, RaftReplyBatch,
 };
-use bongsu_raft_store::{NodeId, TypeConfig};
 use bongsu_raft_store::version::FRAME_FORMAT;
+use bongsu_raft_store::{NodeId, TypeConfig};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::Raft;
 use tokio::sync::mpsc;

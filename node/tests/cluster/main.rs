@@ -21,7 +21,7 @@
 //! - [`wiped`] brings a voter back with a wiped disk under its old id and shows that it never
 //!   votes, so a committed entry survives (and, with the check switched off, that it is lost),
 //!   and that it is refused when it asks to join;
-//! - [`snapshot`] feeds a follower a shard twelve times the snapshot memory budget by snapshot
+//! - [`snapshot`] feeds a follower a shard sixteen times the snapshot memory budget by snapshot
 //!   and checks both ends' peak memory, read from `/proc`;
 //! - [`upgrade`] upgrades a cluster of the previous release one node at a time under a write
 //!   load, and checks that a new command waits for the cluster version.

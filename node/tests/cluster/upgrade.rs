@@ -149,7 +149,10 @@ async fn run() -> Result<()> {
         summary.problems
     );
     let (digests, unsettled) = cluster.replica_digests(Duration::from_secs(60)).await;
-    ensure!(unsettled.is_empty(), "replicas never settled: {unsettled:?}");
+    ensure!(
+        unsettled.is_empty(),
+        "replicas never settled: {unsettled:?}"
+    );
     for (shard, replicas) in &digests {
         ensure!(
             replicas.len() == 3 && replicas.iter().all(|r| r.digest == replicas[0].digest),

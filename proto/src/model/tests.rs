@@ -48,7 +48,16 @@ fn error_codes_have_distinct_stable_names() {
 fn the_newest_codes_keep_their_numbers() {
     assert_eq!(ErrorCode::EventsPruned.as_str(), "EVENTS_PRUNED");
     assert_eq!(ErrorCode::EventsPruned.to_proto() as i32, 23);
-    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::EventsPruned));
+    assert_eq!(
+        ErrorCode::UpgradeNotFinished.as_str(),
+        "UPGRADE_NOT_FINISHED"
+    );
+    assert_eq!(ErrorCode::UpgradeNotFinished.to_proto() as i32, 24);
+    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::UpgradeNotFinished));
+    assert_eq!(
+        ErrorCode::ALL[ErrorCode::ALL.len() - 2],
+        ErrorCode::EventsPruned
+    );
     assert_eq!(ErrorCode::ClusterMismatch.to_proto() as i32, 22);
 }
 

@@ -161,7 +161,9 @@ pub enum MetaCommand {
     },
     /// Raises the cluster version (see [`crate::version`]); never lowers it. Proposed by the
     /// meta leader once every node runs a binary of that version.
-    SetClusterVersion { version: u32 },
+    SetClusterVersion {
+        version: u32,
+    },
 }
 
 #[cfg(test)]

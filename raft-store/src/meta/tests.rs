@@ -270,3 +270,44 @@ async fn incarnations_refuse_a_new_directory_under_a_members_id() {
         vec![(1, 0x11), (3, 0x31), (9, 0x91)]
     );
 }
+
+#[tokio::test]
+async fn the_cluster_version_only_rises() {
+    let mut m = Meta::new();
+    assert!(matches!(
+        m.run(init(1)).await,
+        CommandResult::MapChanged { .. }
+    ));
+    assert_eq!(
+        m.view.snapshot().unwrap().cluster_version,
+        crate::version::CLUSTER_V1
+    );
+    let raised = m
+        .run(MetaCommand::SetClusterVersion {
+            version: crate::version::CLUSTER_V2,
+        })
+        .await;
+    assert!(
+        matches!(raised, CommandResult::MapChanged { .. }),
+        "{raised:?}"
+    );
+    assert_eq!(
+        m.view.snapshot().unwrap().cluster_version,
+        crate::version::CLUSTER_V2
+    );
+    for version in [crate::version::CLUSTER_V1, crate::version::CLUSTER_V2] {
+        let before = m.view.snapshot().unwrap();
+        match m.run(MetaCommand::SetClusterVersion { version }).await {
+            CommandResult::Rejected(r) => {
+                assert_eq!(r.code, ErrorCode::FailedPrecondition);
+                assert!(r.reason.contains("never goes down"), "{}", r.reason);
+            }
+            other => panic!("version {version} after 2: {other:?}"),
+        }
+        assert_eq!(
+            m.view.snapshot().unwrap(),
+            before,
+            "a refusal changed the state"
+        );
+    }
+}

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::apply::{
-    cluster_id_key, cluster_version_key, config_key, version_key, TAG_INCARNATION, TAG_KEY, TAG_NODE, TAG_SHARD,
+    cluster_id_key, cluster_version_key, config_key, version_key, TAG_INCARNATION, TAG_KEY,
+    TAG_NODE, TAG_SHARD,
 };
 use super::{ClusterConfig, NodeRecord, ShardRecord, SigningKey};
 use crate::codec::decode;
