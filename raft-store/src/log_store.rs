@@ -189,7 +189,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_to_indexes(&range);
-        self.read_entries(start, end)
+        // Reads of entries no longer in a memtable wait for the disk: off the runtime, so a
+        // catching-up follower's reads never delay the heartbeats a worker sends.
+        let this = self.clone();
+        crate::store::off_runtime("read log", move || this.read_entries(start, end))
+            .await
             .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))
     }
 
@@ -206,9 +210,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         } else {
             self.store.replication_max_bytes()
         };
-        let entries = self
-            .read_entries_limited(start, end, max)
-            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
+        let this = self.clone();
+        let entries = crate::store::off_runtime("read log for replication", move || {
+            this.read_entries_limited(start, end, max)
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Read))?;
         if let Some(last) = entries.last() {
             self.cursor = Some((last.log_id.index + 1, seek));
         }
