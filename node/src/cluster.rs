@@ -162,6 +162,11 @@ impl Node {
                 // tell this node: a leader stops replicating to removed voters.
                 tracing::info!(group = g, "stopping group no longer placed here");
                 self.stop_group(g).await;
+                // Its data is no use here any more (retention, ARCHITECTURE.md invariant 10).
+                match self.store.drop_group(g).await {
+                    Ok(()) => tracing::info!(group = g, "deleted the group's data"),
+                    Err(e) => tracing::warn!(group = g, error = %e, "delete the group's data"),
+                }
             }
         }
         // The meta leader makes every registered node a meta learner, so that every node has

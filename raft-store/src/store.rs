@@ -245,6 +245,64 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes what a group left on this node once the node no longer hosts it (its replica
+    /// moved away and the membership change committed): its log, its state, its snapshot
+    /// (record and file), and its committed and purged marks. Its vote stays (a few bytes), so
+    /// that the node never votes twice in a term it already voted in. Run it only after the
+    /// group was shut down.
+    pub async fn drop_group(self: &Arc<Self>, group: GroupId) -> Result<()> {
+        use crate::group_commit::Op;
+        let sm = self.state_machine(group, crate::SmConfig::default());
+        let _writing = self.snapshot_lock.lock().await;
+        let record = sm.record()?;
+        let end = keys::group_end(group);
+        let ops = vec![
+            Op::DeleteRange {
+                cf: keys::CF_LOG,
+                from: keys::group_prefix(group).to_vec(),
+                to: end.clone(),
+            },
+            Op::DeleteRange {
+                cf: keys::CF_SM,
+                from: keys::sm_key(group, &[]),
+                to: end,
+            },
+            Op::Delete {
+                cf: keys::CF_SNAP,
+                key: keys::snap_key(group).to_vec(),
+            },
+            Op::Delete {
+                cf: CF_RAFT,
+                key: keys::raft_key(group, keys::RAFT_COMMITTED).to_vec(),
+            },
+            Op::Delete {
+                cf: CF_RAFT,
+                key: keys::raft_key(group, keys::RAFT_PURGED).to_vec(),
+            },
+        ];
+        self.writer.write(group, ops).await?;
+        if let Some(r) = record {
+            let _ = std::fs::remove_file(self.snapshot_dir.join(&r.file));
+        }
+        Ok(())
+    }
+
+    /// Whether the group has any log entry or state-machine key on this node.
+    pub fn group_has_data(&self, group: GroupId) -> Result<bool> {
+        let end = keys::group_end(group);
+        let log = self
+            .scan(group, keys::CF_LOG, &keys::group_prefix(group), &end, false)
+            .next()
+            .transpose()?
+            .is_some();
+        let sm = self
+            .scan(group, keys::CF_SM, &keys::sm_key(group, &[]), &end, false)
+            .next()
+            .transpose()?
+            .is_some();
+        Ok(log || sm)
+    }
+
     /// Flushes every column family's memtable and compacts it fully, so that what is on disk
     /// is only live data in SST files (for measurements such as `make bench-store`'s disk
     /// cost per message; a running node never needs it).

@@ -16,7 +16,7 @@ use bongsu_proto::internal::{DrainRequest, SafeToStopRequest, ShardMap, StatusRe
 use bongsu_proto::ErrorCode;
 
 use crate::harness::{
-    judge_maps, replica_counts, spec, Cluster, MapHistory, MapRecorder, META_GROUP,
+    judge_maps, replica_counts, shard_group, spec, Cluster, MapHistory, MapRecorder, META_GROUP,
 };
 use bongsu_testkit::bounded;
 use bongsu_testkit::writers::ShardWriters;
@@ -176,6 +176,22 @@ async fn drain(name: &str) -> Result<()> {
         "lost_acked={}; problems:\n{}",
         summary.lost,
         summary.problems.join("\n")
+    );
+
+    // The drained node kept none of the shards' data (ARCHITECTURE.md invariant 10): stopped,
+    // its store holds no log entry and no state of any shard group.
+    cluster.kill(victim)?;
+    let store = bongsu_raft_store::Store::open(
+        cluster.node(victim).data_path().join("store"),
+        bongsu_raft_store::StoreOptions::default(),
+    )?;
+    let kept: Vec<u64> = (0..SHARDS)
+        .map(shard_group)
+        .filter(|g| store.group_has_data(*g).unwrap_or(true))
+        .collect();
+    ensure!(
+        kept.is_empty(),
+        "drained node {victim} still holds data of groups {kept:?}"
     );
     cluster.pass();
     Ok(())
