@@ -148,17 +148,9 @@ async fn run() -> Result<()> {
         "{:?}",
         summary.problems
     );
-    let (digests, unsettled) = cluster.replica_digests(Duration::from_secs(60)).await;
-    ensure!(
-        unsettled.is_empty(),
-        "replicas never settled: {unsettled:?}"
-    );
-    for (shard, replicas) in &digests {
-        ensure!(
-            replicas.len() == 3 && replicas.iter().all(|r| r.digest == replicas[0].digest),
-            "shard {shard}: replicas differ: {replicas:?}"
-        );
-    }
+    cluster
+        .ensure_replicas_identical(3, Duration::from_secs(60))
+        .await?;
     cluster.pass();
     Ok(())
 }

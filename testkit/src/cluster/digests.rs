@@ -40,6 +40,27 @@ impl Cluster {
         }
     }
 
+    /// Waits (as [`Cluster::replica_digests`]) until every shard's replicas settle, then fails
+    /// unless each shard has `replicas` replicas with one digest.
+    pub async fn ensure_replicas_identical(
+        &mut self,
+        replicas: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (digests, unsettled) = self.replica_digests(timeout).await;
+        anyhow::ensure!(
+            unsettled.is_empty(),
+            "replicas never settled: {unsettled:?}"
+        );
+        for (shard, got) in &digests {
+            anyhow::ensure!(
+                got.len() == replicas && got.iter().all(|r| r.digest == got[0].digest),
+                "shard {shard}: replicas differ: {got:?}"
+            );
+        }
+        Ok(())
+    }
+
     /// The shards whose running replicas have not all applied their leader's commit index.
     async fn applied_disagree(&mut self) -> Vec<String> {
         let leaders = self.leaders().await;
