@@ -101,6 +101,12 @@ pub fn current_to_legacy(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether `bytes` is a value in this release's format whose checksum holds (without
+/// decoding or copying it).
+pub fn is_current(bytes: &[u8]) -> bool {
+    legacy_body(bytes).is_some_and(|all| all.first() == Some(&VALUE_FORMAT))
+}
+
 /// The bytes before a valid trailing CRC-32.
 fn legacy_body(bytes: &[u8]) -> Option<&[u8]> {
     let at = bytes.len().checked_sub(CRC_LEN)?;
@@ -149,5 +155,6 @@ mod tests {
         assert!(decode::<(u64, String)>(1, b"k", "test", &legacy).is_err());
         assert_eq!(legacy_to_current(&legacy).unwrap(), current);
         assert_eq!(legacy_to_current(&current[1..]), None);
+        assert!(is_current(&current) && !is_current(&legacy) && !is_current(&newer));
     }
 }

@@ -37,7 +37,7 @@ use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::codec::{current_to_legacy, legacy_to_current};
+use crate::codec::{current_to_legacy, is_current, legacy_to_current};
 use crate::errors::{Result, StoreError};
 use crate::keys::TAG_APPLIED;
 use crate::{GroupId, NodeId, NodeInfo};
@@ -427,7 +427,7 @@ impl SnapshotReader {
         if self.legacy {
             self.value = legacy_to_current(&self.value)
                 .ok_or_else(|| self.bad(format!("value {} fails its checksum", self.count)))?;
-        } else if current_to_legacy(&self.value).is_none() {
+        } else if !is_current(&self.value) {
             return Err(self.bad(format!("value {} fails its checksum or format", self.count)));
         }
         Ok(Some((&self.key, &self.value)))
