@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{HelloRequest, InitRequest, StatusRequest};
+use bongsu_proto::tls::{Credentials, DevCa, Role, Security, CERT_FILE};
 use bongsu_testkit::gateway::GatewayProc;
 use bongsu_testkit::process;
 
@@ -87,6 +88,37 @@ impl Drop for Gateways {
     }
 }
 
+/// The local cluster's development CA (`<dir>/certs/ca`, created on the first run) and the
+/// credentials it issued: one directory per node, one for the gateways, one for the operator
+/// tools (`bongsu status` finds it by default). Missing credentials are issued again; the
+/// CA's key never leaves `<dir>/certs/ca`.
+pub fn local_pki(dir: &Path, node_ids: &[u32]) -> anyhow::Result<PathBuf> {
+    let certs = dir.join("certs");
+    let ca = DevCa::open_or_create(&certs.join("ca"), "local")
+        .context("create the local cluster's development CA")?;
+    let roles = node_ids
+        .iter()
+        .map(|id| Role::Node(u64::from(*id)))
+        .chain([Role::Gateway, Role::Operator]);
+    for role in roles {
+        let d = certs.join(role_dir(role));
+        if !d.join(CERT_FILE).exists() {
+            ca.issue(role, &d, &[], &[])
+                .with_context(|| format!("issue credentials for {role}"))?;
+        }
+    }
+    Ok(certs)
+}
+
+/// The directory under `<dir>/certs` holding `role`'s credentials.
+pub fn role_dir(role: Role) -> String {
+    match role {
+        Role::Node(id) => format!("node-{id}"),
+        Role::Gateway => "gateway".into(),
+        Role::Operator => "operator".into(),
+    }
+}
+
 fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result<Child> {
     let ndir = dir.join(format!("n{id}"));
     std::fs::create_dir_all(&ndir).with_context(|| format!("create {}", ndir.display()))?;
@@ -103,6 +135,8 @@ fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result
     ])
     .arg("--data-dir")
     .arg(&ndir)
+    .arg("--tls-dir")
+    .arg(dir.join("certs").join(role_dir(Role::Node(u64::from(id)))))
     .args([
         "--raft-addr",
         &format!("{host}:7100"),
@@ -126,10 +160,17 @@ async fn in_use(addr: &str) -> bool {
     )
 }
 
+/// The operator's credentials of the local cluster, loaded once.
+static OPERATOR: std::sync::OnceLock<Security> = std::sync::OnceLock::new();
+
 async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(300));
-    Ok(AdminClient::new(ep.connect().await?))
+    let security = OPERATOR
+        .get()
+        .context("the operator's credentials are not loaded")?;
+    let ep = Security::endpoint(addr)?.connect_timeout(Duration::from_millis(300));
+    Ok(AdminClient::new(
+        security.connect(ep, &Role::any_node()).await?,
+    ))
 }
 
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
@@ -153,6 +194,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     let bin = sibling_binary(a.node_bin, "bongsu-node")?;
     let gw_bin = sibling_binary(a.gateway_bin, "bongsu-gateway")?;
     ensure_addresses_free().await?;
+    let ids: Vec<u32> = (1..=a.nodes_per_dc * 3).collect();
+    let certs = local_pki(&a.dir, &ids)?;
+    let operator = Credentials::load(&certs.join(role_dir(Role::Operator)), Some(Role::Operator))
+        .context("load the operator's credentials")?;
+    let _ = OPERATOR.set(Security::Mutual(operator));
     let fresh = !a.dir.join("n1").exists();
     let mut nodes = start_nodes(&bin, &a.dir, a.nodes_per_dc)?;
     wait_nodes_answer(&nodes, &a.dir).await?;
@@ -322,6 +368,10 @@ fn print_summary(nodes_per_dc: u32, dir: &Path, nodes: &Nodes, gateways: &Gatewa
         );
     }
     println!("  data and logs: {}", dir.display());
+    println!(
+        "  TLS: every link is mutual TLS from the development CA in {}",
+        dir.join("certs").display()
+    );
     println!();
     println!("  try:  bongsu signup alice    bongsu send bob 'hi'    bongsu tail");
     println!("        bongsu status --admin {first}");

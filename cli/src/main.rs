@@ -3,12 +3,14 @@
 //! - `bongsu run`: a local cluster of three datacenters on this machine (datacenters are the
 //!   loopback address groups 127.0.1.x, 127.0.2.x, 127.0.3.x) with a gateway and the web
 //!   client in each, data under a local directory.
+//! - `bongsu certs`: a development CA and the TLS credentials of a cluster's processes.
 //! - `bongsu status`: a cluster's shards, leaders, lag and liveness, from any node.
 //! - `bongsu signup`, `login`, `send`, `tail`, `conversations`: chatting from a terminal,
 //!   through the Rust SDK (`bongsu-client`), against any gateways (`--gateway`, repeatable;
 //!   the local cluster's by default).
 
 mod account;
+mod certs;
 mod chat;
 mod local;
 mod status;
@@ -30,6 +32,9 @@ enum Cmd {
     /// Start a local three-datacenter cluster with its gateways and keep it running until
     /// Ctrl-C.
     Run(local::RunArgs),
+    /// Create a development CA (once) and issue TLS credentials from it: `node-<id>`,
+    /// `gateway`, `operator`.
+    Certs(certs::CertsArgs),
     /// Show a cluster's state as one node sees it.
     Status(status::StatusArgs),
     /// Create an account (a handle and a password, nothing else) and sign this terminal in.
@@ -56,6 +61,7 @@ async fn main() {
 async fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(a) => local::run(a).await,
+        Cmd::Certs(a) => certs::run(a),
         Cmd::Status(a) => status::run(a).await,
         Cmd::Signup(a) => account::signup(a).await,
         Cmd::Login(a) => account::login(a).await,

@@ -4,22 +4,42 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::StatusRequest;
+use bongsu_proto::tls::{Role, Security};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
     /// Admin address of any node.
     #[arg(long, default_value = "127.0.1.1:7300", env = "BONGSU_ADMIN")]
     pub admin: String,
+    /// The operator's TLS directory (ca.pem, and a cert.pem naming
+    /// `operator.bongsu.internal` with its key.pem); by default the local cluster's,
+    /// `data/local/certs/operator`.
+    #[arg(
+        long,
+        env = "BONGSU_TLS_DIR",
+        default_value = "data/local/certs/operator"
+    )]
+    pub tls_dir: PathBuf,
+    /// Talk plain text to a development cluster that runs without TLS.
+    #[arg(long, env = "BONGSU_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 pub async fn run(a: StatusArgs) -> anyhow::Result<()> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", a.admin))?
-        .connect_timeout(Duration::from_secs(2));
+    let security = if a.insecure_plaintext {
+        Security::Plaintext
+    } else {
+        Security::for_tool(Some(&a.tls_dir), false, Role::Operator)?
+    };
+    let ep = Security::endpoint(&a.admin)?.connect_timeout(Duration::from_secs(2));
     let mut c = AdminClient::new(
-        ep.connect()
+        security
+            .connect(ep, &Role::any_node())
             .await
             .with_context(|| format!("connect to {}", a.admin))?,
     );

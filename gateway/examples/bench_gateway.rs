@@ -266,8 +266,7 @@ impl NodeWriter {
     async fn connect(addrs: &[String]) -> Result<NodeWriter> {
         let mut clients = HashMap::new();
         for a in addrs {
-            let ch = channel(&format!("http://{a}")).await?;
-            clients.insert(a.clone(), NodeApiClient::new(ch));
+            clients.insert(a.clone(), bongsu_testkit::chat::node_api(a)?);
         }
         Ok(NodeWriter {
             addrs: addrs.to_vec(),

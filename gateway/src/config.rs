@@ -22,6 +22,14 @@ pub struct Config {
         required = true
     )]
     pub nodes: Vec<String>,
+    /// The gateway's TLS directory for its calls to nodes: `ca.pem` (the cluster CA), and a
+    /// `cert.pem` naming `gateway.bongsu.internal` with its `key.pem`. Read again when the
+    /// files change, so certificates rotate without a restart.
+    #[arg(long, env = "BONGSU_GATEWAY_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Talk plain text to nodes that run without TLS (a local development cluster only).
+    #[arg(long, env = "BONGSU_GATEWAY_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
     /// Where the public gRPC API listens.
     #[arg(
         long,

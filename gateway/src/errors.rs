@@ -61,7 +61,7 @@ impl ApiError {
     pub fn http_status(code: ErrorCode) -> u16 {
         match code {
             ErrorCode::Unauthenticated => 401,
-            ErrorCode::NotMember | ErrorCode::NotOwner => 403,
+            ErrorCode::NotMember | ErrorCode::NotOwner | ErrorCode::PermissionDenied => 403,
             ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => 404,
             ErrorCode::ConversationExists | ErrorCode::HandleTaken => 409,
             ErrorCode::MessageTooLarge => 413,

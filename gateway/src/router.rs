@@ -17,11 +17,12 @@ use bongsu_proto::internal::{
     WatchShardMapRequest, WriteReply, WriteRequest,
 };
 use bongsu_proto::model::{handle_key, shard_of, UserId};
+use bongsu_proto::tls::{Role, Security};
 use bongsu_proto::ErrorCode;
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::errors::{ApiError, Result, CODE_KEY};
@@ -129,14 +130,17 @@ pub struct Router {
     /// The last address that answered as leader of a shard, or that a node named as leader.
     hints: Mutex<HashMap<u32, String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Mutual TLS to the nodes, as a gateway (ARCHITECTURE.md invariant 12).
+    security: Security,
 }
 
 impl Router {
     /// Starts watching the shard map in the background and returns at once.
-    pub fn start(config: Config) -> Arc<Router> {
+    pub fn start(config: Config, security: Security) -> Arc<Router> {
         let (tx, rx) = watch::channel(Arc::new(MapView::default()));
         let router = Arc::new(Router {
             config,
+            security,
             map: rx,
             hints: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
@@ -190,18 +194,13 @@ impl Router {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let uri = if addr.contains("://") {
-                    addr.to_string()
-                } else {
-                    format!("http://{addr}")
-                };
-                let c = Endpoint::from_shared(uri)
+                let ep = Security::endpoint(addr)
                     .map_err(|e| ApiError::unavailable(format!("bad node address {addr}: {e}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let c = self.security.channel(ep, &Role::any_node());
                 channels.insert(addr.to_string(), c.clone());
                 c
             }

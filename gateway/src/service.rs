@@ -67,7 +67,12 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
         anyhow::ensure!(!config.nodes.is_empty(), "--nodes names no node");
         let limits = RateLimits::new(&config);
-        let router = Router::start(config.clone());
+        let security = bongsu_proto::tls::Security::for_tool(
+            config.tls_dir.as_deref(),
+            config.insecure_plaintext,
+            bongsu_proto::tls::Role::Gateway,
+        )?;
+        let router = Router::start(config.clone(), security);
         let auth = Auth::new(&config, router.clone());
         let push = PushHub::new(router.clone(), config.dc.clone());
         Ok(Arc::new_cyclic(|me| Gateway {

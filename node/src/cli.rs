@@ -11,6 +11,7 @@ use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{
     DrainRequest, InitRequest, ReadyRequest, RemoveRequest, SafeToStopRequest, StatusRequest,
 };
+use bongsu_proto::tls::{Role, Security};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -36,8 +37,8 @@ enum Cmd {
     /// Bootstrap a new cluster from running nodes (at least three datacenters).
     Init {
         /// Admin address of the node that performs the init.
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
         /// Admin addresses of all the first nodes (comma-separated).
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
@@ -48,32 +49,32 @@ enum Cmd {
     },
     /// Print a node's view of the cluster.
     Status {
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
     },
     /// Move every replica and leadership off a node (it stays registered, as draining).
     Drain {
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
         #[arg(long)]
         node_id: u64,
     },
     /// Remove a drained node from the cluster for good.
     Remove {
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
         #[arg(long)]
         node_id: u64,
     },
     /// Exit 0 when the node is caught up with every group it hosts (a readiness probe).
     Ready {
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
     },
     /// Would stopping this node, or this whole datacenter, leave any group without a quorum?
     SafeToStop {
-        #[arg(long)]
-        admin: String,
+        #[command(flatten)]
+        admin: AdminTarget,
         #[arg(long, default_value_t = 0)]
         node_id: u64,
         #[arg(long, default_value = "")]
@@ -81,13 +82,33 @@ enum Cmd {
     },
 }
 
-async fn admin(addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+/// A node's admin API and the operator credentials to reach it with.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// Admin address of a node.
+    #[arg(long)]
+    admin: String,
+    /// The operator's TLS directory: ca.pem, and a cert.pem naming
+    /// `operator.bongsu.internal` with its key.pem.
+    #[arg(long, env = "BONGSU_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Talk plain text to a development cluster that runs without TLS.
+    #[arg(long, env = "BONGSU_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
+}
+
+async fn admin(t: &AdminTarget) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    let addr = &t.admin;
+    let security = Security::for_tool(t.tls_dir.as_deref(), t.insecure_plaintext, Role::Operator)?;
+    let ep = Security::endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(60));
-    Ok(AdminClient::new(ep.connect().await.with_context(|| {
-        format!("connect to admin API at {addr}")
-    })?))
+    Ok(AdminClient::new(
+        security
+            .connect(ep, &Role::any_node())
+            .await
+            .with_context(|| format!("connect to admin API at {addr}"))?,
+    ))
 }
 
 /// Runs the command line; errors print as one line of causes, never as a backtrace (these are
@@ -175,7 +196,12 @@ async fn real_main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn init(addr: &str, nodes: Vec<String>, shards: u32, replicas: u32) -> anyhow::Result<()> {
+async fn init(
+    addr: &AdminTarget,
+    nodes: Vec<String>,
+    shards: u32,
+    replicas: u32,
+) -> anyhow::Result<()> {
     if nodes.is_empty() {
         bail!("--nodes: give the admin addresses of the first nodes");
     }
@@ -196,7 +222,7 @@ async fn init(addr: &str, nodes: Vec<String>, shards: u32, replicas: u32) -> any
 }
 
 /// Prints whether the node is caught up; exits with 1 when it is not.
-async fn ready(addr: &str) -> anyhow::Result<()> {
+async fn ready(addr: &AdminTarget) -> anyhow::Result<()> {
     let r = admin(addr)
         .await?
         .ready(ReadyRequest {})
@@ -214,7 +240,7 @@ async fn ready(addr: &str) -> anyhow::Result<()> {
 }
 
 /// Prints whether stopping the node or datacenter is safe; exits with 3 when it is not.
-async fn safe_to_stop(addr: &str, node_id: u64, dc: String) -> anyhow::Result<()> {
+async fn safe_to_stop(addr: &AdminTarget, node_id: u64, dc: String) -> anyhow::Result<()> {
     let r = admin(addr)
         .await?
         .safe_to_stop(SafeToStopRequest { node_id, dc })

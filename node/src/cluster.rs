@@ -8,6 +8,7 @@ use std::time::Duration;
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
 use bongsu_proto::internal::{JoinRequest, MetaProposeRequest, NodeIdentity, PingRequest};
+use bongsu_proto::tls::{Role, Security};
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::meta::{shard_group, MetaCommand, NodeRecord, META_GROUP};
 use bongsu_raft_store::{Command, CommandResult, GroupId, NodeId, NodeInfo};
@@ -40,15 +41,20 @@ pub fn identity(node: &Node) -> NodeIdentity {
     }
 }
 
-pub async fn admin_client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+/// A client of another node's admin API, whose certificate must name a node of the cluster
+/// (the caller may not know which one yet: a seed).
+pub async fn admin_client(
+    security: &Security,
+    addr: &str,
+) -> Result<AdminClient<tonic::transport::Channel>> {
+    let ep = Security::endpoint(addr)
         .map_err(|e| NodeError::Unavailable(format!("bad address {addr}: {e}")))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(15));
-    let ch = ep
-        .connect()
+    let ch = security
+        .connect(ep, &Role::any_node())
         .await
-        .map_err(|e| NodeError::Unavailable(format!("connect {addr}: {e}")))?;
+        .map_err(|e| NodeError::Unavailable(format!("connect {addr}: {e:?}")))?;
     Ok(AdminClient::new(ch))
 }
 
@@ -116,7 +122,7 @@ impl Node {
 
     async fn forward_meta(&self, admin_addr: &str, cmd: &MetaCommand) -> Result<u64> {
         let bytes = postcard::to_allocvec(cmd).map_err(|e| NodeError::Raft(e.to_string()))?;
-        let reply = admin_client(admin_addr)
+        let reply = admin_client(&self.security, admin_addr)
             .await?
             .meta_propose(MetaProposeRequest { command: bytes })
             .await;
@@ -247,12 +253,13 @@ async fn liveness(node: Arc<Node>) {
             let client = match clients.get(&info.addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let Ok(ep) =
-                        tonic::transport::Endpoint::from_shared(format!("http://{}", info.addr))
-                    else {
+                    let Ok(ep) = Security::endpoint(&info.addr) else {
                         continue;
                     };
-                    let c = RaftTransportClient::new(ep.connect_timeout(interval).connect_lazy());
+                    let ch = node
+                        .security
+                        .channel(ep.connect_timeout(interval), &Role::Node(id).server_name());
+                    let c = RaftTransportClient::new(ch);
                     clients.insert(info.addr.clone(), c.clone());
                     c
                 }
@@ -298,7 +305,7 @@ async fn join(node: Arc<Node>) {
                     .unwrap_or_default(),
                 admitted: id.admitted,
             };
-            let reply = match admin_client(seed).await {
+            let reply = match admin_client(&node.security, seed).await {
                 Ok(mut c) => c.join(req).await,
                 Err(e) => {
                     tracing::debug!(%seed, error = %e, "join");

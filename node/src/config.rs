@@ -78,6 +78,20 @@ impl Snapshots {
     }
 }
 
+/// How the node's ports and its calls to other processes are secured (ARCHITECTURE.md
+/// invariant 12).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// The directory with `ca.pem` (the cluster CA), `cert.pem` (this node's certificate,
+    /// naming `node-<node_id>.bongsu.internal`) and `key.pem`. Read again when the files
+    /// change, so certificates rotate without a restart.
+    pub dir: Option<PathBuf>,
+    /// Plain text on every port, with no peer identity: only for a local development
+    /// cluster. Never together with `dir`.
+    pub insecure_plaintext: bool,
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +112,8 @@ pub struct NodeConfig {
     pub timing: Timing,
     #[serde(default)]
     pub snapshots: Snapshots,
+    #[serde(default)]
+    pub tls: Tls,
 }
 
 /// Values that override the file, from the environment or flags.
@@ -127,6 +143,12 @@ pub struct Overrides {
     /// `snapshots.keep_entries`.
     #[arg(long, env = "BONGSU_SNAPSHOT_KEEP")]
     pub snapshot_keep: Option<u64>,
+    /// `tls.dir`.
+    #[arg(long, env = "BONGSU_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// `tls.insecure_plaintext`.
+    #[arg(long, env = "BONGSU_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
@@ -192,6 +214,23 @@ impl NodeConfig {
             }
         }
         table.insert("snapshots".into(), toml::Value::Table(snapshots));
+        let mut tls = match table.remove("tls") {
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                return Err(invalid(
+                    "tls",
+                    format!("must be a table, not {}", other.type_str()),
+                ))
+            }
+            None => toml::Table::new(),
+        };
+        if let Some(dir) = &o.tls_dir {
+            tls.insert("dir".into(), toml::Value::String(dir.display().to_string()));
+        }
+        if o.insecure_plaintext {
+            tls.insert("insecure_plaintext".into(), toml::Value::Boolean(true));
+        }
+        table.insert("tls".into(), toml::Value::Table(tls));
         let cfg: NodeConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| invalid("config", e.message().to_string()))?;
@@ -255,6 +294,22 @@ impl NodeConfig {
         if sn.every_entries == 0 {
             return Err(invalid("snapshots.every_entries", "must be positive"));
         }
+        match (&self.tls.dir, self.tls.insecure_plaintext) {
+            (None, false) => {
+                return Err(invalid(
+                    "tls.dir",
+                    "required: a directory with ca.pem, cert.pem and key.pem (or \
+                     tls.insecure_plaintext = true, for a local development cluster only)",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(invalid(
+                    "tls.insecure_plaintext",
+                    "cannot be set together with tls.dir",
+                ))
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -276,6 +331,7 @@ data_dir = "data/n1"
 raft_addr = "127.0.1.1:7100"
 api_addr = "127.0.1.1:7200"
 admin_addr = "127.0.1.1:7300"
+tls = { insecure_plaintext = true }
 "#;
 
     #[test]
@@ -314,6 +370,11 @@ admin_addr = "127.0.1.1:7300"
                 "snapshots.memory_budget_mb",
             ),
             ("[snapshots]\nevery_entries = 0", "snapshots.every_entries"),
+            ("tls = {}", "tls.dir"),
+            (
+                "tls = { dir = \"certs\", insecure_plaintext = true }",
+                "tls.insecure_plaintext",
+            ),
             ("colour = \"blue\"", "config"),
             ("node_id = \"one\"", "config"),
         ];

@@ -14,6 +14,7 @@ pub mod errors;
 pub mod failstop;
 pub mod faults;
 pub mod identity;
+pub mod links;
 pub mod node;
 pub mod outbox;
 pub mod placement;

@@ -64,6 +64,8 @@ pub struct Node {
     pub store: Arc<Store>,
     /// Network fault rules (chaos builds only).
     pub faults: Arc<Faults>,
+    /// How this node's ports and calls are secured (ARCHITECTURE.md invariant 12).
+    pub security: bongsu_proto::tls::Security,
     transport: Arc<Transport>,
     raft_config: Arc<openraft::Config>,
     groups: RwLock<HashMap<GroupId, GroupHandle>>,
@@ -164,8 +166,10 @@ impl Node {
         store.set_cluster_version(meta.cluster_version);
         let (meta_tx, _) = watch::channel(Arc::new(meta));
         let faults = Arc::new(Faults::default());
+        let security = crate::links::security(&cfg)?;
         let node = Arc::new(Self {
-            transport: Transport::new(cfg.node_id, faults.clone()),
+            transport: Transport::new(cfg.node_id, security.clone(), faults.clone()),
+            security,
             faults,
             cfg,
             store,

@@ -28,12 +28,13 @@ use std::time::{Duration, Instant};
 use bongsu_proto::internal::admin_client::AdminClient;
 use bongsu_proto::internal::{DeliverRequest, Delivery};
 use bongsu_proto::model::{shard_of, ConvId, UserId};
+use bongsu_proto::tls::{Role, Security};
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::messaging::{OutboxDone, PendingDelivery, UserConv};
 use bongsu_raft_store::meta::shard_group;
 use bongsu_raft_store::{Command, CommandResult, GroupId, NodeId};
 use futures::future::join_all;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::errors::{NodeError, Result, LEADER_ID_KEY};
 use crate::node::{GroupHandle, Node};
@@ -70,20 +71,19 @@ impl From<&PendingDelivery> for UserConvChange {
 }
 
 /// Admin clients by address, connected lazily and reused across deliveries.
-#[derive(Default)]
-struct Clients(Mutex<HashMap<String, AdminClient<Channel>>>);
+struct Clients(Security, Mutex<HashMap<String, AdminClient<Channel>>>);
 
 impl Clients {
     fn get(&self, addr: &str) -> Result<AdminClient<Channel>> {
-        let mut map = self.0.lock().expect("admin clients lock poisoned");
+        let mut map = self.1.lock().expect("admin clients lock poisoned");
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let ep = Security::endpoint(addr)
             .map_err(|e| NodeError::Unavailable(format!("bad address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(5));
-        let c = AdminClient::new(ep.connect_lazy());
+        let c = AdminClient::new(self.0.channel(ep, &Role::any_node()));
         map.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -103,7 +103,7 @@ async fn run(node: Arc<Node>) {
             Err(e) => tracing::error!(group = h.group, error = %e, "read outbox"),
         }
     }
-    let clients = Arc::new(Clients::default());
+    let clients = Arc::new(Clients(node.security.clone(), Mutex::default()));
     let mut pumps: HashMap<GroupId, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {

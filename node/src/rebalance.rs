@@ -126,7 +126,7 @@ async fn group_voters(
     }
     for id in s.voters.iter().chain(&s.learners) {
         let Some(n) = meta.node(*id) else { continue };
-        let Ok(mut c) = admin_client(&n.admin_addr).await else {
+        let Ok(mut c) = admin_client(&node.security, &n.admin_addr).await else {
             continue;
         };
         let Ok(st) = c.status(StatusRequest {}).await else {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bongsu_proto::internal::admin_server::AdminServer;
 use bongsu_proto::internal::node_api_server::NodeApiServer;
 use bongsu_proto::internal::raft_transport_server::RaftTransportServer;
+use bongsu_proto::tls::Authorize;
 use tonic::transport::Server;
 
 use crate::admin::AdminService;
@@ -47,8 +48,23 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
 
     // Catch-up streams megabytes per request: the default 64 KiB HTTP/2 windows would cap it at
     // a few round trips' worth per second across datacenters.
+    let listen = |addr: SocketAddr| {
+        let security = node.security.clone();
+        async move {
+            security
+                .bind(addr)
+                .await
+                .map_err(|e| NodeError::Unavailable(format!("listen on {addr}: {e}")))
+        }
+    };
+    let (raft_in, api_in, admin_in) = (
+        listen(raft_addr).await?,
+        listen(api_addr).await?,
+        listen(admin_addr).await?,
+    );
+    let authorize = Authorize::new(crate::links::allowed);
     let raft = Server::builder()
-        .tcp_nodelay(true)
+        .layer(authorize.clone())
         .initial_stream_window_size(crate::transport::client::STREAM_WINDOW)
         .initial_connection_window_size(crate::transport::client::CONNECTION_WINDOW)
         .add_service(
@@ -57,12 +73,14 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE),
         );
     let api = Server::builder()
-        .tcp_nodelay(true)
+        .layer(authorize.clone())
         .add_service(NodeApiServer::new(ApiService::new(node.clone())));
-    let admin = Server::builder().add_service(AdminServer::new(AdminService::new(node.clone())));
-    let raft = tokio::spawn(raft.serve(raft_addr));
-    let api = tokio::spawn(api.serve(api_addr));
-    let admin = tokio::spawn(admin.serve(admin_addr));
+    let admin = Server::builder()
+        .layer(authorize)
+        .add_service(AdminServer::new(AdminService::new(node.clone())));
+    let raft = tokio::spawn(raft.serve_with_incoming(raft_in));
+    let api = tokio::spawn(api.serve_with_incoming(api_in));
+    let admin = tokio::spawn(admin.serve_with_incoming(admin_in));
     spawn_background(node.clone());
     tracing::info!(node_id = node.id(), "node ready");
 

@@ -260,7 +260,7 @@ impl Node {
 
     async fn forward_transfer(&self, group: GroupId, to: NodeId) -> Result<NodeId> {
         let addr = self.leader_admin(group)?;
-        let r = admin_client(&addr)
+        let r = admin_client(&self.security, &addr)
             .await?
             .transfer_leader(TransferLeaderRequest { group, to_node: to })
             .await
@@ -292,7 +292,7 @@ impl Node {
         } else {
             t.lease.saturating_sub(t.stopped.elapsed())
         };
-        admin_client(&t.info.admin_addr)
+        admin_client(&self.security, &t.info.admin_addr)
             .await?
             .campaign(CampaignRequest {
                 group,
@@ -442,7 +442,7 @@ impl Node {
         for _ in 0..20 {
             if self.leading(group).is_err() {
                 if let Ok(addr) = self.leader_admin(group) {
-                    let r = admin_client(&addr)
+                    let r = admin_client(&self.security, &addr)
                         .await?
                         .move_replica(MoveReplicaRequest {
                             group,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bongsu_proto::internal::HelloRequest;
+use bongsu_proto::tls::Security;
 use bongsu_proto::ErrorCode;
 use bongsu_raft_store::meta::{MetaCommand, MetaSnapshot, NodeState, META_GROUP};
 use bongsu_raft_store::version::{BINARY_VERSION, CLUSTER_V1};
@@ -98,7 +99,7 @@ async fn behind(node: &Node) -> std::result::Result<(), String> {
         let version = if n.node_id == node.id() {
             Ok(BINARY_VERSION)
         } else {
-            binary_version(&n.admin_addr).await
+            binary_version(&node.security, &n.admin_addr).await
         };
         match version {
             Ok(v) if v >= BINARY_VERSION => {}
@@ -114,8 +115,8 @@ async fn behind(node: &Node) -> std::result::Result<(), String> {
 }
 
 /// The version a node's binary runs; release 1 did not say, and runs version 1.
-async fn binary_version(addr: &str) -> Result<u32> {
-    let mut c = admin_client(addr).await?;
+async fn binary_version(security: &Security, addr: &str) -> Result<u32> {
+    let mut c = admin_client(security, addr).await?;
     let reply = tokio::time::timeout(HELLO_TIMEOUT, c.hello(HelloRequest {}))
         .await
         .map_err(|_| NodeError::Unavailable(format!("{addr}: no answer")))?

@@ -7,6 +7,8 @@
 
 pub mod errors;
 pub mod model;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Code generated from the `.proto` files, nested by package as prost expects.
 pub mod pb {

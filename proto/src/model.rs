@@ -170,11 +170,12 @@ pub enum ErrorCode {
     ClusterMismatch,
     EventsPruned,
     UpgradeNotFinished,
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::NotMember,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnknownConversation,
@@ -199,6 +200,7 @@ impl ErrorCode {
         ErrorCode::ClusterMismatch,
         ErrorCode::EventsPruned,
         ErrorCode::UpgradeNotFinished,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The protobuf enum value, whose name is the stable string clients match on.
@@ -228,6 +230,7 @@ impl ErrorCode {
             ErrorCode::ClusterMismatch => v1::ErrorCode::ClusterMismatch,
             ErrorCode::EventsPruned => v1::ErrorCode::EventsPruned,
             ErrorCode::UpgradeNotFinished => v1::ErrorCode::UpgradeNotFinished,
+            ErrorCode::PermissionDenied => v1::ErrorCode::PermissionDenied,
         }
     }
 
@@ -282,7 +285,9 @@ impl ErrorCode {
     #[cfg(feature = "grpc")]
     pub fn grpc_code(self) -> tonic::Code {
         match self {
-            ErrorCode::NotMember | ErrorCode::NotOwner => tonic::Code::PermissionDenied,
+            ErrorCode::NotMember | ErrorCode::NotOwner | ErrorCode::PermissionDenied => {
+                tonic::Code::PermissionDenied
+            }
             ErrorCode::UnknownConversation | ErrorCode::UnknownNode | ErrorCode::UnknownUser => {
                 tonic::Code::NotFound
             }

@@ -20,10 +20,11 @@ use bongsu_proto::internal::{
 use bongsu_proto::model::{
     shard_of, ClientMsgId, ConvId, DeviceId, UserId, CODE_KEY, LEADER_ID_KEY,
 };
+use bongsu_proto::tls::{Role, Security};
 use bongsu_proto::v1;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::history::Seen;
 
@@ -116,12 +117,13 @@ pub trait ChatClient: Send + Sync + 'static {
 /// workload uses it: keep-alive pings notice a node that is gone within a second or two,
 /// and answers may be as large as [`MAX_DECODE`].
 pub fn node_api(addr: &str) -> anyhow::Result<NodeApiClient<Channel>> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))?
+    let ep = Security::endpoint(addr)?
         .connect_timeout(Duration::from_millis(250))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(1));
-    Ok(NodeApiClient::new(ep.connect_lazy()).max_decoding_message_size(MAX_DECODE))
+    let channel = crate::pki::gateway().channel(ep, &Role::any_node());
+    Ok(NodeApiClient::new(channel).max_decoding_message_size(MAX_DECODE))
 }
 
 /// The CRC-32 of a body, as the history records it.

@@ -19,9 +19,10 @@ use bongsu_proto::internal::{
     ReadRequest, WriteReply, WriteRequest,
 };
 use bongsu_proto::model::{ClientMsgId, ConvId, DeviceId, UserId, CODE_KEY, LEADER_ADDR_KEY};
+use bongsu_proto::tls::{Role, Security};
 use bongsu_proto::v1;
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Following hints without a pause is bounded so that two nodes pointing at each other (a
 /// stale hint) cannot make the client spin.
@@ -86,14 +87,15 @@ impl TestClient {
     pub fn new(nodes: Vec<(u64, String)>) -> Result<Self> {
         let mut out = Vec::new();
         for (id, api_addr) in nodes {
-            let ep = Endpoint::from_shared(format!("http://{api_addr}"))?
+            let ep = Security::endpoint(&api_addr)?
                 .connect_timeout(Duration::from_millis(300))
                 .timeout(Duration::from_secs(2))
                 .tcp_nodelay(true);
+            let channel = crate::pki::gateway().channel(ep, &Role::Node(id).server_name());
             out.push(Entry {
                 id,
                 api_addr,
-                api: NodeApiClient::new(ep.connect_lazy()),
+                api: NodeApiClient::new(channel),
             });
         }
         Ok(Self {

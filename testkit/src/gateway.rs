@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bongsu_proto::tls::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::process;
@@ -51,6 +52,8 @@ pub struct GatewaySpec<'a> {
     pub log: PathBuf,
     /// Flags beyond identity, nodes and addresses (e.g. `--user-rate=0`).
     pub extra_args: &'a [String],
+    /// The gateway's TLS directory for its calls to nodes; `None` for plain text.
+    pub tls_dir: Option<&'a Path>,
     pub signal: libc::c_int,
 }
 
@@ -68,6 +71,10 @@ impl GatewayProc {
             format!("--grpc-addr={grpc_addr}"),
             format!("--http-addr={http_addr}"),
         ];
+        match spec.tls_dir {
+            Some(dir) => args.push(format!("--tls-dir={}", dir.display())),
+            None => args.push("--insecure-plaintext".into()),
+        }
         args.extend(spec.extra_args.iter().cloned());
         GatewayProc {
             dc,
@@ -168,6 +175,7 @@ pub async fn start_gateways(
     extra_args: &[String],
 ) -> Result<Vec<GatewayProc>> {
     let mut gateways = Vec::new();
+    let tls_dir = (!crate::pki::plaintext()).then(|| crate::pki::pki().dir(Role::Gateway));
     for dc in 1..=dcs {
         let ip = Ipv4Addr::new(127, 0, dc, 100);
         let p = process::free_ports(ip, 2)?;
@@ -179,6 +187,7 @@ pub async fn start_gateways(
             nodes,
             log: dir.join(format!("gw{dc}.log")),
             extra_args,
+            tls_dir: tls_dir.as_deref(),
             signal: libc::SIGKILL,
         });
         g.spawn()?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{ShardMap, WatchShardMapRequest};
-use tonic::transport::Endpoint;
+use bongsu_proto::tls::{Role, Security};
 
 use crate::cluster::wait::POLL;
 
@@ -110,11 +110,11 @@ impl Drop for MapRecorder {
 async fn watch_map(id: u64, api_addr: String, recorded: Arc<Mutex<Recorded>>) {
     loop {
         // No request timeout: the stream lives as long as the test.
-        if let Ok(ep) = Endpoint::from_shared(format!("http://{api_addr}")) {
-            let mut api = NodeApiClient::new(
-                ep.connect_timeout(Duration::from_millis(300))
-                    .connect_lazy(),
-            );
+        if let Ok(ep) = Security::endpoint(&api_addr) {
+            let mut api = NodeApiClient::new(crate::pki::gateway().channel(
+                ep.connect_timeout(Duration::from_millis(300)),
+                &Role::Node(id).server_name(),
+            ));
             if let Ok(r) = api.watch_shard_map(WatchShardMapRequest {}).await {
                 let mut stream = r.into_inner();
                 while let Ok(Some(map)) = stream.message().await {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bongsu_proto::internal::admin_client::AdminClient;
-use tonic::transport::{Channel, Endpoint};
+use bongsu_proto::tls::{Role, Security};
+use tonic::transport::Channel;
 
 use crate::process;
 
@@ -199,7 +200,15 @@ impl NodeProc {
             .arg("--config")
             .arg(self.config_path())
             .env_remove("BONGSU_CONFIG")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+            .env_remove("BONGSU_TLS_DIR")
+            .env_remove("BONGSU_INSECURE_PLAINTEXT");
+        // Through the environment, which a release without TLS ignores.
+        if crate::pki::plaintext() {
+            cmd.env("BONGSU_INSECURE_PLAINTEXT", "true");
+        } else {
+            cmd.env("BONGSU_TLS_DIR", crate::pki::pki().dir(Role::Node(self.id)));
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // BONGSU_NODE_LOG asks for another filter (`info,openraft=info` to see elections).
         match std::env::var("BONGSU_NODE_LOG")
             .ok()
@@ -320,8 +329,10 @@ impl NodeProc {
 
 /// An admin client whose calls give up after `timeout`.
 pub fn admin_client(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>> {
-    let ep = Endpoint::from_shared(format!("http://{addr}"))?
+    let ep = Security::endpoint(addr)?
         .connect_timeout(Duration::from_millis(300))
         .timeout(timeout);
-    Ok(AdminClient::new(ep.connect_lazy()))
+    Ok(AdminClient::new(
+        crate::pki::operator().channel(ep, &Role::any_node()),
+    ))
 }

@@ -5,8 +5,29 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+/// How long this process has waited for its turn (finished waits, and since when it waits
+/// now), which [`crate::bounded`] does not count against a test's time limit.
+static WAITED: std::sync::Mutex<(Duration, Option<Instant>)> =
+    std::sync::Mutex::new((Duration::ZERO, None));
+
+/// How long this process has waited for turns so far, the wait going on included.
+pub fn waited() -> Duration {
+    let w = WAITED.lock().unwrap_or_else(|e| e.into_inner());
+    w.0 + w.1.map_or(Duration::ZERO, |since| since.elapsed())
+}
+
+fn waiting(now: bool) {
+    let mut w = WAITED.lock().unwrap_or_else(|e| e.into_inner());
+    match (now, w.1.take()) {
+        (true, _) => w.1 = Some(Instant::now()),
+        (false, Some(since)) => w.0 += since.elapsed(),
+        (false, None) => {}
+    }
+}
 
 /// The file the node's cluster tests, the gateway's API tests and the benchmarks take turns
 /// with: `target/tmp/bongsu-cluster-tests.lock`.
@@ -29,8 +50,11 @@ pub fn lock(path: &Path, who: &str) -> Result<File> {
             "{who}: waiting for {} (another run holds it)",
             path.display()
         );
+        waiting(true);
         // SAFETY: as above.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let locked = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0;
+        waiting(false);
+        if !locked {
             bail!(
                 "lock {}: {}",
                 path.display(),

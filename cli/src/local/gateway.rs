@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::Context;
+use bongsu_proto::tls::Role;
 use bongsu_testkit::gateway::{GatewayProc, GatewaySpec};
 
 pub const HTTP_PORT: u16 = 8080;
@@ -25,6 +26,7 @@ pub fn local(bin: &Path, dir: &Path, dc: u32, nodes: &[String]) -> anyhow::Resul
         nodes,
         log: gdir.join("gateway.log"),
         extra_args: &[],
+        tls_dir: Some(&dir.join("certs").join(super::role_dir(Role::Gateway))),
         signal: libc::SIGTERM,
     }))
 }

@@ -20,7 +20,7 @@ struct Args {
 }
 
 async fn app(extra: &[&str]) -> Router {
-    let mut args = vec!["gw", "--nodes=127.0.0.1:1"];
+    let mut args = vec!["gw", "--nodes=127.0.0.1:1", "--insecure-plaintext"];
     args.extend_from_slice(extra);
     let gw = Gateway::start(Args::parse_from(args).config)
         .await
@@ -315,6 +315,7 @@ async fn deadlines_and_shedding_answer_unavailable_but_spare_websockets() {
     let mut args = vec![
         "gw",
         "--nodes=127.0.0.1:1",
+        "--insecure-plaintext",
         "--request-timeout-ms=100",
         "--max-concurrency=1",
     ];

@@ -82,7 +82,7 @@ impl Node {
         let me = identity(self);
         let mut nodes = vec![me.clone()];
         for addr in req.node_admin_addrs.iter().filter(|a| **a != me.admin_addr) {
-            let id = admin_client(addr)
+            let id = admin_client(&self.security, addr)
                 .await?
                 .hello(HelloRequest {})
                 .await
@@ -121,7 +121,7 @@ impl Node {
             _ => rand::random::<u128>(),
         };
         for addr in req.node_admin_addrs.iter().filter(|a| **a != me.admin_addr) {
-            admin_client(addr)
+            admin_client(&self.security, addr)
                 .await?
                 .adopt(AdoptRequest {
                     cluster_id: cluster_id.to_be_bytes().to_vec(),

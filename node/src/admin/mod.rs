@@ -39,6 +39,9 @@ impl Admin for AdminService {
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        // A node registers (and re-registers its addresses) only under its own id.
+        let claimed = req.get_ref().node.as_ref().map_or(0, |n| n.node_id);
+        crate::links::check_claim(&req, claimed)?;
         let req = req.into_inner();
         let id = req
             .node

@@ -217,7 +217,7 @@ impl Node {
             else {
                 continue;
             };
-            let status = match admin_client(&addr).await {
+            let status = match admin_client(&self.security, &addr).await {
                 Ok(mut c) => c
                     .status(StatusRequest {})
                     .await

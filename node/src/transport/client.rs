@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bongsu_proto::internal::raft_transport_client::RaftTransportClient;
 use bongsu_proto::internal::{raft_reply, RaftBatch, RaftKind, RaftMessage, RaftReplyBatch};
+use bongsu_proto::tls::{Role, Security};
 use bongsu_raft_store::version::FRAME_FORMAT;
 use bongsu_raft_store::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
@@ -124,6 +125,7 @@ impl TransportStats {
 /// The links to every peer this node talks to.
 pub struct Transport {
     me: NodeId,
+    security: Security,
     links: Mutex<HashMap<(NodeId, Lane), Arc<PeerLink>>>,
     faults: Arc<Faults>,
     pub stats: Arc<TransportStats>,
@@ -133,9 +135,10 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(me: NodeId, faults: Arc<Faults>) -> Arc<Self> {
+    pub fn new(me: NodeId, security: Security, faults: Arc<Faults>) -> Arc<Self> {
         Arc::new(Self {
             me,
+            security,
             links: Mutex::new(HashMap::new()),
             faults,
             stats: Arc::new(TransportStats::default()),
@@ -154,6 +157,7 @@ impl Transport {
         }
         let l = PeerLink::start(
             self.me,
+            self.security.clone(),
             node,
             info.addr.clone(),
             info.dc.clone(),
@@ -180,6 +184,7 @@ pub struct PeerLink {
 impl PeerLink {
     fn start(
         me: NodeId,
+        security: Security,
         target: NodeId,
         addr: String,
         dc: String,
@@ -188,7 +193,14 @@ impl PeerLink {
         lane: Lane,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_link(me, target, addr.clone(), rx, stats.clone()));
+        tokio::spawn(run_link(
+            me,
+            security,
+            target,
+            addr.clone(),
+            rx,
+            stats.clone(),
+        ));
         Arc::new(Self {
             addr,
             dc,
@@ -278,6 +290,7 @@ fn fail_all(pending: &Pending, why: &str) {
 /// the replies, until the link's queue is closed.
 async fn run_link(
     me: NodeId,
+    security: Security,
     target: NodeId,
     addr: String,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
@@ -297,7 +310,9 @@ async fn run_link(
                 return;
             }
         };
-        let (btx, inbound) = match open_exchange(endpoint).await {
+        let server_name = Role::Node(target).server_name();
+        let channel = security.connect(endpoint, &server_name);
+        let (btx, inbound) = match open_exchange(channel).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(target_node = target, %addr, error = %e, "cannot reach peer");
@@ -356,9 +371,11 @@ async fn run_link(
 /// Connects and opens the link's one `Exchange` stream: the sender of request frames and the
 /// stream of reply frames.
 async fn open_exchange(
-    endpoint: tonic::transport::Endpoint,
+    channel: impl std::future::Future<
+        Output = Result<tonic::transport::Channel, tonic::transport::Error>,
+    >,
 ) -> Result<(mpsc::Sender<RaftBatch>, tonic::Streaming<RaftReplyBatch>), String> {
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = channel.await.map_err(|e| format!("{e:?}"))?;
     let (btx, brx) = mpsc::channel::<RaftBatch>(64);
     let inbound = RaftTransportClient::new(channel)
         .max_decoding_message_size(256 << 20)

@@ -55,14 +55,14 @@ impl<H: RaftHost> RaftService<H> {
     }
 }
 
-async fn handle<H: RaftHost>(host: &H, m: RaftMessage) -> RaftReply {
+async fn handle<H: RaftHost>(host: &H, from: NodeId, m: RaftMessage) -> RaftReply {
     let result = match host.raft(m.group) {
         None => raft_reply::Result::NotHosted(format!(
             "group {} is not hosted on node {} yet",
             m.group,
             host.node_id()
         )),
-        Some(raft) => match dispatch(&raft, m.kind, &m.payload).await {
+        Some(raft) => match dispatch(&raft, from, m.kind, &m.payload).await {
             Ok(bytes) => raft_reply::Result::Payload(bytes),
             Err(e) => raft_reply::Result::Unreachable(e),
         },
@@ -81,18 +81,37 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
     postcard::to_allocvec(v).map_err(|e| format!("unencodable raft reply: {e}"))
 }
 
-async fn dispatch(raft: &Raft<TypeConfig>, kind: i32, payload: &[u8]) -> Result<Vec<u8>, String> {
+/// Refuses a request whose vote names another node than the one that sent it: a node leads
+/// and campaigns only as itself (its certificate proved `from`).
+fn check_sender(vote: &openraft::Vote<NodeId>, from: NodeId) -> Result<(), String> {
+    match vote.leader_id().voted_for() {
+        Some(id) if id == from => Ok(()),
+        other => Err(format!(
+            "node {from} sent a request in the name of {other:?}: refused"
+        )),
+    }
+}
+
+async fn dispatch(
+    raft: &Raft<TypeConfig>,
+    from: NodeId,
+    kind: i32,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
     match RaftKind::try_from(kind) {
         Ok(RaftKind::AppendEntries) => {
             let req: AppendEntriesRequest<TypeConfig> = decode(payload)?;
+            check_sender(&req.vote, from)?;
             encode(&raft.append_entries(req).await)
         }
         Ok(RaftKind::Vote) => {
             let req: VoteRequest<NodeId> = decode(payload)?;
+            check_sender(&req.vote, from)?;
             encode(&raft.vote(req).await)
         }
         Ok(RaftKind::InstallSnapshot) => {
             let req: InstallSnapshotRequest<TypeConfig> = decode(payload)?;
+            check_sender(&req.vote, from)?;
             encode(&raft.install_snapshot(req).await)
         }
         _ => Err(format!("unknown raft message kind {kind}")),
@@ -119,8 +138,11 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
         &self,
         req: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
+        // The node the caller's certificate names: every frame must come from it.
+        let peer = crate::links::peer_node(&req)?;
         let mut inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(64);
+        let refuse_tx = out_tx.clone();
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<RaftReply>();
         // Batch replies the same way requests are batched.
         tokio::spawn(async move {
@@ -145,6 +167,17 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                     Ok(Some(b)) => b,
                     Ok(None) | Err(_) => return,
                 };
+                if let Some(peer) = peer.filter(|p| *p != batch.from_node) {
+                    tracing::warn!(
+                        peer,
+                        claimed = batch.from_node,
+                        "raft frames in another node's name: stream refused"
+                    );
+                    let _ = refuse_tx
+                        .send(Err(crate::links::check_claim_status(peer, batch.from_node)))
+                        .await;
+                    return;
+                }
                 if batch.to_node != host.node_id() {
                     // A peer with a stale address book: answer nothing it could mistake for ours.
                     for m in batch.messages {
@@ -191,11 +224,12 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
                 host.transport_stats()
                     .append_bytes_received
                     .fetch_add(appended as u64, std::sync::atomic::Ordering::Relaxed);
+                let from = batch.from_node;
                 for m in batch.messages {
                     let host = host.clone();
                     let reply_tx = reply_tx.clone();
                     tokio::spawn(async move {
-                        let _ = reply_tx.send(handle(host.as_ref(), m).await);
+                        let _ = reply_tx.send(handle(host.as_ref(), from, m).await);
                     });
                 }
             }
@@ -204,6 +238,7 @@ impl<H: RaftHost> RaftTransport for RaftService<H> {
     }
 
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        crate::links::check_claim(&req, req.get_ref().from_node)?;
         let req = req.into_inner();
         if req.to_node != 0 && req.to_node != self.host.node_id() {
             return Err(Status::failed_precondition(format!(

@@ -23,6 +23,9 @@
 //!   and that it is refused when it asks to join;
 //! - [`snapshot`] feeds a follower a shard sixteen times the snapshot memory budget by snapshot
 //!   and checks both ends' peak memory, read from `/proc`;
+//! - [`strangers`] tries every kind of call on a node's three ports without a certificate of
+//!   the cluster's CA, and with each role's: strangers are refused at the handshake, each role
+//!   reaches only its calls, and a node's certificate speaks only for that node;
 //! - [`upgrade`] upgrades a cluster of the previous release one node at a time under a write
 //!   load, and checks that a new command waits for the cluster version.
 //!
@@ -35,6 +38,7 @@ mod harness;
 mod join;
 mod large;
 mod snapshot;
+mod strangers;
 mod subscribe;
 mod transfer;
 mod upgrade;

@@ -5,11 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{SubscribeEvent, SubscribeRequest};
 use bongsu_proto::model::{ClientMsgId, UserId};
 use bongsu_proto::v1;
-use tonic::transport::Endpoint;
 
 use crate::harness::{spec, Cluster};
 use bongsu_testkit::bounded;
@@ -64,11 +62,7 @@ async fn subscribe(name: &str) -> Result<()> {
         .find(|id| *id != leader)
         .context("a follower")?;
     let api = cluster.node(follower).api_addr.clone();
-    let mut api = NodeApiClient::new(
-        Endpoint::from_shared(format!("http://{api}"))?
-            .connect()
-            .await?,
-    );
+    let mut api = bongsu_testkit::chat::node_api(&api)?;
     let mut live = api
         .subscribe(SubscribeRequest {
             shard,

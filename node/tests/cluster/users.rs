@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use bongsu_proto::internal::node_api_client::NodeApiClient;
 use bongsu_proto::internal::{
     user_event, write_reply, write_request, AddDevice, ChangeMembers, ClaimHandle,
     ConversationInfoRequest, CreateAccount, GetAccountReply, GetAccountRequest, MoveCursor,
@@ -15,7 +14,6 @@ use bongsu_proto::internal::{
 };
 use bongsu_proto::model::{shard_of, ClientMsgId, ConvId, DeviceId, UserId};
 use bongsu_proto::v1;
-use tonic::transport::Endpoint;
 
 use crate::harness::{spec, Cluster};
 use bongsu_testkit::bounded;
@@ -275,11 +273,7 @@ async fn users(name: &str) -> Result<()> {
 
     // Alice's shard, followed from now on.
     let api = cluster.node(cluster.ids()[0]).api_addr.clone();
-    let mut api = NodeApiClient::new(
-        Endpoint::from_shared(format!("http://{api}"))?
-            .connect()
-            .await?,
-    );
+    let mut api = bongsu_testkit::chat::node_api(&api)?;
     let mut alice_events = api
         .subscribe(SubscribeRequest {
             shard: 0,

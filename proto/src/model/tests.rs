@@ -53,10 +53,12 @@ fn the_newest_codes_keep_their_numbers() {
         "UPGRADE_NOT_FINISHED"
     );
     assert_eq!(ErrorCode::UpgradeNotFinished.to_proto() as i32, 24);
-    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::UpgradeNotFinished));
+    assert_eq!(ErrorCode::PermissionDenied.as_str(), "PERMISSION_DENIED");
+    assert_eq!(ErrorCode::PermissionDenied.to_proto() as i32, 25);
+    assert_eq!(ErrorCode::ALL.last(), Some(&ErrorCode::PermissionDenied));
     assert_eq!(
         ErrorCode::ALL[ErrorCode::ALL.len() - 2],
-        ErrorCode::EventsPruned
+        ErrorCode::UpgradeNotFinished
     );
     assert_eq!(ErrorCode::ClusterMismatch.to_proto() as i32, 22);
 }

@@ -194,11 +194,10 @@ impl Nodes {
     async fn connect(env: &Env) -> Result<Nodes> {
         let mut clients = Vec::new();
         for (_, addr) in env.cluster.api_addrs() {
-            let ch = Channel::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await
-                .with_context(|| format!("connect to node {addr}"))?;
-            clients.push(NodeApiClient::new(ch));
+            clients.push(
+                bongsu_testkit::chat::node_api(&addr)
+                    .with_context(|| format!("connect to node {addr}"))?,
+            );
         }
         ensure!(!clients.is_empty(), "no node");
         Ok(Nodes { clients })
