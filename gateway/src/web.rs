@@ -17,6 +17,15 @@ use bongsu_proto::ErrorCode;
 use crate::errors::ApiError;
 use crate::service::Gateway;
 
+/// What the page may load and run: its own scripts and styles only (no inline script, no
+/// `eval`, nothing from another origin), calls and the WebSocket to the gateway that served
+/// it, and no framing by any site (clickjacking). A script injected into a message could
+/// still not run, which is what keeps the session the page holds in `localStorage` out of an
+/// attacker's reach (ARCHITECTURE.md, the web client).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
 /// A file of the client: where it is served, its name on disk, its type, its built-in copy.
 struct Asset {
     route: &'static str,
@@ -87,6 +96,15 @@ async fn serve(dir: Option<PathBuf>, asset: &'static Asset) -> Response {
             (
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
             ),
         ],
         body,

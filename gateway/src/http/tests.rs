@@ -365,3 +365,30 @@ async fn deadlines_and_shedding_answer_unavailable_but_spare_websockets() {
     );
     assert_eq!(long.await.expect("joins"), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_web_client_forbids_framing_and_foreign_or_inline_scripts() {
+    let app = app(&[]).await;
+    for path in ["/", "/app.js", "/api.js", "/style.css"] {
+        let r = call(&app, request(Method::GET, path, None, Body::empty())).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let csp = r
+            .headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp:?} lacks {directive}");
+        }
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(r.headers.get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+    }
+}
