@@ -65,6 +65,8 @@ pub use retention::{EventsPruned, DEDUP_WINDOW_MS, PRUNE_MAX_DELETES};
 #[cfg(test)]
 mod outbox_tests;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
 mod tests;
