@@ -81,11 +81,17 @@ pub fn peer_node<T>(req: &tonic::Request<T>) -> std::result::Result<Option<u64>,
         Some(p) => match p.role {
             None => Ok(None),
             Some(Role::Node(id)) => Ok(Some(id)),
-            Some(other) => Err(tonic::Status::permission_denied(format!(
-                "{other} is not a node"
-            ))),
+            Some(other) => Err(NodeError::Rejected {
+                code: bongsu_proto::ErrorCode::PermissionDenied,
+                reason: format!("{other} is not a node"),
+            }
+            .into()),
         },
-        None => Err(tonic::Status::unauthenticated("unknown peer")),
+        None => Err(NodeError::Rejected {
+            code: bongsu_proto::ErrorCode::Unauthenticated,
+            reason: "the server does not know who is calling".into(),
+        }
+        .into()),
     }
 }
 

@@ -44,10 +44,19 @@ fn outcome<T>(r: &Result<T, Status>) -> Outcome {
         Err(s) => match ErrorCode::of_status(s) {
             Some(ErrorCode::PermissionDenied) => Outcome::Denied,
             Some(_) => Outcome::Reached,
-            // Without bongsu's code, the call never reached a bongsu server (tonic's own
-            // connection errors), except for handlers' plain argument checks.
-            None if s.code() == tonic::Code::InvalidArgument => Outcome::Reached,
-            None => Outcome::Door,
+            // Without bongsu's code: tonic's own connection errors mean the call never
+            // reached a bongsu server; anything else came from a handler's plain checks.
+            None if matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Internal
+            ) =>
+            {
+                Outcome::Door
+            }
+            None => Outcome::Reached,
         },
     }
 }
