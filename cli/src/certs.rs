@@ -27,13 +27,9 @@ pub struct CertsArgs {
 }
 
 pub fn parse_role(name: &str) -> anyhow::Result<Role> {
-    match name {
-        "gateway" => Ok(Role::Gateway),
-        "operator" => Ok(Role::Operator),
-        other => match other.strip_prefix("node-").map(str::parse::<u64>) {
-            Some(Ok(id)) if id > 0 => Ok(Role::Node(id)),
-            _ => bail!("{other:?}: expected node-<id> (id > 0), gateway or operator"),
-        },
+    match Role::from_label(name) {
+        Some(role) => Ok(role),
+        None => bail!("{name:?}: expected node-<id> (id > 0), gateway or operator"),
     }
 }
 

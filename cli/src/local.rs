@@ -112,11 +112,7 @@ pub fn local_pki(dir: &Path, node_ids: &[u32]) -> anyhow::Result<PathBuf> {
 
 /// The directory under `<dir>/certs` holding `role`'s credentials.
 pub fn role_dir(role: Role) -> String {
-    match role {
-        Role::Node(id) => format!("node-{id}"),
-        Role::Gateway => "gateway".into(),
-        Role::Operator => "operator".into(),
-    }
+    role.label()
 }
 
 fn spawn(bin: &Path, dir: &Path, id: u32, dc: u32, host: &str) -> anyhow::Result<Child> {

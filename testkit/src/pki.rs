@@ -91,12 +91,7 @@ impl Pki {
         if let Some(e) = issued.get(&role) {
             return e.clone();
         }
-        let name = match role {
-            Role::Node(id) => format!("node-{id}"),
-            Role::Gateway => "gateway".into(),
-            Role::Operator => "operator".into(),
-        };
-        let dir = self.root.join(name);
+        let dir = self.root.join(role.label());
         self.ca
             .issue(role, &dir, &[], &[])
             .unwrap_or_else(|e| panic!("issue test credentials for {role}: {e}"));

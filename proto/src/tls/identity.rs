@@ -23,15 +23,36 @@ impl Role {
     /// name a client checks when it dials a node whose id it does not know yet (a seed).
     pub fn names(&self) -> Vec<String> {
         match self {
-            Role::Node(id) => vec![format!("node-{id}.{DOMAIN}"), Role::any_node()],
-            Role::Gateway => vec![format!("gateway.{DOMAIN}")],
-            Role::Operator => vec![format!("operator.{DOMAIN}")],
+            Role::Node(_) => vec![format!("{}.{DOMAIN}", self.label()), Role::any_node()],
+            Role::Gateway | Role::Operator => vec![format!("{}.{DOMAIN}", self.label())],
         }
     }
 
     /// The name a client checks a server of this role against.
     pub fn server_name(&self) -> String {
         self.names().swap_remove(0)
+    }
+
+    /// The role's label: `node-<id>`, `gateway` or `operator`, as its DNS name starts, and as
+    /// tools name credential directories.
+    pub fn label(&self) -> String {
+        match self {
+            Role::Node(id) => format!("node-{id}"),
+            Role::Gateway => "gateway".into(),
+            Role::Operator => "operator".into(),
+        }
+    }
+
+    /// The role a label names (`node-<id>` with a positive id, `gateway`, `operator`).
+    pub fn from_label(label: &str) -> Option<Role> {
+        match label {
+            "gateway" => Some(Role::Gateway),
+            "operator" => Some(Role::Operator),
+            other => match other.strip_prefix("node-").map(str::parse::<u64>) {
+                Some(Ok(id)) if id > 0 => Some(Role::Node(id)),
+                _ => None,
+            },
+        }
     }
 
     /// The name every node's certificate carries.
@@ -68,14 +89,8 @@ pub fn role_of(cert: &CertificateDer<'_>) -> Result<Role, String> {
         let Some(label) = dns.strip_suffix(suffix.as_str()) else {
             continue;
         };
-        let found = match label {
-            "node" => continue,
-            "gateway" => Role::Gateway,
-            "operator" => Role::Operator,
-            other => match other.strip_prefix("node-").map(str::parse::<u64>) {
-                Some(Ok(id)) if id > 0 => Role::Node(id),
-                _ => continue,
-            },
+        let Some(found) = Role::from_label(label) else {
+            continue;
         };
         match role {
             Some(r) if r != found => {
