@@ -158,6 +158,19 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
     }
 }
 
+/// Removes the sub-table `key` from `table` (empty when absent), so overrides can be merged
+/// into it; a value that is not a table is an error naming `key`.
+fn take_table(table: &mut toml::Table, key: &'static str) -> Result<toml::Table> {
+    match table.remove(key) {
+        Some(toml::Value::Table(t)) => Ok(t),
+        Some(other) => Err(invalid(
+            key,
+            format!("must be a table, not {}", other.type_str()),
+        )),
+        None => Ok(toml::Table::new()),
+    }
+}
+
 impl NodeConfig {
     /// Reads the file (if any), applies the overrides and validates the result.
     pub fn load(file: Option<&std::path::Path>, o: &Overrides) -> Result<Self> {
@@ -193,16 +206,7 @@ impl NodeConfig {
                 .clone()
                 .map(|s| toml::Value::Array(s.into_iter().map(toml::Value::String).collect())),
         );
-        let mut snapshots = match table.remove("snapshots") {
-            Some(toml::Value::Table(t)) => t,
-            Some(other) => {
-                return Err(invalid(
-                    "snapshots",
-                    format!("must be a table, not {}", other.type_str()),
-                ))
-            }
-            None => toml::Table::new(),
-        };
+        let mut snapshots = take_table(&mut table, "snapshots")?;
         for (key, value) in [
             ("memory_budget_mb", o.snapshot_budget_mb),
             ("every_entries", o.snapshot_every),
@@ -214,16 +218,7 @@ impl NodeConfig {
             }
         }
         table.insert("snapshots".into(), toml::Value::Table(snapshots));
-        let mut tls = match table.remove("tls") {
-            Some(toml::Value::Table(t)) => t,
-            Some(other) => {
-                return Err(invalid(
-                    "tls",
-                    format!("must be a table, not {}", other.type_str()),
-                ))
-            }
-            None => toml::Table::new(),
-        };
+        let mut tls = take_table(&mut table, "tls")?;
         if let Some(dir) = &o.tls_dir {
             tls.insert("dir".into(), toml::Value::String(dir.display().to_string()));
         }
