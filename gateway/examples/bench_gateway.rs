@@ -672,7 +672,7 @@ async fn main() -> Result<()> {
         .timeout(SEND_TIMEOUT)
         .build()?;
     let no_limits = ["--user-rate=0", "--ip-rate=0", "--auth-rate-per-min=0"].map(String::from);
-    let gateways = start_gateways(&gw_bin, &args.dir, DCS, &node_addrs, &no_limits).await?;
+    let gateways = start_gateways(&gw_bin, &args.dir, DCS, &node_addrs, &no_limits, None).await?;
     note(&format!(
         "{DCS} gateways ready (rate limits off), logs in {}/gw<d>.log",
         args.dir.display()

@@ -30,6 +30,8 @@ pub struct GatewayProc {
     pub log: PathBuf,
     binary: PathBuf,
     args: Vec<String>,
+    /// The gateway's `RUST_LOG`; `None` leaves its own default.
+    pub log_filter: Option<String>,
     /// What the gateway receives when this process dies (SIGKILL for tests, SIGTERM for
     /// `bongsu run`), and what ends it when it is stopped or dropped.
     signal: libc::c_int,
@@ -86,6 +88,7 @@ impl GatewayProc {
             log: spec.log,
             binary: spec.binary.to_path_buf(),
             args,
+            log_filter: None,
             signal: spec.signal,
             child: None,
             started: Instant::now(),
@@ -108,6 +111,10 @@ impl GatewayProc {
         }
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args);
+        match &self.log_filter {
+            Some(f) => cmd.env("RUST_LOG", f),
+            None => cmd.env_remove("RUST_LOG"),
+        };
         let child = process::spawn(&mut cmd, &self.log, self.signal)
             .with_context(|| format!("start gateway {} ({})", self.id, self.binary.display()))?;
         self.child = Some(child);
@@ -166,13 +173,15 @@ impl Drop for GatewayProc {
 }
 
 /// One gateway per datacenter `1..=dcs` on `127.0.d.100` with free ports, logging to
-/// `<dir>/gw<d>.log`, started and ready.
+/// `<dir>/gw<d>.log`, started and ready; `log_filter` is their `RUST_LOG` (their own default
+/// when `None`).
 pub async fn start_gateways(
     binary: &Path,
     dir: &Path,
     dcs: u8,
     nodes: &[String],
     extra_args: &[String],
+    log_filter: Option<&str>,
 ) -> Result<Vec<GatewayProc>> {
     let mut gateways = Vec::new();
     let tls_dir = (!crate::pki::plaintext()).then(|| crate::pki::pki().dir(Role::Gateway));
@@ -190,6 +199,7 @@ pub async fn start_gateways(
             tls_dir: tls_dir.as_deref(),
             signal: libc::SIGKILL,
         });
+        g.log_filter = log_filter.map(str::to_string);
         g.spawn()?;
         gateways.push(g);
     }

@@ -8,13 +8,15 @@
 //! - [`bad_input`]: bytes that are not protobuf, malformed ids, bodies that break the rules;
 //! - [`failover`]: a datacenter dies under a connected device;
 //! - [`members`]: groups gain and lose members; rate limits;
-//! - [`signup`]: sign-ups that died halfway do not lose handles nor take them.
+//! - [`signup`]: sign-ups that died halfway do not lose handles nor take them;
+//! - [`secrets`]: no password, token or message text reaches any process's log.
 
 mod access;
 mod bad_input;
 mod failover;
 mod flow;
 mod members;
+mod secrets;
 mod signup;
 
 use std::time::{Duration, Instant};

@@ -20,6 +20,8 @@ pub struct Opts {
     pub shards: u32,
     /// Extra flags for every gateway (e.g. `--user-rate=2`).
     pub gateway_args: Vec<String>,
+    /// `RUST_LOG` of every node and gateway; their own defaults when `None`.
+    pub log_filter: Option<String>,
 }
 
 impl Default for Opts {
@@ -27,6 +29,7 @@ impl Default for Opts {
         Opts {
             shards: 8,
             gateway_args: Vec::new(),
+            log_filter: None,
         }
     }
 }
@@ -49,7 +52,10 @@ pub struct Env {
 impl Env {
     /// Starts the cluster (taking its turn with the other cluster tests) and the gateways.
     pub async fn start(name: &str, opts: Opts) -> Result<Env> {
-        let spec = Spec::new(3, 1).shards(opts.shards);
+        let mut spec = Spec::new(3, 1).shards(opts.shards);
+        if let Some(f) = &opts.log_filter {
+            spec = spec.log_filter(f);
+        }
         let cluster = Cluster::start(&format!("api-{name}"), spec)
             .await
             .context("start a three-datacenter cluster")?;
@@ -60,6 +66,7 @@ impl Env {
             3,
             &nodes,
             &opts.gateway_args,
+            opts.log_filter.as_deref(),
         )
         .await?;
         let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
