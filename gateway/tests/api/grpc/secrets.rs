@@ -95,23 +95,27 @@ async fn grpc_no_password_token_or_message_reaches_any_log() -> Result<()> {
                 device_id: hana_laptop.session.device_id.clone(),
             }))
             .await?;
-        for s in [&old_session, &hana.session, &dami.session, &hana_laptop.session] {
+        for s in [
+            &old_session,
+            &hana.session,
+            &dami.session,
+            &hana_laptop.session,
+        ] {
             secrets.insert(s.access_token.clone());
             // The signature alone, too: a log that cut the token would still give it away.
             secrets.insert(s.access_token.rsplit('.').nth(1).unwrap_or("").to_string());
             secrets.insert(s.refresh_token.clone());
-            secrets.insert(
-                s.refresh_token
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or("")
-                    .to_string(),
-            );
+            secrets.insert(s.refresh_token.rsplit('.').next().unwrap_or("").to_string());
         }
         secrets.retain(|s| s.len() >= 12);
 
         let mut logs: Vec<PathBuf> = env.gateways.iter().map(|g| g.log.clone()).collect();
-        logs.extend(env.cluster.ids().into_iter().map(|i| env.cluster.node(i).log_path()));
+        logs.extend(
+            env.cluster
+                .ids()
+                .into_iter()
+                .map(|i| env.cluster.node(i).log_path()),
+        );
         let mut read = 0usize;
         for path in &logs {
             let text = std::fs::read_to_string(path)
@@ -134,7 +138,10 @@ async fn grpc_no_password_token_or_message_reaches_any_log() -> Result<()> {
             );
         }
         // The search saw real logs: debug lines of every process, sign-ins among them.
-        ensure!(read > 20_000, "only {read} bytes of logs: was debug logging on?");
+        ensure!(
+            read > 20_000,
+            "only {read} bytes of logs: was debug logging on?"
+        );
         let all: String = logs
             .iter()
             .map(|p| std::fs::read_to_string(p).unwrap_or_default())
