@@ -155,21 +155,15 @@ async fn certificates_and_the_ca_rotate_without_a_restart() {
     // Files are looked at again at most once a second.
     let settle = || tokio::time::sleep(Duration::from_millis(1100));
     // 1. Everyone trusts both CAs (still holding old certificates).
-    old.issue(Role::Node(1), &n1, &[], &[new.cert_pem()])
-        .unwrap();
-    old.issue(Role::Gateway, &gw, &[], &[new.cert_pem()])
-        .unwrap();
-    settle().await;
-    dial(client.client(), srv.addr).await.unwrap();
-    assert_eq!(srv.next_role().await, Some(Some(Role::Gateway)));
     // 2. New certificates from the new CA, both CAs still trusted.
-    new.issue(Role::Node(1), &n1, &[], &[old.cert_pem()])
-        .unwrap();
-    new.issue(Role::Gateway, &gw, &[], &[old.cert_pem()])
-        .unwrap();
-    settle().await;
-    dial(client.client(), srv.addr).await.unwrap();
-    assert_eq!(srv.next_role().await, Some(Some(Role::Gateway)));
+    for (ca, also) in [(&old, &new), (&new, &old)] {
+        for (role, dir) in [(Role::Node(1), &n1), (Role::Gateway, &gw)] {
+            ca.issue(role, dir, &[], &[also.cert_pem()]).unwrap();
+        }
+        settle().await;
+        dial(client.client(), srv.addr).await.unwrap();
+        assert_eq!(srv.next_role().await, Some(Some(Role::Gateway)));
+    }
     let old_client = creds(&kept_old_gateway, Role::Gateway);
     // The server presents the new CA's certificate now, which the kept old client (trusting
     // only the old CA) refuses: proof the server took it without a restart.
